@@ -1,0 +1,193 @@
+"""Test helpers: databases on both backends, seeded accounts, the API as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.servers import free_port
+from workorders.contract import Role
+from workorders.db import make_engine
+from workorders.migrate import upgrade
+from workorders.models import Principal
+from workorders.security import hash_password, issue_token
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+# Service accounts as deployed: each with only the rights its job needs.
+SERVICE_SCOPES = {
+    "bot": [
+        "residents:lookup",
+        "residents:read",
+        "residents:write",
+        "residents:pii",
+        "orders:create",
+        "orders:read",
+        "orders:update",
+        "orders:rate",
+        "appointments",
+    ],
+    "wechat": ["residents:lookup", "orders:read", "orders:rate", "events:read"],
+    "terminal": ["emergency:create", "residents:lookup"],
+}
+
+
+@dataclass
+class Backend:
+    url: str
+    engine: Engine
+    factory: sessionmaker[Session]
+    admin_url: str | None = None
+    database: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self) -> Session:
+        return self.factory()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.admin_url and self.database:
+            admin = make_engine(self.admin_url).execution_options(isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def make_backend(url: str, fresh_database: str | None = None) -> Backend:
+    admin_url = None
+    if fresh_database:
+        admin_url = url
+        admin = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{fresh_database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{fresh_database}"'))
+        admin.dispose()
+        url = make_url(url).set(database=fresh_database).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = make_engine(url)
+    factory = sessionmaker(
+        bind=engine.execution_options(linli_begin="IMMEDIATE"), expire_on_commit=False, future=True
+    )
+    return Backend(url, engine, factory, admin_url, fresh_database)
+
+
+def seed_principals(backend: Backend) -> dict[str, str]:
+    """Staff of every role and the service accounts; returns a token per account name."""
+    tokens: dict[str, str] = {}
+    with backend.session() as session:
+        for name, role in (
+            ("admin", Role.admin),
+            ("supervisor", Role.supervisor),
+            ("agent", Role.agent),
+            ("agent2", Role.agent),
+        ):
+            principal = Principal(
+                username=name, display_name=name, role=role, password_hash=hash_password(PASSWORD)
+            )
+            session.add(principal)
+            session.flush()
+            tokens[name] = issue_token(session, principal, None)
+        for name, scopes in SERVICE_SCOPES.items():
+            principal = Principal(
+                username=name, display_name=name, role=Role.service, scopes=scopes
+            )
+            session.add(principal)
+            session.flush()
+            tokens[name] = issue_token(session, principal, None)
+        session.commit()
+    return tokens
+
+
+@dataclass
+class ApiProcess:
+    database_url: str
+    fhir_url: str
+    tokens: dict[str, str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "FHIR_BASE_URL": self.fhir_url,
+            **self.extra_env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workorders", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"API exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not become healthy within 30 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Api:
+    """httpx clients for the running API, one per seeded account."""
+
+    def __init__(self, process: ApiProcess) -> None:
+        self.process = process
+        self.base_url = process.base_url
+
+    def as_(self, account: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.process.tokens[account]}"} if account else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def call(self, account: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self.as_(account) as client:
+            return client.request(method, path, **kwargs)
+
+
+def make_caller(backend: Backend, role: str = "agent", scopes: list[str] | None = None) -> Any:
+    """A real principal row and the Caller the services expect, for in-process service tests."""
+    import uuid
+
+    from workorders.security import caller_of
+
+    with backend.session() as session:
+        principal = Principal(
+            username=f"{role}-{uuid.uuid4().hex[:10]}",
+            display_name=role,
+            role=role,
+            scopes=scopes or [],
+        )
+        session.add(principal)
+        session.commit()
+        return caller_of(principal)

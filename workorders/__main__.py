@@ -1,0 +1,85 @@
+"""Command line: `python -m workorders {migrate,load-demo,serve,scheduler}`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from datetime import datetime, timedelta, timezone
+
+from workorders.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "workorders.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+def _scheduler(args: argparse.Namespace) -> None:
+    from workorders.db import session_factory
+    from workorders.services import events, sla, sweep
+
+    settings = get_settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log = logging.getLogger("workorders.scheduler")
+    log.info("scheduler: sweeping every %.1f s", settings.scheduler_interval_seconds)
+    while not stop.is_set():
+        try:
+            result = sweep.sweep(
+                session_factory(True),
+                sla.load_policy(settings.sla_config),
+                datetime.now(timezone.utc),
+                timedelta(hours=settings.rating_timeout_hours),
+            )
+            relayed = events.relay(session_factory(True))
+            if result.event_ids or relayed:
+                log.info("sweep: %s; relayed %d events", result, relayed)
+        except Exception:  # keep sweeping; the next round retries
+            log.exception("sweep failed")
+        stop.wait(settings.scheduler_interval_seconds)
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from workorders.migrate import upgrade
+
+    upgrade()
+
+
+def _load_demo(_: argparse.Namespace) -> None:
+    from workorders.demo import load
+
+    print(load())
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = argparse.ArgumentParser(prog="python -m workorders")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)
+    sub.add_parser("scheduler", help="SLA sweeps and event relay").set_defaults(func=_scheduler)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    sub.add_parser("load-demo", help="load demo data (idempotent)").set_defaults(func=_load_demo)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Dependencies every route shares: the clock, SLA policy, hospital adapter, event publisher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from fastapi import Header
+from sqlalchemy.orm import Session
+
+from workorders.db import session_factory
+from workorders.hospital.base import HospitalAdapter
+from workorders.hospital.fhir import FhirHospitalAdapter
+from workorders.security import Caller
+from workorders.services import audit, events
+from workorders.services.sla import SlaPolicy, load_policy
+from workorders.settings import get_settings
+
+Clock = Callable[[], datetime]
+
+
+def get_clock() -> Clock:
+    """Tests override this to move time; everything else reads the wall clock."""
+    return lambda: datetime.now(timezone.utc)
+
+
+def get_policy() -> SlaPolicy:
+    return load_policy(get_settings().sla_config)
+
+
+@lru_cache
+def _hospital() -> FhirHospitalAdapter:
+    return FhirHospitalAdapter(get_settings().fhir_base_url)
+
+
+def get_hospital() -> HospitalAdapter:
+    return _hospital()
+
+
+def publish(event_ids: Iterable[int]) -> None:
+    """After commit: announce on Redis now; the scheduler relays anything that fails here."""
+    events.publish(session_factory(True), event_ids)
+
+
+def idempotency_key(
+    key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Same key and body: the same result, never a second resource",
+    ),
+) -> str | None:
+    return key
+
+
+def reveal(
+    caller: Caller, requested: bool, session: Session, resource: str, ident: int | None
+) -> bool:
+    """Unmasked personal data: services with the right always; staff when they ask, audited."""
+    if not caller.can("residents:pii"):
+        return False
+    if not caller.is_staff:
+        return True
+    if requested:
+        audit.record(session, caller, "reveal_personal_data", resource, ident)
+    return requested

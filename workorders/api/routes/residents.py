@@ -1,0 +1,170 @@
+"""/residents: the people Linli serves, and the channel identities that find them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from sqlalchemy.orm import Session
+
+from workorders.api import views
+from workorders.api.deps import idempotency_key, reveal
+from workorders.contract import IdentityKind
+from workorders.db import get_session
+from workorders.errors import ApiError
+from workorders.schemas import (
+    ErrorOut,
+    IdentityIn,
+    ResidentCreate,
+    ResidentOut,
+    ResidentPage,
+    ResidentUpdate,
+    valid_phone,
+)
+from workorders.security import Caller, require
+from workorders.services import audit, idempotency, residents
+
+router = APIRouter(
+    prefix="/residents",
+    tags=["residents"],
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+_ONE = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+ResidentId = Path(..., ge=1, le=2**31 - 1)
+
+
+def _phone_or_422(value: str) -> str:
+    try:
+        return valid_phone(value)
+    except ValueError as exc:
+        raise ApiError(
+            422, "invalid_phone", "电话号码格式不对，请输入11位手机号或带区号的固定电话。"
+        ) from exc
+
+
+@router.post(
+    "", response_model=ResidentOut, status_code=201, responses={**_ONE, 200: {"model": ResidentOut}}
+)
+def create_resident(
+    body: ResidentCreate,
+    response: Response,
+    key: str | None = Depends(idempotency_key),
+    caller: Caller = Depends(require("residents:write")),
+    session: Session = Depends(get_session),
+) -> ResidentOut:
+    if key is not None:
+        existing = idempotency.claim(
+            session, caller, key, "resident", idempotency.request_hash(body.dict())
+        )
+        if existing is not None:
+            response.status_code = 200
+            return views.resident_out(
+                residents.get(session, existing),
+                reveal(caller, False, session, "resident", existing),
+            )
+    resident = residents.create(session, body)
+    if key is not None:
+        idempotency.bind(session, caller, key, resident.id)
+    shown = reveal(caller, False, session, "resident", resident.id)
+    session.commit()
+    return views.resident_out(resident, shown)
+
+
+@router.get("", response_model=ResidentPage)
+def list_residents(
+    name: str | None = Query(None, max_length=64),
+    community: str | None = Query(None, max_length=64),
+    phone: str | None = Query(None, max_length=32),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    caller: Caller = Depends(require("residents:read")),
+    session: Session = Depends(get_session),
+) -> ResidentPage:
+    rows, total = residents.search(
+        session,
+        name=name,
+        community=community,
+        phone=phone and _phone_or_422(phone),
+        limit=limit,
+        offset=offset,
+    )
+    if caller.is_staff:
+        audit.record(session, caller, "list_residents", "resident", None, f"{len(rows)} rows")
+    shown = reveal(caller, False, session, "resident", None)
+    session.commit()
+    return ResidentPage(
+        items=[views.resident_out(r, shown) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/lookup", response_model=ResidentOut, responses=_ONE)
+def lookup_resident(
+    kind: IdentityKind,
+    value: str = Query(..., min_length=1, max_length=128),
+    caller: Caller = Depends(require("residents:lookup")),
+    session: Session = Depends(get_session),
+) -> ResidentOut:
+    """Find the resident behind a channel identity (openid, caller number, terminal id)."""
+    if kind == IdentityKind.phone:
+        value = _phone_or_422(value)
+    resident = residents.lookup(session, kind, value)
+    if resident is None:
+        raise ApiError(404, "resident_not_found", "没有找到与该身份关联的居民，请先登记。")
+    if caller.is_staff:
+        audit.record(session, caller, "lookup_resident", "resident", resident.id, kind.value)
+    shown = reveal(caller, False, session, "resident", resident.id)
+    session.commit()
+    return views.resident_out(resident, shown)
+
+
+@router.get("/{resident_id}", response_model=ResidentOut, responses=_ONE)
+def read_resident(
+    resident_id: int = ResidentId,
+    reveal_pii: bool = Query(
+        False, alias="reveal", description="Staff: show personal data (audited)"
+    ),
+    caller: Caller = Depends(require("residents:read")),
+    session: Session = Depends(get_session),
+) -> ResidentOut:
+    resident = residents.get(session, resident_id)
+    if caller.is_staff:
+        audit.record(session, caller, "read_resident", "resident", resident.id)
+    shown = reveal(caller, reveal_pii, session, "resident", resident.id)
+    session.commit()
+    return views.resident_out(resident, shown)
+
+
+@router.patch("/{resident_id}", response_model=ResidentOut, responses=_ONE)
+def update_resident(
+    body: ResidentUpdate,
+    resident_id: int = ResidentId,
+    caller: Caller = Depends(require("residents:write")),
+    session: Session = Depends(get_session),
+) -> ResidentOut:
+    resident = residents.update(session, residents.get(session, resident_id), body)
+    if caller.is_staff:
+        audit.record(session, caller, "update_resident", "resident", resident.id)
+    shown = reveal(caller, False, session, "resident", resident.id)
+    session.commit()
+    return views.resident_out(resident, shown)
+
+
+@router.post(
+    "/{resident_id}/identities",
+    response_model=ResidentOut,
+    status_code=201,
+    responses={**_ONE, 200: {"model": ResidentOut}},
+)
+def link_identity(
+    body: IdentityIn,
+    response: Response,
+    resident_id: int = ResidentId,
+    caller: Caller = Depends(require("residents:write")),
+    session: Session = Depends(get_session),
+) -> ResidentOut:
+    """Link a channel identity; linking it again is a no-op (200)."""
+    resident = residents.get(session, resident_id)
+    _, created = residents.link_identity(session, resident, body)
+    if not created:
+        response.status_code = 200
+    shown = reveal(caller, False, session, "resident", resident.id)
+    session.commit()
+    return views.resident_out(resident, shown)

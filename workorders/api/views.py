@@ -1,0 +1,154 @@
+"""ORM rows to response bodies. Masking happens here, in one place, for every response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workorders.contract import Status
+from workorders.crypto import format_address, mask_address, mask_id_number, mask_phone, mask_text
+from workorders.models import Resident, WorkOrder
+from workorders.schemas import (
+    AddressOut,
+    ContactOut,
+    HistoryOut,
+    IdentityOut,
+    OrderDetailOut,
+    OrderOut,
+    RatingOut,
+    ResidentOut,
+    ServiceNotes,
+    SlaOut,
+)
+from workorders.services import state_machine
+
+_FREE_TEXT = ("description", "text", "question", "summary", "note", "reason")
+_PHONES = ("phone", "caller_phone")
+
+
+def address_out(address: dict[str, str] | None, reveal: bool) -> AddressOut | None:
+    if not address:
+        return None
+    b, u, r = address["building"], address["unit"], address["room"]
+    if reveal:
+        return AddressOut(building=b, unit=u, room=r, text=format_address(b, u, r))
+    return AddressOut(building=b, unit="*", room="*" * len(r), text=mask_address(b, u, r))
+
+
+def resident_out(resident: Resident, reveal: bool) -> ResidentOut:
+    phone = (lambda v: v) if reveal else mask_phone
+    return ResidentOut(
+        id=resident.id,
+        name=resident.name,
+        phone=phone(resident.phone),
+        id_number=resident.id_number if reveal else mask_id_number(resident.id_number),
+        community=resident.community,
+        address=address_out(resident.address, reveal),
+        birth_year=resident.birth_year,
+        service_notes=ServiceNotes(**resident.service_notes)
+        if resident.service_notes and reveal
+        else None,
+        contacts=[
+            ContactOut(
+                id=c.id,
+                name=c.name,
+                relation=c.relation,
+                phone=phone(c.phone),
+                notify_on_emergency=c.notify_on_emergency,
+            )
+            for c in resident.contacts
+        ],
+        identities=[
+            IdentityOut(kind=i.kind, value=i.value if reveal else _mask_identity(i.kind, i.value))
+            for i in resident.identities
+        ],
+        masked=not reveal,
+        created_at=resident.created_at,
+    )
+
+
+def _mask_identity(kind: str, value: str) -> str:
+    if kind == "phone":
+        return mask_phone(value) or ""
+    return value[:3] + "***" + value[-2:] if len(value) > 6 else "***"
+
+
+def details_out(details: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    if reveal:
+        return details
+    out = dict(details)
+    if "address" in out:
+        out["address"] = address_out(out["address"], False).dict()  # type: ignore[union-attr]
+    for key in _PHONES:
+        if key in out:
+            out[key] = mask_phone(out[key])
+    for key in _FREE_TEXT:
+        if key in out:
+            out[key] = mask_text(out[key])
+    out.pop("service_notes", None)  # health data: only for those who reveal
+    return out
+
+
+def _order_fields(order: WorkOrder, reveal: bool) -> dict[str, Any]:
+    status = Status(order.status)
+    return {
+        "id": order.id,
+        "kind": order.kind,
+        "status": status,
+        "priority": order.priority,
+        "channel": order.channel,
+        "resident_id": order.resident_id,
+        "community": order.community,
+        "details": details_out(order.details, reveal),
+        "notes": order.notes if reveal else mask_text(order.notes),
+        "scheduled_at": order.scheduled_at,
+        "assignee_id": order.assignee_id,
+        "assignee_team": order.assignee_team,
+        "related_order_id": order.related_order_id,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "first_response_at": order.first_response_at,
+        "resolved_at": order.resolved_at,
+        "closed_at": order.closed_at,
+        "cancelled_at": order.cancelled_at,
+        "reopen_count": order.reopen_count,
+        "sla": SlaOut(
+            response_due_at=order.response_due_at,
+            resolution_due_at=order.resolution_due_at,
+            escalation_due_at=order.escalation_due_at,
+            response_breached=order.response_breached_at is not None,
+            resolution_breached=order.resolution_breached_at is not None,
+            escalated=order.escalated_at is not None,
+            paused_seconds=order.paused_seconds,
+            paused_since=order.paused_since,
+        ),
+        "rating": RatingOut(
+            score=order.rating,
+            comment=order.rating_comment if reveal else mask_text(order.rating_comment),
+            rated_at=order.rated_at,
+        )
+        if order.rating is not None and order.rated_at is not None
+        else None,
+        "allowed_transitions": state_machine.allowed(status),
+        "masked": not reveal,
+    }
+
+
+def order_out(order: WorkOrder, reveal: bool) -> OrderOut:
+    return OrderOut(**_order_fields(order, reveal))
+
+
+def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
+    return OrderDetailOut(
+        **_order_fields(order, reveal),
+        history=[
+            HistoryOut(
+                at=h.at,
+                actor_id=h.actor_id,
+                action=h.action,
+                from_status=h.from_status,
+                to_status=h.to_status,
+                reason=h.reason if reveal else mask_text(h.reason),
+            )
+            for h in order.history
+        ],
+    )

@@ -1,0 +1,22 @@
+"""The FastAPI application: routers, error shape, OpenAPI description."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from workorders import errors
+from workorders.api.routes import appointments, auth, events, health, orders, residents, stats
+
+DESCRIPTION = """
+邻里助手 (Linli) work-order API: the system of record for every booking, repair, question,
+complaint and emergency. Errors always have the shape `{"code": ..., "message": ...}` with a
+Chinese message a person can act on. Authenticate with `Authorization: Bearer <token>`.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Linli work orders", version="1.0.0", description=DESCRIPTION)
+    errors.install(app)
+    for module in (health, auth, residents, orders, appointments, stats, events):
+        app.include_router(module.router)
+    return app

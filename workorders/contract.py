@@ -1,0 +1,89 @@
+"""Names every part of Linli shares (see ../shared/contract.md).
+
+This module is public: channels, actions and tests import it; it imports nothing of the service.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class Kind(StrEnum):
+    medical_appointment = "medical_appointment"
+    home_care = "home_care"
+    repair = "repair"
+    policy_question = "policy_question"
+    complaint = "complaint"
+    callback = "callback"
+    emergency = "emergency"
+
+
+class Status(StrEnum):
+    new = "new"
+    accepted = "accepted"
+    in_progress = "in_progress"
+    on_hold = "on_hold"
+    resolved = "resolved"
+    closed = "closed"
+    cancelled = "cancelled"
+
+
+class Priority(StrEnum):
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+
+class Channel(StrEnum):
+    wechat = "wechat"
+    hotline = "hotline"
+    terminal = "terminal"
+    console = "console"
+    api = "api"
+
+
+class Role(StrEnum):
+    agent = "agent"
+    supervisor = "supervisor"
+    admin = "admin"
+    service = "service"
+
+
+class IdentityKind(StrEnum):
+    wechat_openid = "wechat_openid"
+    phone = "phone"
+    terminal = "terminal"
+
+
+OPEN_STATUSES = frozenset({Status.new, Status.accepted, Status.in_progress, Status.on_hold})
+DONE_STATUSES = frozenset({Status.resolved, Status.closed})
+
+# Chinese labels used in messages a person reads.
+STATUS_LABELS: dict[Status, str] = {
+    Status.new: "新建",
+    Status.accepted: "已受理",
+    Status.in_progress: "处理中",
+    Status.on_hold: "挂起",
+    Status.resolved: "已办结",
+    Status.closed: "已关闭",
+    Status.cancelled: "已取消",
+}
+
+KIND_LABELS: dict[Kind, str] = {
+    Kind.medical_appointment: "看病预约",
+    Kind.home_care: "居家养老",
+    Kind.repair: "报修",
+    Kind.policy_question: "政策咨询",
+    Kind.complaint: "投诉",
+    Kind.callback: "回电",
+    Kind.emergency: "紧急求助",
+}
+
+EVENT_STREAM = "linli:events"
+"""Redis stream carrying every work-order event (create, status change, SLA, escalation)."""

@@ -1,0 +1,230 @@
+"""Tables. Personal data lives only in `Encrypted*` columns; look-ups use keyed hashes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import relationship
+from sqlalchemy.types import TypeDecorator
+
+from workorders.crypto import EncryptedJSON, EncryptedText
+from workorders.db import Base
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TZDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on SQLite as well: stored as UTC, read back as aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+class Resident(Base):
+    __tablename__ = "residents"
+
+    id = Column(Integer, primary_key=True)
+    name = Column(String(64), nullable=False)
+    phone = Column(EncryptedText, nullable=True)
+    phone_hash = Column(String(64), nullable=True, index=True)
+    id_number = Column(EncryptedText, nullable=True)
+    id_number_hash = Column(String(64), nullable=True, unique=True)
+    community = Column(String(64), nullable=False, index=True)
+    # {"building": "3", "unit": "2", "room": "502"}
+    address = Column(EncryptedJSON, nullable=True)
+    birth_year = Column(Integer, nullable=True)
+    # {"mobility": ..., "hearing": ..., "chronic_illness": ..., "other": ...}: health data.
+    service_notes = Column(EncryptedJSON, nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    updated_at = Column(TZDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+
+    contacts = relationship(
+        "FamilyContact", cascade="all, delete-orphan", order_by="FamilyContact.id", lazy="selectin"
+    )
+    identities = relationship(
+        "Identity", cascade="all, delete-orphan", order_by="Identity.id", lazy="selectin"
+    )
+
+
+class FamilyContact(Base):
+    __tablename__ = "family_contacts"
+
+    id = Column(Integer, primary_key=True)
+    resident_id = Column(ForeignKey("residents.id", ondelete="CASCADE"), nullable=False, index=True)
+    name = Column(String(64), nullable=False)
+    relation = Column(String(32), nullable=False)
+    phone = Column(EncryptedText, nullable=False)
+    notify_on_emergency = Column(Boolean, nullable=False, default=True)
+
+
+class Identity(Base):
+    """A channel identity (WeChat openid, caller number, SOS terminal) linked to a resident."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("kind", "value_hash", name="uq_identity_kind_value"),)
+
+    id = Column(Integer, primary_key=True)
+    resident_id = Column(ForeignKey("residents.id", ondelete="CASCADE"), nullable=False, index=True)
+    kind = Column(String(32), nullable=False)
+    value = Column(EncryptedText, nullable=False)
+    value_hash = Column(String(64), nullable=False)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class Principal(Base):
+    """Someone who calls the API: a staff member (role) or a service account (scopes)."""
+
+    __tablename__ = "principals"
+
+    id = Column(Integer, primary_key=True)
+    username = Column(String(64), nullable=False, unique=True)
+    display_name = Column(String(64), nullable=False)
+    role = Column(String(16), nullable=False)
+    # Service accounts only: the rights they were given (see security.SCOPES).
+    scopes = Column(JSON, nullable=False, default=list)
+    team = Column(String(64), nullable=True)
+    password_hash = Column(String(200), nullable=True)
+    active = Column(Boolean, nullable=False, default=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    token_hash = Column(String(64), primary_key=True)
+    principal_id = Column(ForeignKey("principals.id", ondelete="CASCADE"), nullable=False)
+    expires_at = Column(TZDateTime(), nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class WorkOrder(Base):
+    __tablename__ = "work_orders"
+    __table_args__ = (
+        Index("ix_orders_created", "created_at"),
+        Index("ix_orders_status", "status"),
+        Index("ix_orders_resident_status", "resident_id", "status"),
+    )
+
+    id = Column(Integer, primary_key=True)
+    kind = Column(String(32), nullable=False)
+    status = Column(String(16), nullable=False)
+    priority = Column(String(2), nullable=False)
+    channel = Column(String(16), nullable=False)
+    resident_id = Column(ForeignKey("residents.id"), nullable=True)
+    # Copied from the resident at creation so statistics group without decrypting anything.
+    community = Column(String(64), nullable=True, index=True)
+    details = Column(EncryptedJSON, nullable=False)
+    notes = Column(EncryptedText, nullable=True)
+    scheduled_at = Column(TZDateTime(), nullable=True)
+    assignee_id = Column(ForeignKey("principals.id"), nullable=True)
+    assignee_team = Column(String(64), nullable=True)
+    related_order_id = Column(ForeignKey("work_orders.id"), nullable=True)
+    created_by = Column(ForeignKey("principals.id"), nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    updated_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    # SLA bookkeeping (see services/sla.py).
+    first_response_at = Column(TZDateTime(), nullable=True)
+    response_due_at = Column(TZDateTime(), nullable=False)
+    resolution_due_at = Column(TZDateTime(), nullable=False)
+    escalation_due_at = Column(TZDateTime(), nullable=True)
+    last_activity_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    # Start of the current pause of the resolution clock (on_hold, or resolved until reopened).
+    paused_since = Column(TZDateTime(), nullable=True)
+    paused_seconds = Column(Float, nullable=False, default=0.0)
+    response_breached_at = Column(TZDateTime(), nullable=True)
+    resolution_breached_at = Column(TZDateTime(), nullable=True)
+    escalated_at = Column(TZDateTime(), nullable=True)
+    resolved_at = Column(TZDateTime(), nullable=True)
+    closed_at = Column(TZDateTime(), nullable=True)
+    cancelled_at = Column(TZDateTime(), nullable=True)
+    reopen_count = Column(Integer, nullable=False, default=0)
+    rating = Column(Integer, nullable=True)
+    rating_comment = Column(EncryptedText, nullable=True)
+    rated_at = Column(TZDateTime(), nullable=True)
+
+    history = relationship(
+        "OrderHistory", order_by="OrderHistory.id", lazy="select", cascade="all, delete-orphan"
+    )
+
+
+class OrderHistory(Base):
+    """Every change to an order: who, when, from, to, why."""
+
+    __tablename__ = "order_history"
+
+    id = Column(Integer, primary_key=True)
+    order_id = Column(ForeignKey("work_orders.id", ondelete="CASCADE"), nullable=False, index=True)
+    at = Column(TZDateTime(), nullable=False, default=utcnow)
+    actor_id = Column(ForeignKey("principals.id"), nullable=True)  # None: the system itself
+    action = Column(String(32), nullable=False)
+    from_status = Column(String(16), nullable=True)
+    to_status = Column(String(16), nullable=True)
+    reason = Column(EncryptedText, nullable=True)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    principal_id = Column(ForeignKey("principals.id"), primary_key=True)
+    key = Column(String(200), primary_key=True)
+    request_hash = Column(String(64), nullable=False)
+    resource = Column(String(32), nullable=False)
+    resource_id = Column(Integer, nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Reads of personal data by staff, and administrative acts."""
+
+    __tablename__ = "audit_log"
+
+    id = Column(Integer, primary_key=True)
+    at = Column(TZDateTime(), nullable=False, default=utcnow, index=True)
+    principal_id = Column(ForeignKey("principals.id"), nullable=False, index=True)
+    action = Column(String(48), nullable=False)
+    resource_type = Column(String(32), nullable=False)
+    resource_id = Column(Integer, nullable=True)
+    detail = Column(Text, nullable=True)
+
+
+class Event(Base):
+    """Transactional outbox: written with the change, relayed to the Redis stream after commit."""
+
+    __tablename__ = "events"
+
+    id = Column(Integer, primary_key=True)
+    type = Column(String(48), nullable=False)
+    order_id = Column(Integer, nullable=True, index=True)
+    payload = Column(JSON, nullable=False)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    published_at = Column(TZDateTime(), nullable=True, index=True)
+    stream_id = Column(String(32), nullable=True)

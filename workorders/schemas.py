@@ -1,0 +1,443 @@
+"""Request and response bodies. Validation lives here; business rules live in services/."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, HttpUrl, conint, constr, root_validator, validator
+
+from workorders.contract import Channel, IdentityKind, Kind, Priority, Role, Status
+from workorders.crypto import normalize_phone
+
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_LANDLINE = re.compile(r"^0\d{9,11}$")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+Text64 = constr(strip_whitespace=True, min_length=1, max_length=64)
+Text200 = constr(strip_whitespace=True, min_length=1, max_length=200)
+Text1000 = constr(strip_whitespace=True, min_length=1, max_length=1000)
+AddressPart = constr(
+    strip_whitespace=True, min_length=1, max_length=10, regex=r"^[0-9A-Za-z一-龥-]+$"
+)
+
+
+def valid_phone(value: str) -> str:
+    digits = normalize_phone(value)
+    if not (_MOBILE.match(digits) or _LANDLINE.match(digits)):
+        raise ValueError("不是有效的手机号或固定电话号码")
+    return digits
+
+
+def valid_id_number(value: str) -> str:
+    value = value.strip().upper()
+    if not re.fullmatch(r"\d{17}[\dX]", value):
+        raise ValueError("身份证号应为18位")
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    if _ID_CHECK[total % 11] != value[-1]:
+        raise ValueError("身份证号校验位不正确")
+    return value
+
+
+class Strict(BaseModel):
+    class Config:
+        extra = "forbid"
+        anystr_strip_whitespace = True
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(..., description="Machine-readable error code")
+    message: str = Field(..., description="Chinese message a person can act on")
+    details: dict[str, Any] | None = None
+
+
+# --- residents --------------------------------------------------------------------------
+
+
+class Address(Strict):
+    building: AddressPart
+    unit: AddressPart
+    room: AddressPart
+
+
+class ServiceNotes(Strict):
+    mobility: constr(max_length=200) | None = None
+    hearing: constr(max_length=200) | None = None
+    chronic_illness: constr(max_length=200) | None = None
+    other: constr(max_length=500) | None = None
+
+
+class ContactIn(Strict):
+    name: Text64
+    relation: constr(strip_whitespace=True, min_length=1, max_length=32)
+    phone: str
+    notify_on_emergency: bool = True
+
+    _phone = validator("phone", allow_reuse=True)(valid_phone)
+
+
+class IdentityIn(Strict):
+    kind: IdentityKind
+    value: constr(strip_whitespace=True, min_length=1, max_length=128)
+
+    @root_validator(skip_on_failure=True)
+    def _normalise(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values["kind"] == IdentityKind.phone:
+            values["value"] = valid_phone(values["value"])
+        return values
+
+
+class ResidentCreate(Strict):
+    name: Text64
+    phone: str | None = None
+    id_number: str | None = None
+    community: Text64
+    address: Address | None = None
+    birth_year: conint(ge=1900, le=2100) | None = None
+    service_notes: ServiceNotes | None = None
+    contacts: list[ContactIn] = Field(default_factory=list, max_items=10)
+    identities: list[IdentityIn] = Field(default_factory=list, max_items=10)
+
+    _phone = validator("phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+    _id = validator("id_number", allow_reuse=True)(lambda v: v and valid_id_number(v))
+
+    @validator("birth_year")
+    def _not_future(cls, value: int | None) -> int | None:
+        if value is not None and value > date.today().year:
+            raise ValueError("出生年份不能晚于今年")
+        return value
+
+
+class ResidentUpdate(Strict):
+    name: Text64 | None = None
+    phone: str | None = None
+    id_number: str | None = None
+    address: Address | None = None
+    birth_year: conint(ge=1900, le=2100) | None = None
+    service_notes: ServiceNotes | None = None
+    contacts: list[ContactIn] | None = Field(None, max_items=10)
+
+    _phone = validator("phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+    _id = validator("id_number", allow_reuse=True)(lambda v: v and valid_id_number(v))
+
+
+class AddressOut(BaseModel):
+    building: str
+    unit: str
+    room: str
+    text: str = Field(..., description="3号楼2单元502, or masked: 3号楼*单元***")
+
+
+class ContactOut(BaseModel):
+    id: int
+    name: str
+    relation: str
+    phone: str
+    notify_on_emergency: bool
+
+
+class IdentityOut(BaseModel):
+    kind: IdentityKind
+    value: str
+
+
+class ResidentOut(BaseModel):
+    id: int
+    name: str
+    phone: str | None
+    id_number: str | None
+    community: str
+    address: AddressOut | None
+    birth_year: int | None
+    service_notes: ServiceNotes | None
+    contacts: list[ContactOut]
+    identities: list[IdentityOut]
+    masked: bool = Field(..., description="True when personal numbers and the address are masked")
+    created_at: datetime
+
+
+class ResidentPage(BaseModel):
+    items: list[ResidentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- work-order details per kind ------------------------------------------------------------
+
+
+class MedicalDetails(Strict):
+    department: Text64
+    slot_id: constr(strip_whitespace=True, min_length=1, max_length=100)
+    person: Text64 | None = Field(None, description="For whom, when not the resident (老伴儿)")
+    # Filled by the service when the hospital confirms the booking.
+    appointment_id: str | None = None
+    slot_start: datetime | None = None
+    slot_end: datetime | None = None
+
+
+class HomeCareDetails(Strict):
+    service: Text64
+    person: Text64 | None = None
+    window_start: datetime
+    window_end: datetime
+    address: Address | None = Field(None, description="Defaults to the resident's address")
+    note: Text200 | None = None
+
+    @root_validator(skip_on_failure=True)
+    def _window(cls, values: dict[str, Any]) -> dict[str, Any]:
+        start, end = values["window_start"], values["window_end"]
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("时间必须带时区，例如 2026-11-22T09:00:00+08:00")
+        if end <= start:
+            raise ValueError("服务时段的结束时间必须晚于开始时间")
+        return values
+
+
+class RepairDetails(Strict):
+    category: Text64
+    location: Literal["home", "public"]
+    place: Text200 | None = Field(None, description="Which public place, e.g. 3号楼电梯")
+    description: Text1000
+    photos: list[HttpUrl] = Field(default_factory=list, max_items=9)
+    address: Address | None = Field(
+        None, description="For home repairs; defaults to the resident's"
+    )
+
+    @root_validator(skip_on_failure=True)
+    def _place(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values["location"] == "public" and not values.get("place"):
+            raise ValueError("公共区域报修需要说明具体位置（place）")
+        return values
+
+
+class PolicyQuestionDetails(Strict):
+    question: Text1000
+    topic: Text64 | None = None
+
+
+class ComplaintDetails(Strict):
+    text: Text1000
+    about_order_id: conint(ge=1, le=2**31 - 1) | None = None
+
+
+class CallbackDetails(Strict):
+    reason: Text200
+    summary: Text1000 | None = None
+    phone: str | None = Field(None, description="Number to call back; defaults to the resident's")
+
+    _phone = validator("phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+
+
+class EmergencyDetails(Strict):
+    description: Text1000 | None = None
+    source: constr(max_length=64) | None = Field(None, description="e.g. the SOS terminal id")
+    # Filled by the service from the resident's profile at creation.
+    address: Address | None = None
+    service_notes: ServiceNotes | None = None
+    caller_phone: str | None = None
+
+    _phone = validator("caller_phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+
+
+DETAILS_BY_KIND: dict[Kind, type[Strict]] = {
+    Kind.medical_appointment: MedicalDetails,
+    Kind.home_care: HomeCareDetails,
+    Kind.repair: RepairDetails,
+    Kind.policy_question: PolicyQuestionDetails,
+    Kind.complaint: ComplaintDetails,
+    Kind.callback: CallbackDetails,
+    Kind.emergency: EmergencyDetails,
+}
+
+
+# --- work orders ------------------------------------------------------------------------
+
+
+class OrderCreate(Strict):
+    kind: Kind
+    channel: Channel
+    priority: Priority | None = Field(None, description="Default: P0 for emergencies, else P2")
+    resident_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None, description="Required except for emergencies and callbacks from unknown callers"
+    )
+    details: dict[str, Any] = Field(..., description="Shape depends on kind; see DETAILS_BY_KIND")
+    scheduled_at: datetime | None = None
+    notes: Text1000 | None = None
+    assignee_team: Text64 | None = None
+
+    @root_validator(skip_on_failure=True)
+    def _by_kind(cls, values: dict[str, Any]) -> dict[str, Any]:
+        kind = values["kind"]
+        values["details"] = (
+            DETAILS_BY_KIND[kind].parse_obj(values["details"]).dict(exclude_none=True)
+        )
+        if values.get("resident_id") is None and kind not in (Kind.emergency, Kind.callback):
+            raise ValueError("除紧急求助和回电外，工单必须关联居民（resident_id）")
+        if kind == Kind.medical_appointment:
+            for server_field in ("appointment_id", "slot_start", "slot_end"):
+                if server_field in values["details"]:
+                    raise ValueError(f"details.{server_field} 由系统在预约成功后填写")
+        scheduled = values.get("scheduled_at")
+        if scheduled is not None and scheduled.tzinfo is None:
+            raise ValueError("scheduled_at 必须带时区")
+        return values
+
+
+class TransitionIn(Strict):
+    to: Status
+    reason: constr(strip_whitespace=True, max_length=500) | None = None
+
+
+class AssignIn(Strict):
+    assignee_id: conint(ge=1, le=2**31 - 1) | None = None
+    team: Text64 | None = None
+
+    @root_validator(skip_on_failure=True)
+    def _someone(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values.get("assignee_id") is None and values.get("team") is None:
+            raise ValueError("请指定处理人（assignee_id）或班组（team）")
+        return values
+
+
+class RatingIn(Strict):
+    score: conint(ge=1, le=5)
+    comment: constr(strip_whitespace=True, max_length=500) | None = None
+
+
+class NoteIn(Strict):
+    text: Text1000
+
+
+class HistoryOut(BaseModel):
+    at: datetime
+    actor_id: int | None
+    action: str
+    from_status: Status | None
+    to_status: Status | None
+    reason: str | None
+
+
+class SlaOut(BaseModel):
+    response_due_at: datetime
+    resolution_due_at: datetime
+    escalation_due_at: datetime | None
+    response_breached: bool
+    resolution_breached: bool
+    escalated: bool
+    paused_seconds: float
+    paused_since: datetime | None
+
+
+class RatingOut(BaseModel):
+    score: int
+    comment: str | None
+    rated_at: datetime
+
+
+class OrderOut(BaseModel):
+    id: int
+    kind: Kind
+    status: Status
+    priority: Priority
+    channel: Channel
+    resident_id: int | None
+    community: str | None
+    details: dict[str, Any]
+    notes: str | None
+    scheduled_at: datetime | None
+    assignee_id: int | None
+    assignee_team: str | None
+    related_order_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    cancelled_at: datetime | None
+    reopen_count: int
+    sla: SlaOut
+    rating: RatingOut | None
+    allowed_transitions: list[Status]
+    masked: bool
+
+
+class OrderDetailOut(OrderOut):
+    history: list[HistoryOut]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- staff and auth -------------------------------------------------------------------------
+
+
+class LoginIn(Strict):
+    username: Text64
+    password: constr(min_length=1, max_length=200)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime | None
+
+
+class PrincipalCreate(Strict):
+    username: constr(strip_whitespace=True, min_length=3, max_length=64, regex=r"^[a-z0-9_.-]+$")
+    display_name: Text64
+    role: Role
+    password: constr(min_length=8, max_length=200) | None = None
+    scopes: list[str] = Field(default_factory=list, description="Service accounts only")
+    team: Text64 | None = None
+
+
+class PrincipalOut(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    scopes: list[str]
+    team: str | None
+    active: bool
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    principal_id: int
+    action: str
+    resource_type: str
+    resource_id: int | None
+    detail: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+class EventOut(BaseModel):
+    id: str = Field(..., description="Redis stream id; pass it back as `after` to resume")
+    type: str
+    order_id: int | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    last_id: str

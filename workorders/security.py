@@ -1,0 +1,166 @@
+"""Who is calling: bearer tokens, staff roles and service-account scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workorders.contract import Role
+from workorders.db import get_read_session
+from workorders.errors import ApiError
+from workorders.models import ApiToken, Principal
+
+# Every right the API checks. Staff get them through their role; service accounts by name.
+SCOPES = (
+    "orders:read",
+    "orders:create",
+    "orders:update",
+    "orders:rate",
+    "emergency:create",
+    "residents:read",
+    "residents:write",
+    "residents:lookup",
+    "residents:pii",
+    "appointments",
+    "events:read",
+    "stats:read",
+    "audit:read",
+    "staff:manage",
+)
+
+_AGENT = frozenset(
+    {
+        "orders:read",
+        "orders:create",
+        "orders:update",
+        "orders:rate",
+        "emergency:create",
+        "residents:read",
+        "residents:write",
+        "residents:lookup",
+        "residents:pii",
+        "appointments",
+        "events:read",
+    }
+)
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    Role.agent: _AGENT,
+    Role.supervisor: _AGENT | {"stats:read"},
+    Role.admin: frozenset(SCOPES),
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: int
+    username: str
+    role: str
+    scopes: frozenset[str]
+    team: str | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role != Role.service
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def caller_of(principal: Principal) -> Caller:
+    scopes = (
+        frozenset(principal.scopes or ())
+        if principal.role == Role.service
+        else ROLE_SCOPES[principal.role]
+    )
+    return Caller(principal.id, principal.username, principal.role, scopes, principal.team)
+
+
+# --- passwords and tokens ----------------------------------------------------------------
+
+_PBKDF2_ROUNDS = 200_000
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _PBKDF2_ROUNDS)
+    return f"pbkdf2_sha256${_PBKDF2_ROUNDS}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    try:
+        _, rounds, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(rounds))
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, principal: Principal, ttl: timedelta | None) -> str:
+    """Store only the token's hash; the caller gets the token once."""
+    token = secrets.token_urlsafe(32)
+    expires = datetime.now(timezone.utc) + ttl if ttl else None
+    session.add(
+        ApiToken(token_hash=token_hash(token), principal_id=principal.id, expires_at=expires)
+    )
+    return token
+
+
+def register_service_token(session: Session, principal: Principal, token: str) -> None:
+    """Service tokens come from deployment configuration; register one idempotently."""
+    digest = token_hash(token)
+    if session.get(ApiToken, digest) is None:
+        session.add(ApiToken(token_hash=digest, principal_id=principal.id, expires_at=None))
+
+
+# --- FastAPI dependencies ----------------------------------------------------------------
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def current_caller(
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    session: Session = Depends(get_read_session),
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
+    row = session.execute(
+        select(ApiToken, Principal)
+        .join(Principal, Principal.id == ApiToken.principal_id)
+        .where(ApiToken.token_hash == token_hash(credentials.credentials))
+    ).first()
+    if row is None:
+        raise ApiError(401, "unauthorized", "访问令牌无效，请重新登录。")
+    token, principal = row
+    if token.expires_at is not None and token.expires_at <= datetime.now(timezone.utc):
+        raise ApiError(401, "token_expired", "登录已过期，请重新登录。")
+    if not principal.active:
+        raise ApiError(401, "account_disabled", "该账号已停用，请联系管理员。")
+    return caller_of(principal)
+
+
+def require(scope: str) -> Callable[[Caller], Caller]:
+    if scope not in SCOPES:
+        raise ValueError(scope)
+
+    def dependency(caller: Caller = Depends(current_caller)) -> Caller:
+        if not caller.can(scope):
+            raise ApiError(403, "forbidden", f"您的账号没有“{scope}”权限，请联系管理员。")
+        return caller
+
+    return dependency

@@ -1,0 +1,120 @@
+"""Work-order events: written to an outbox table with the change, then relayed to a Redis stream.
+
+The outbox makes "committed but not announced" impossible to lose: the API publishes its own
+events right after commit, and the scheduler relays whatever is left (Redis down, a crash).
+Delivery is at-least-once; every stream entry carries the outbox `event_id` for de-duplication.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from workorders.models import Event, WorkOrder
+from workorders.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
+
+
+def record(session: Session, type_: str, order: WorkOrder, **data: Any) -> Event:
+    """Queue an event in the caller's transaction. Payloads carry no personal data."""
+    payload = {
+        "kind": order.kind,
+        "status": order.status,
+        "priority": order.priority,
+        "channel": order.channel,
+        "community": order.community,
+        "resident_id": order.resident_id,
+        **data,
+    }
+    event = Event(
+        type=type_, order_id=order.id, payload=payload, created_at=datetime.now(timezone.utc)
+    )
+    session.add(event)
+    return event
+
+
+def _xadd(client: redis.Redis, event: Event) -> str:
+    settings = get_settings()
+    fields = {
+        "event_id": str(event.id),
+        "type": event.type,
+        "order_id": "" if event.order_id is None else str(event.order_id),
+        "data": json.dumps(event.payload, ensure_ascii=False, default=str),
+        "at": event.created_at.isoformat(),
+    }
+    stream_id = client.xadd(
+        settings.event_stream, fields, maxlen=settings.event_stream_maxlen, approximate=True
+    )
+    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+
+
+def publish(factory: sessionmaker[Session], event_ids: Iterable[int]) -> int:
+    """Publish freshly committed events now; failures are left for the relay."""
+    ids = sorted(event_ids)
+    if not ids:
+        return 0
+    return _publish_where(factory, Event.id.in_(ids))
+
+
+def relay(factory: sessionmaker[Session], older_than: timedelta = timedelta(seconds=2)) -> int:
+    """Publish events nobody published (the API's own attempt failed or it crashed)."""
+    cutoff = datetime.now(timezone.utc) - older_than
+    return _publish_where(factory, Event.created_at <= cutoff)
+
+
+def _publish_where(factory: sessionmaker[Session], condition: Any) -> int:
+    client = redis_client()
+    done = 0
+    with factory() as session:
+        rows = session.execute(
+            select(Event)
+            .where(Event.published_at.is_(None), condition)
+            .order_by(Event.id)
+            .limit(500)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+        for event in rows:
+            try:
+                stream_id = _xadd(client, event)
+            except redis.RedisError as exc:
+                log.warning("event %s not published yet: %s", event.id, type(exc).__name__)
+                break
+            session.execute(
+                update(Event)
+                .where(Event.id == event.id)
+                .values(published_at=datetime.now(timezone.utc), stream_id=stream_id)
+            )
+            done += 1
+        session.commit()
+    return done
+
+
+def read(after: str, limit: int, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
+    """Events after a stream id ("0" for the beginning, "$" for only new ones)."""
+    reply = redis_client().xread({get_settings().event_stream: after}, count=limit, block=block_ms)
+    out: list[tuple[str, dict[str, str]]] = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            out.append(
+                (
+                    entry_id.decode(),
+                    {k.decode(): v.decode() for k, v in fields.items()},
+                )
+            )
+    return out

@@ -1,0 +1,368 @@
+"""Work orders: creation (idempotent), the life cycle, assignment, notes and ratings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from workorders.contract import Kind, Priority, Role, Status
+from workorders.errors import ApiError, not_found
+from workorders.hospital.base import HospitalAdapter, HospitalUnavailable, SlotUnavailable
+from workorders.models import OrderHistory, Principal, Resident, WorkOrder
+from workorders.schemas import OrderCreate
+from workorders.security import Caller
+from workorders.services import events, idempotency, sla, state_machine
+from workorders.services.sla import SlaPolicy
+
+# What service accounts (bots, channels, terminals) may do on a resident's behalf.
+_SERVICE_TRANSITIONS = frozenset({Status.cancelled, Status.in_progress})
+_DEFAULT_PRIORITY = {Kind.emergency: Priority.P0}
+
+
+@dataclass
+class Outcome:
+    order: WorkOrder
+    created: bool
+    event_ids: list[int]
+
+
+def _history(
+    order: WorkOrder,
+    caller: Caller | None,
+    action: str,
+    now: datetime,
+    old: Status | None = None,
+    new: Status | None = None,
+    reason: str | None = None,
+) -> None:
+    order.history.append(
+        OrderHistory(
+            at=now,
+            actor_id=caller.id if caller else None,
+            action=action,
+            from_status=old,
+            to_status=new,
+            reason=reason,
+        )
+    )
+
+
+def get(session: Session, order_id: int, *, lock: bool = False) -> WorkOrder:
+    query = select(WorkOrder).where(WorkOrder.id == order_id)
+    if lock:
+        query = query.with_for_update()
+    order = session.execute(query).scalar_one_or_none()
+    if order is None:
+        raise not_found("order", order_id)
+    return order
+
+
+def _resident(session: Session, resident_id: int | None) -> Resident | None:
+    if resident_id is None:
+        return None
+    resident = session.get(Resident, resident_id)
+    if resident is None:
+        raise ApiError(
+            422, "resident_not_found", f"找不到编号为 {resident_id} 的居民，请先登记居民信息。"
+        )
+    return resident
+
+
+def _enrich(
+    session: Session,
+    kind: Kind,
+    details: dict[str, Any],
+    resident: Resident | None,
+    hospital: HospitalAdapter,
+    idem_key: str,
+) -> dict[str, Any]:
+    """Fill what the service knows better than the caller (addresses, bookings)."""
+    at_home = kind in (Kind.home_care, Kind.emergency) or details.get("location") == "home"
+    if at_home and "address" not in details and resident is not None and resident.address:
+        details["address"] = resident.address
+    if kind == Kind.home_care and "address" not in details:
+        raise ApiError(422, "address_required", "居民档案里没有住址，请提供上门服务的地址。")
+    if kind == Kind.emergency and resident is not None and resident.service_notes:
+        details.setdefault("service_notes", resident.service_notes)
+    if kind == Kind.callback and "phone" not in details:
+        if resident is None or not resident.phone:
+            raise ApiError(422, "phone_required", "请提供回电号码。")
+        details["phone"] = resident.phone
+    if kind == Kind.complaint and "about_order_id" in details:
+        about = session.get(WorkOrder, details["about_order_id"])
+        if about is None or (resident is not None and about.resident_id != resident.id):
+            raise ApiError(422, "order_not_found", "投诉所涉及的工单不存在或不属于该居民。")
+    if kind == Kind.medical_appointment:
+        if resident is None:
+            raise ApiError(422, "resident_required", "预约挂号必须关联居民。")
+        try:
+            booking = hospital.book(
+                details["slot_id"],
+                patient_ref=f"linli-resident-{resident.id}",
+                patient_name=details.get("person") or resident.name,
+                idempotency_key=idem_key,
+            )
+        except SlotUnavailable as exc:
+            raise ApiError(
+                409, "slot_unavailable", str(exc) or "这个号已经被约走了，请换一个时间。"
+            ) from exc
+        except HospitalUnavailable as exc:
+            raise ApiError(
+                503, "hospital_unavailable", "医院预约系统暂时连不上，请稍后再试。"
+            ) from exc
+        if booking.department != details["department"]:
+            hospital.cancel(booking.appointment_id)
+            raise ApiError(422, "slot_department_mismatch", "所选号源不属于该科室，请重新选择。")
+        details.update(
+            appointment_id=booking.appointment_id,
+            slot_start=booking.start.isoformat(),
+            slot_end=booking.end.isoformat(),
+        )
+    return details
+
+
+def create(
+    session: Session,
+    caller: Caller,
+    body: OrderCreate,
+    idem_key: str | None,
+    hospital: HospitalAdapter,
+    policy: SlaPolicy,
+    now: datetime,
+) -> Outcome:
+    if not caller.can("orders:create") and not (
+        body.kind == Kind.emergency and caller.can("emergency:create")
+    ):
+        raise ApiError(403, "forbidden", "您的账号不能创建这类工单。")
+    body_hash = idempotency.request_hash(body.dict())
+    if idem_key is not None:
+        existing_id = idempotency.claim(session, caller, idem_key, "work_order", body_hash)
+        if existing_id is not None:
+            return Outcome(get(session, existing_id), False, [])
+    resident = _resident(session, body.resident_id)
+    kind = Kind(body.kind)
+    priority = Priority.P0 if kind == Kind.emergency else (body.priority or Priority.P2)
+    # Without a client key, bookings still get a stable identifier for the hospital's side.
+    details = _enrich(
+        session,
+        kind,
+        dict(body.details),
+        resident,
+        hospital,
+        idem_key or f"h-{body_hash}-{now.timestamp()}",
+    )
+    order = WorkOrder(
+        kind=kind,
+        status=Status.new,
+        priority=priority,
+        channel=body.channel,
+        resident_id=resident.id if resident else None,
+        community=resident.community if resident else None,
+        details=details,
+        notes=body.notes,
+        scheduled_at=body.scheduled_at
+        or (datetime.fromisoformat(details["slot_start"]) if "slot_start" in details else None),
+        assignee_team=body.assignee_team,
+        related_order_id=details.get("about_order_id"),
+        created_by=caller.id,
+    )
+    sla.start_clock(order, policy.targets(kind, priority), now)
+    try:
+        session.add(order)
+        _history(order, caller, "created", now, None, Status.new)
+        session.flush()
+        new_events = [events.record(session, "order.created", order)]
+        if kind == Kind.complaint:
+            order.escalated_at = now
+            _history(order, None, "escalated", now, reason="投诉自动升级至主管")
+            new_events.append(
+                events.record(
+                    session, "order.escalated", order, to_role=Role.supervisor, reason="complaint"
+                )
+            )
+        if kind == Kind.emergency:
+            new_events.append(events.record(session, "emergency.raised", order, to_role=Role.agent))
+        if idem_key is not None:
+            idempotency.bind(session, caller, idem_key, order.id)
+        session.flush()
+        ids = [e.id for e in new_events]
+        session.commit()
+    except BaseException:
+        session.rollback()
+        if kind == Kind.medical_appointment and "appointment_id" in details:
+            hospital.cancel(details["appointment_id"])
+        raise
+    return Outcome(order, True, ids)
+
+
+def transition(
+    session: Session,
+    caller: Caller,
+    order_id: int,
+    target: Status,
+    reason: str | None,
+    hospital: HospitalAdapter,
+    policy: SlaPolicy,
+    now: datetime,
+) -> Outcome:
+    order = get(session, order_id, lock=True)
+    current = Status(order.status)
+    if current == target:  # a retried request: already done
+        return Outcome(order, False, [])
+    if not caller.is_staff and target not in _SERVICE_TRANSITIONS:
+        raise ApiError(
+            403, "forbidden", "机器人和终端只能取消或重新打开工单，其余状态由工作人员处理。"
+        )
+    state_machine.check(current, target)
+    if target == Status.cancelled and order.kind == Kind.medical_appointment:
+        appointment = order.details.get("appointment_id")
+        if appointment:
+            try:
+                hospital.cancel(appointment)
+            except HospitalUnavailable as exc:
+                raise ApiError(
+                    503, "hospital_unavailable", "医院预约系统暂时连不上，取消未完成，请稍后再试。"
+                ) from exc
+    sla.on_transition(
+        order, current, target, policy.targets(Kind(order.kind), Priority(order.priority)), now
+    )
+    order.status = target
+    _history(order, caller, "status", now, current, target, reason)
+    event = events.record(
+        session, "order.status_changed", order, from_status=current, to_status=target
+    )
+    session.flush()
+    event_id = event.id
+    session.commit()
+    return Outcome(order, True, [event_id])
+
+
+def assign(
+    session: Session,
+    caller: Caller,
+    order_id: int,
+    assignee_id: int | None,
+    team: str | None,
+    policy: SlaPolicy,
+    now: datetime,
+) -> Outcome:
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "只有工作人员可以派单。")
+    order = get(session, order_id, lock=True)
+    if assignee_id is not None:
+        staff = session.get(Principal, assignee_id)
+        if staff is None or staff.role == Role.service or not staff.active:
+            raise ApiError(422, "assignee_not_found", "找不到这位工作人员，或该账号已停用。")
+    if order.assignee_id == assignee_id and order.assignee_team == (team or order.assignee_team):
+        return Outcome(order, False, [])
+    order.assignee_id = assignee_id
+    if team is not None:
+        order.assignee_team = team
+    sla.touch(order, policy.targets(Kind(order.kind), Priority(order.priority)), now)
+    _history(
+        order,
+        caller,
+        "assigned",
+        now,
+        reason=f"处理人 {assignee_id or '-'}，班组 {order.assignee_team or '-'}",
+    )
+    event = events.record(
+        session, "order.assigned", order, assignee_id=assignee_id, team=order.assignee_team
+    )
+    session.flush()
+    event_id = event.id
+    session.commit()
+    return Outcome(order, True, [event_id])
+
+
+def add_note(
+    session: Session, caller: Caller, order_id: int, text: str, policy: SlaPolicy, now: datetime
+) -> WorkOrder:
+    order = get(session, order_id, lock=True)
+    sla.touch(order, policy.targets(Kind(order.kind), Priority(order.priority)), now)
+    _history(order, caller, "note", now, reason=text)
+    session.commit()
+    return order
+
+
+def rate(
+    session: Session, caller: Caller, order_id: int, score: int, comment: str | None, now: datetime
+) -> Outcome:
+    """The resident's rating closes a resolved order; the same rating again is a no-op."""
+    order = get(session, order_id, lock=True)
+    if order.rating is not None:
+        if order.rating == score and (order.rating_comment or None) == (comment or None):
+            return Outcome(order, False, [])
+        raise ApiError(409, "already_rated", "这张工单已经评价过了。")
+    if order.status != Status.resolved:
+        raise ApiError(409, "not_resolved", "工单办结后才能评价。")
+    order.rating, order.rating_comment, order.rated_at = score, comment, now
+    order.status = Status.closed
+    order.closed_at = order.updated_at = now
+    order.paused_since = None
+    _history(order, caller, "rated", now, Status.resolved, Status.closed, f"评分 {score}")
+    event = events.record(
+        session,
+        "order.status_changed",
+        order,
+        from_status=Status.resolved,
+        to_status=Status.closed,
+        rating=score,
+    )
+    session.flush()
+    event_id = event.id
+    session.commit()
+    return Outcome(order, True, [event_id])
+
+
+def search(
+    session: Session,
+    *,
+    status: list[Status] | None,
+    kind: Kind | None,
+    priority: Priority | None,
+    channel: str | None,
+    resident_id: int | None,
+    community: str | None,
+    assignee_id: int | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[WorkOrder], int]:
+    conditions = []
+    if status:
+        conditions.append(WorkOrder.status.in_([s.value for s in status]))
+    for column, value in (
+        (WorkOrder.kind, kind),
+        (WorkOrder.priority, priority),
+        (WorkOrder.channel, channel),
+        (WorkOrder.resident_id, resident_id),
+        (WorkOrder.community, community),
+        (WorkOrder.assignee_id, assignee_id),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if created_from is not None:
+        conditions.append(WorkOrder.created_at >= created_from)
+    if created_to is not None:
+        conditions.append(WorkOrder.created_at < created_to)
+    total = session.execute(
+        select(func.count()).select_from(WorkOrder).where(*conditions)
+    ).scalar_one()
+    rows = (
+        session.execute(
+            select(WorkOrder)
+            .where(*conditions)
+            .order_by(WorkOrder.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        .scalars()
+        .all()
+    )
+    return list(rows), int(total)

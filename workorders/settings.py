@@ -1,0 +1,47 @@
+"""One Settings object, read from the environment (prefix-free names, documented in README)."""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseSettings, Field, validator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    database_url: str = Field(f"sqlite:///{ROOT / 'var' / 'workorders.db'}", env="DATABASE_URL")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", env="REDIS_URL")
+    # 32 random bytes, urlsafe base64. Encrypts personal data at rest and keys its lookup hashes.
+    data_key: str = Field(..., env="LINLI_DATA_KEY")
+    # Where the hospital adapter finds the FHIR R4 server (the stand-in by default).
+    fhir_base_url: str = Field("http://127.0.0.1:8090/fhir", env="FHIR_BASE_URL")
+    sla_config: Path = Field(ROOT / "data" / "sla.json", env="SLA_CONFIG")
+    # Resolved orders close by themselves when the resident has not rated them by then.
+    rating_timeout_hours: float = Field(72.0, env="RATING_TIMEOUT_HOURS")
+    scheduler_interval_seconds: float = Field(5.0, env="SCHEDULER_INTERVAL_SECONDS")
+    token_ttl_hours: float = Field(12.0, env="TOKEN_TTL_HOURS")
+    event_stream: str = Field("linli:events", env="EVENT_STREAM")
+    event_stream_maxlen: int = Field(100_000, env="EVENT_STREAM_MAXLEN")
+    timezone: str = Field("Asia/Shanghai", env="LINLI_TIMEZONE")
+
+    class Config:
+        env_file = str(ROOT / "var" / "linli.env")
+        env_file_encoding = "utf-8"
+
+    @validator("data_key")
+    def _key_is_32_bytes(cls, value: str) -> str:
+        try:
+            raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
+        except ValueError as exc:  # binascii.Error is a ValueError
+            raise ValueError("LINLI_DATA_KEY must be urlsafe base64") from exc
+        if len(raw) != 32:
+            raise ValueError("LINLI_DATA_KEY must decode to 32 bytes")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
