@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,11 @@ def make_backend(url: str, fresh_database: str | None = None) -> Backend:
     return Backend(url, engine, factory, admin_url, fresh_database)
 
 
-def seed_principals(backend: Backend) -> dict[str, str]:
-    """Staff of every role and the service accounts; returns a token per account name."""
+def seed_principals(backend: Backend, suffix: str = "") -> dict[str, str]:
+    """Staff of every role and the service accounts; returns a token per account name.
+
+    `suffix` makes the usernames unique when a backend is seeded more than once.
+    """
     tokens: dict[str, str] = {}
     with backend.session() as session:
         for name, role in (
@@ -96,14 +100,17 @@ def seed_principals(backend: Backend) -> dict[str, str]:
             ("agent2", Role.agent),
         ):
             principal = Principal(
-                username=name, display_name=name, role=role, password_hash=hash_password(PASSWORD)
+                username=name + suffix,
+                display_name=name,
+                role=role,
+                password_hash=hash_password(PASSWORD),
             )
             session.add(principal)
             session.flush()
             tokens[name] = issue_token(session, principal, None)
         for name, scopes in SERVICE_SCOPES.items():
             principal = Principal(
-                username=name, display_name=name, role=Role.service, scopes=scopes
+                username=name + suffix, display_name=name, role=Role.service, scopes=scopes
             )
             session.add(principal)
             session.flush()
@@ -119,6 +126,7 @@ class ApiProcess:
     tokens: dict[str, str]
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    log_path: Path = Path("/dev/null")
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,6 +134,13 @@ class ApiProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self._start(healthy=True)
+
+    def start_unhealthy_ok(self) -> None:
+        """Start and wait for an answer from /health, healthy or not (Redis down on purpose)."""
+        self._start(healthy=False)
+
+    def _start(self, healthy: bool) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -133,22 +148,31 @@ class ApiProcess:
             "FHIR_BASE_URL": self.fhir_url,
             **self.extra_env,
         }
+        fd, name = tempfile.mkstemp(prefix="linli-api-", suffix=".log")
+        self.log_path = Path(name)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workorders", "serve", "--port", str(self.port)],
             cwd=ROOT,
             env=env,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
         )
+        os.close(fd)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"API exited with {self.proc.returncode}")
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                status = httpx.get(f"{self.base_url}/health", timeout=5).status_code
+                if status == 200 or not healthy:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("API did not become healthy within 30 s")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -157,6 +181,7 @@ class ApiProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self.log_path.unlink(missing_ok=True)
 
 
 class Api:

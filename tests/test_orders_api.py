@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from tests.factories import repair_body, resident_body
@@ -78,3 +79,112 @@ def test_illegal_transition_is_refused_with_allowed_list(api: Api) -> None:
     assert body["code"] == "transition_not_allowed"
     assert body["details"]["allowed"] == ["accepted", "cancelled"]
     assert "已受理" in body["message"]
+
+
+def test_home_care_uses_the_profile_address_and_keeps_the_window(api: Api) -> None:
+    resident = make_resident(api)
+    body = {
+        "kind": "home_care",
+        "channel": "hotline",
+        "resident_id": resident["id"],
+        "details": {
+            "service": "助浴",
+            "person": "老伴儿",
+            "window_start": "2026-12-01T09:00:00+08:00",
+            "window_end": "2026-12-01T11:00:00+08:00",
+        },
+    }
+    created = api.call("bot", "POST", "/work-orders", json=body)
+    assert created.status_code == 201, created.text
+    details = created.json()["details"]
+    assert details["address"] == {"building": "3", "unit": "2", "room": "502"}
+    assert details["window_start"] == "2026-12-01T09:00:00+08:00"
+    backwards = {**body, "details": {**body["details"], "window_end": "2026-12-01T08:00:00+08:00"}}
+    refused = api.call("bot", "POST", "/work-orders", json=backwards)
+    assert refused.status_code == 422 and refused.json()["code"] == "invalid_request"
+
+
+def test_repair_in_a_public_place_needs_the_place(api: Api) -> None:
+    resident = make_resident(api)
+    body = repair_body(
+        resident["id"],
+        details={"category": "电梯", "location": "public", "description": "电梯停了"},
+    )
+    refused = api.call("bot", "POST", "/work-orders", json=body)
+    assert refused.status_code == 422
+    body["details"]["place"] = "3号楼电梯"
+    created = api.call("bot", "POST", "/work-orders", json=body)
+    assert created.status_code == 201
+    assert "address" not in created.json()["details"]  # not at home: no home address attached
+
+
+def test_emergency_carries_address_and_health_notes(api: Api) -> None:
+    resident = make_resident(api)
+    created = api.call(
+        "terminal",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "emergency",
+            "channel": "terminal",
+            "resident_id": resident["id"],
+            "details": {"source": "sos-0042", "description": "长按求助"},
+            "priority": "P3",
+        },
+    )
+    assert created.status_code == 201, created.text
+    order = api.call("bot", "GET", f"/work-orders/{created.json()['id']}").json()
+    assert order["priority"] == "P0"  # whatever the caller said
+    assert order["details"]["service_notes"]["chronic_illness"] == "高血压"
+    assert order["details"]["address"]["room"] == "502"
+    created_at = datetime.fromisoformat(order["created_at"])
+    assert datetime.fromisoformat(order["sla"]["response_due_at"]) - created_at == timedelta(
+        seconds=60
+    )
+
+
+def test_complaint_links_the_order_it_is_about(api: Api) -> None:
+    resident = make_resident(api)
+    repair = api.call("bot", "POST", "/work-orders", json=repair_body(resident["id"])).json()
+    complaint = api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "complaint",
+            "channel": "wechat",
+            "resident_id": resident["id"],
+            "details": {"text": "师傅态度太差", "about_order_id": repair["id"]},
+        },
+    ).json()
+    assert complaint["related_order_id"] == repair["id"]
+    assert complaint["sla"]["escalated"] is True
+    other = make_resident(api)
+    foreign = api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "complaint",
+            "channel": "wechat",
+            "resident_id": other["id"],
+            "details": {"text": "投诉别人的单", "about_order_id": repair["id"]},
+        },
+    )
+    assert foreign.status_code == 422
+
+
+def test_unknown_resident_and_bad_bodies_get_clear_errors(api: Api) -> None:
+    missing = api.call("bot", "POST", "/work-orders", json=repair_body(2_000_000_000))
+    assert missing.status_code == 422 and missing.json()["code"] == "resident_not_found"
+    bad_kind = api.call("bot", "POST", "/work-orders", json={**repair_body(1), "kind": "pizza"})
+    assert bad_kind.status_code == 422 and "kind" in bad_kind.json()["message"]
+    not_json = api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        content=b"{oops",
+        headers={"Content-Type": "application/json"},
+    )
+    assert not_json.status_code == 422
+    assert api.call("agent", "GET", "/work-orders/999999999").json()["code"] == "order_not_found"

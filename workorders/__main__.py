@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     uvicorn.run(
         "workorders.app:create_app",
+        log_config=None,
         factory=True,
         host=args.host,
         port=args.port,

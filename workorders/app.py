@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from workorders import errors
+from workorders import errors, logs
 from workorders.api.routes import appointments, auth, events, health, orders, residents, stats
 
 DESCRIPTION = """
@@ -15,8 +15,10 @@ Chinese message a person can act on. Authenticate with `Authorization: Bearer <t
 
 
 def create_app() -> FastAPI:
+    logs.setup()
     app = FastAPI(title="Linli work orders", version="1.0.0", description=DESCRIPTION)
     errors.install(app)
+    app.add_middleware(logs.AccessLog)
     for module in (health, auth, residents, orders, appointments, stats, events):
         app.include_router(module.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from typing import Any, Literal
@@ -275,7 +276,8 @@ class OrderCreate(Strict):
     def _by_kind(cls, values: dict[str, Any]) -> dict[str, Any]:
         kind = values["kind"]
         values["details"] = (
-            DETAILS_BY_KIND[kind].parse_obj(values["details"]).dict(exclude_none=True)
+            # Through JSON, so datetimes and URLs are stored in their ISO/str form.
+            json.loads(DETAILS_BY_KIND[kind].parse_obj(values["details"]).json(exclude_none=True))
         )
         if values.get("resident_id") is None and kind not in (Kind.emergency, Kind.callback):
             raise ValueError("除紧急求助和回电外，工单必须关联居民（resident_id）")

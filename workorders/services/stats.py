@@ -77,12 +77,16 @@ def _invalid(message: str, **details: Any) -> ApiError:
 def parse_bound(raw: str, tz: ZoneInfo, name: str) -> datetime:
     """A date (midnight in `tz`) or a timezone-aware ISO 8601 datetime; anything else is 422."""
     text = raw.strip()
-    example = f"请使用日期（如 2025-03-01，按{_zone_label(tz)}零点计）或带时区的时间（如 2025-03-01T08:00:00+08:00）。"
+    example = (
+        f"请使用日期（如 2025-03-01，按{_zone_label(tz)}零点计）"
+        "或带时区的时间（如 2025-03-01T08:00:00+08:00）。"
+    )
     if _DATE.fullmatch(text):
         try:
             return datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
         except ValueError:
-            raise _invalid(f"统计区间的 {name} 不是有效日期：“{raw}”。{example}", field=name) from None
+            message = f"统计区间的 {name} 不是有效日期：“{raw}”。{example}"
+            raise _invalid(message, field=name) from None
     if not _DATETIME.match(text):
         raise _invalid(f"统计区间的 {name} 无法识别：“{raw}”。{example}", field=name)
     text = _UNENCODED_PLUS.sub(r"\1+\2", text)
@@ -307,9 +311,9 @@ def replay(order: _Order, rows: Iterable[tuple[datetime, str]]) -> None:
             if current in CLOCK_RUNNING:
                 running += at - since
             since = at
-        if current == Status.new and target not in (Status.new, Status.cancelled):
-            if order.first_response is None:
-                order.first_response = max(at - order.created_at, timedelta(0))
+        responds = current == Status.new and target not in (Status.new, Status.cancelled)
+        if responds and order.first_response is None:
+            order.first_response = max(at - order.created_at, timedelta(0))
         if current == Status.resolved and target in OPEN_STATUSES:
             order.reopened = True
         if target == Status.resolved:
@@ -342,7 +346,10 @@ def _bucket_key(day: date, unit: GroupBy) -> str:
     return f"{day:%Y-%m}" if unit == GroupBy.month else day.isoformat()
 
 
-def _buckets(period: Period, unit: GroupBy, tz: ZoneInfo) -> Iterator[tuple[str, datetime, datetime]]:
+Bucket = tuple[str, datetime, datetime]
+
+
+def _buckets(period: Period, unit: GroupBy, tz: ZoneInfo) -> Iterator[Bucket]:
     """Every day/week (Monday-based)/month overlapping the period, clipped to it."""
     day = _bucket_date(period.start.astimezone(tz).date(), unit)
     while True:

@@ -59,6 +59,7 @@ async def free_slots(
     if department not in await _call(hospital.departments):
         raise ApiError(422, "unknown_department", f"卫生服务中心没有“{department}”这个科室。")
     tz = ZoneInfo(get_settings().timezone)
-    start = datetime.combine(date_from, time(0), tz)
-    slots = await _call(hospital.free_slots, department, start, start + timedelta(days=days), limit)
+    day = datetime.combine(date_from, time(0), tz)
+    start = max(day, datetime.now(tz))  # a slot that has begun cannot be booked
+    slots = await _call(hospital.free_slots, department, start, day + timedelta(days=days), limit)
     return [SlotOut(**s.__dict__) for s in slots]

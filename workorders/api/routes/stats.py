@@ -64,7 +64,8 @@ past period never change later. A period reaching into the future shows the curr
   progress. Time on hold and time spent resolved before a reopening are excluded.
 - `{count, p50, p90}`: the number of values and their 50th and 90th percentiles in seconds, by the
   **nearest-rank** method: with the `n` values sorted ascending, the p-th percentile is the value
-  at rank `ceil(p/100 × n)` (always an observed value; p50 of 1, 2, 3, 4 is 2). `null` when `n` is 0.
+  at rank `ceil(p/100 × n)` (always an observed value; p50 of 1, 2, 3, 4 is 2); `null` when
+  `n` is 0.
 - `sla.response_breaches` / `sla.resolution_breaches`: cohort orders whose first-response or
   resolution deadline was marked breached (by the SLA sweep) before `to`, including orders
   cancelled or completed since.
@@ -144,7 +145,7 @@ class StatsOut(BaseModel):
     "/stats",
     response_model=StatsOut,
     response_model_by_alias=True,
-    summary="Work-order statistics for a period (办结率, response and resolution times, SLA, ratings)",
+    summary="Work-order statistics: 办结率, response and resolution times, SLA, ratings",
     description=DESCRIPTION,
     responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )

@@ -1,0 +1,149 @@
+"""Events on a Redis stream: published on every change, resumable, never lost when Redis is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import timedelta
+
+import redis
+from sqlalchemy import select
+
+from tests.factories import repair_body, resident_body
+from tests.servers import free_port
+from tests.support import Api, ApiProcess, Backend, seed_principals
+from workorders.models import Event
+from workorders.services import events
+from workorders.settings import get_settings
+
+STREAM = get_settings().event_stream
+
+
+def _community_events(
+    client: redis.Redis, community: str, after: str = "0"
+) -> list[tuple[str, str, dict]]:  # type: ignore[type-arg]
+    out = []
+    for entry_id, fields in client.xrange(STREAM, min=f"({after}" if after != "0" else "-"):
+        data = json.loads(fields[b"data"])
+        if data["community"] == community:
+            out.append((entry_id.decode(), fields[b"type"].decode(), data))
+    return out
+
+
+def test_create_and_status_changes_are_published_in_order(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    community = f"事件社区{uuid.uuid4().hex[:6]}"
+    rid = api.call("bot", "POST", "/residents", json=resident_body(community=community)).json()[
+        "id"
+    ]
+    order = api.call("bot", "POST", "/work-orders", json=repair_body(rid)).json()
+    for target in ("accepted", "in_progress", "resolved"):
+        api.call("agent", "POST", f"/work-orders/{order['id']}/transitions", json={"to": target})
+    seen = _community_events(redis_client, community)
+    assert [(t, d.get("to_status")) for _, t, d in seen] == [
+        ("order.created", None),
+        ("order.status_changed", "accepted"),
+        ("order.status_changed", "in_progress"),
+        ("order.status_changed", "resolved"),
+    ]
+    # No personal data travels on the stream.
+    assert all(set(d) >= {"kind", "status", "priority", "channel", "community"} for _, _, d in seen)
+    assert all("address" not in d and "phone" not in d for _, _, d in seen)
+
+
+def test_a_consumer_resumes_after_a_restart(api: Api, redis_client: redis.Redis) -> None:
+    """A consumer group remembers what was delivered; a restarted consumer gets the rest once."""
+    community = f"续读社区{uuid.uuid4().hex[:6]}"
+    group = f"console-{uuid.uuid4().hex[:6]}"
+    redis_client.xgroup_create(STREAM, group, id="$", mkstream=True)
+    rid = api.call("bot", "POST", "/residents", json=resident_body(community=community)).json()[
+        "id"
+    ]
+    first = api.call("bot", "POST", "/work-orders", json=repair_body(rid)).json()["id"]
+
+    consumer = redis.Redis.from_url(os.environ["REDIS_URL"])
+    batch = consumer.xreadgroup(group, "c1", {STREAM: ">"}, count=100)
+    got = [
+        f
+        for _, entries in batch
+        for _, f in entries
+        if json.loads(f[b"data"])["community"] == community
+    ]
+    assert [int(f[b"order_id"]) for f in got] == [first]
+    for _, entries in batch:
+        consumer.xack(STREAM, group, *[entry_id for entry_id, _ in entries])
+    consumer.close()  # "restart"
+
+    second = api.call("bot", "POST", "/work-orders", json=repair_body(rid)).json()["id"]
+    restarted = redis.Redis.from_url(os.environ["REDIS_URL"])
+    batch = restarted.xreadgroup(group, "c1", {STREAM: ">"}, count=100)
+    got = [
+        f
+        for _, entries in batch
+        for _, f in entries
+        if json.loads(f[b"data"])["community"] == community
+    ]
+    assert [int(f[b"order_id"]) for f in got] == [second]
+
+
+def test_events_endpoint_pages_from_the_last_id(api: Api) -> None:
+    community = f"接口社区{uuid.uuid4().hex[:6]}"
+    start = api.call("agent", "GET", "/events", params={"after": "$"}).json()["last_id"]
+    assert start == "$"
+    head = api.call("agent", "GET", "/events", params={"after": "0", "limit": 1000}).json()
+    cursor = head["last_id"]
+    rid = api.call("bot", "POST", "/residents", json=resident_body(community=community)).json()[
+        "id"
+    ]
+    oid = api.call("bot", "POST", "/work-orders", json=repair_body(rid)).json()["id"]
+    page = api.call(
+        "agent", "GET", "/events", params={"after": cursor, "wait_ms": 2000, "limit": 1000}
+    ).json()
+    mine = [e for e in page["items"] if e["data"]["community"] == community]
+    assert [(e["type"], e["order_id"]) for e in mine] == [("order.created", oid)]
+    assert mine[0]["data"]["event_id"] > 0
+    assert api.call("wechat", "GET", "/events").status_code == 200
+    assert api.call("bot", "GET", "/events").status_code == 403
+
+
+def test_events_survive_a_redis_outage(
+    sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis
+) -> None:
+    """Redis unreachable: the order is still made; its event waits in the outbox for the relay."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    process = ApiProcess(
+        sqlite_backend.url,
+        fhir_url,
+        seed_principals_once(sqlite_backend),
+        extra_env={"REDIS_URL": dead_redis},
+    )
+    process.start_unhealthy_ok()
+    try:
+        api = Api(process)
+        community = f"断线社区{uuid.uuid4().hex[:6]}"
+        rid = api.call("bot", "POST", "/residents", json=resident_body(community=community)).json()[
+            "id"
+        ]
+        created = api.call("bot", "POST", "/work-orders", json=repair_body(rid))
+        assert created.status_code == 201
+        health = api.call(None, "GET", "/health")
+        assert health.json()["redis"] == "down"
+    finally:
+        process.stop()
+    oid = created.json()["id"]
+    with sqlite_backend.session() as session:
+        pending = session.execute(select(Event).where(Event.order_id == oid)).scalars().all()
+    assert [(e.type, e.published_at) for e in pending] == [("order.created", None)]
+    assert _community_events(redis_client, community) == []
+    # Redis is back: the scheduler's relay publishes what was left, exactly once.
+    assert events.relay(sqlite_backend.factory, older_than=timedelta(0)) >= 1
+    events.relay(sqlite_backend.factory, older_than=timedelta(0))
+    assert [t for _, t, _ in _community_events(redis_client, community)] == ["order.created"]
+
+
+def seed_principals_once(backend: Backend) -> dict[str, str]:
+    """Tokens on a backend that the shared fixtures may already have seeded."""
+    suffix = uuid.uuid4().hex[:6]
+    return seed_principals(backend, suffix=suffix)
