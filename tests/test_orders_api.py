@@ -188,3 +188,25 @@ def test_unknown_resident_and_bad_bodies_get_clear_errors(api: Api) -> None:
     )
     assert not_json.status_code == 422
     assert api.call("agent", "GET", "/work-orders/999999999").json()["code"] == "order_not_found"
+
+
+def test_text_a_database_cannot_store_is_refused_not_crashed(api: Api) -> None:
+    resident = make_resident(api)
+    nul = repair_body(
+        resident["id"],
+        details={"category": "水管", "location": "home", "description": "漏\u0000水"},
+    )
+    assert api.call("bot", "POST", "/work-orders", json=nul).status_code == 422
+    assert api.call("agent", "GET", "/residents", params={"name": "王\x00"}).status_code == 422
+    surrogate = (
+        b'{"kind":"repair","channel":"wechat","resident_id":%d,"details":{"category":"\\ud800","location":"home","description":"x"}}'
+        % resident["id"]
+    )
+    lone = api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        content=surrogate,
+        headers={"Content-Type": "application/json"},
+    )
+    assert lone.status_code == 422, lone.text

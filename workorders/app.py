@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from workorders import errors, logs
+from workorders.api import guards
 from workorders.api.routes import appointments, auth, events, health, orders, residents, stats
 
 DESCRIPTION = """
@@ -18,6 +19,7 @@ def create_app() -> FastAPI:
     logs.setup()
     app = FastAPI(title="Linli work orders", version="1.0.0", description=DESCRIPTION)
     errors.install(app)
+    app.add_middleware(guards.RejectNul)
     app.add_middleware(logs.AccessLog)
     for module in (health, auth, residents, orders, appointments, stats, events):
         app.include_router(module.router)

@@ -70,8 +70,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not even parse: same as invalid content
+            return JSONResponse(
+                _body("invalid_request", "请求内容无法解析，请发送 UTF-8 编码的 JSON。"),
+                status_code=422,
+            )
         code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
         return JSONResponse(_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # Lone surrogates (a JSON "\\ud800" escape) are not text any database can store.
+        return JSONResponse(_body("invalid_request", "请求中含有无效的字符编码。"), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

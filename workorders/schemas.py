@@ -42,6 +42,27 @@ def valid_id_number(value: str) -> str:
     return value
 
 
+class Out(BaseModel):
+    """Response bodies. Pydantic 1 omits `null` from optional fields' JSON schema; add it, so the
+    OpenAPI document describes what clients really receive."""
+
+    class Config:
+        @staticmethod
+        def schema_extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
+            for name, field in model.__fields__.items():
+                prop = schema.get("properties", {}).get(field.alias or name)
+                if prop is not None and field.allow_none:
+                    title = prop.pop("title", None)
+                    description = prop.pop("description", None)
+                    options = prop.pop("anyOf", None) or [dict(prop)]
+                    prop.clear()
+                    prop["anyOf"] = [*options, {"type": "null"}]
+                    if title:
+                        prop["title"] = title
+                    if description:
+                        prop["description"] = description
+
+
 class Strict(BaseModel):
     class Config:
         extra = "forbid"
@@ -51,7 +72,7 @@ class Strict(BaseModel):
 # --- errors -----------------------------------------------------------------------------
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(Out):
     code: str = Field(..., description="Machine-readable error code")
     message: str = Field(..., description="Chinese message a person can act on")
     details: dict[str, Any] | None = None
@@ -127,14 +148,14 @@ class ResidentUpdate(Strict):
     _id = validator("id_number", allow_reuse=True)(lambda v: v and valid_id_number(v))
 
 
-class AddressOut(BaseModel):
+class AddressOut(Out):
     building: str
     unit: str
     room: str
     text: str = Field(..., description="3号楼2单元502, or masked: 3号楼*单元***")
 
 
-class ContactOut(BaseModel):
+class ContactOut(Out):
     id: int
     name: str
     relation: str
@@ -142,12 +163,12 @@ class ContactOut(BaseModel):
     notify_on_emergency: bool
 
 
-class IdentityOut(BaseModel):
+class IdentityOut(Out):
     kind: IdentityKind
     value: str
 
 
-class ResidentOut(BaseModel):
+class ResidentOut(Out):
     id: int
     name: str
     phone: str | None
@@ -162,7 +183,7 @@ class ResidentOut(BaseModel):
     created_at: datetime
 
 
-class ResidentPage(BaseModel):
+class ResidentPage(Out):
     items: list[ResidentOut]
     total: int
     limit: int
@@ -316,7 +337,7 @@ class NoteIn(Strict):
     text: Text1000
 
 
-class HistoryOut(BaseModel):
+class HistoryOut(Out):
     at: datetime
     actor_id: int | None
     action: str
@@ -325,7 +346,7 @@ class HistoryOut(BaseModel):
     reason: str | None
 
 
-class SlaOut(BaseModel):
+class SlaOut(Out):
     response_due_at: datetime
     resolution_due_at: datetime
     escalation_due_at: datetime | None
@@ -336,13 +357,13 @@ class SlaOut(BaseModel):
     paused_since: datetime | None
 
 
-class RatingOut(BaseModel):
+class RatingOut(Out):
     score: int
     comment: str | None
     rated_at: datetime
 
 
-class OrderOut(BaseModel):
+class OrderOut(Out):
     id: int
     kind: Kind
     status: Status
@@ -373,7 +394,7 @@ class OrderDetailOut(OrderOut):
     history: list[HistoryOut]
 
 
-class OrderPage(BaseModel):
+class OrderPage(Out):
     items: list[OrderOut]
     total: int
     limit: int
@@ -388,7 +409,7 @@ class LoginIn(Strict):
     password: constr(min_length=1, max_length=200)
 
 
-class TokenOut(BaseModel):
+class TokenOut(Out):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_at: datetime | None
@@ -403,7 +424,7 @@ class PrincipalCreate(Strict):
     team: Text64 | None = None
 
 
-class PrincipalOut(BaseModel):
+class PrincipalOut(Out):
     id: int
     username: str
     display_name: str
@@ -413,7 +434,7 @@ class PrincipalOut(BaseModel):
     active: bool
 
 
-class AuditOut(BaseModel):
+class AuditOut(Out):
     id: int
     at: datetime
     principal_id: int
@@ -423,7 +444,7 @@ class AuditOut(BaseModel):
     detail: str | None
 
 
-class AuditPage(BaseModel):
+class AuditPage(Out):
     items: list[AuditOut]
     total: int
     limit: int
@@ -433,13 +454,13 @@ class AuditPage(BaseModel):
 # --- events --------------------------------------------------------------------------------
 
 
-class EventOut(BaseModel):
+class EventOut(Out):
     id: str = Field(..., description="Redis stream id; pass it back as `after` to resume")
     type: str
     order_id: int | None
     data: dict[str, Any]
 
 
-class EventPage(BaseModel):
+class EventPage(Out):
     items: list[EventOut]
     last_id: str

@@ -6,13 +6,12 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from workorders.api.deps import get_hospital
 from workorders.errors import ApiError
 from workorders.hospital.base import HospitalAdapter, HospitalUnavailable
-from workorders.schemas import ErrorOut
+from workorders.schemas import ErrorOut, Out
 from workorders.security import Caller, require
 from workorders.settings import get_settings
 
@@ -23,7 +22,7 @@ router = APIRouter(
 )
 
 
-class SlotOut(BaseModel):
+class SlotOut(Out):
     slot_id: str
     department: str
     start: datetime

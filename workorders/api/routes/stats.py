@@ -7,12 +7,12 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from workorders.contract import Channel, Kind
 from workorders.db import get_read_session
-from workorders.schemas import ErrorOut
+from workorders.schemas import ErrorOut, Out
 from workorders.security import Caller, require
 from workorders.services import stats
 from workorders.services.stats import GroupBy
@@ -83,25 +83,25 @@ counts add up to the overall figures.
 """
 
 
-class DurationsOut(BaseModel):
+class DurationsOut(Out):
     count: int = Field(..., description="Number of values")
     p50: float | None = Field(..., description="Median in seconds (nearest rank); null when none")
     p90: float | None = Field(..., description="90th percentile in seconds (nearest rank)")
 
 
-class SlaStatsOut(BaseModel):
+class SlaStatsOut(Out):
     response_breaches: int = Field(..., description="First-response deadline breached before `to`")
     resolution_breaches: int = Field(..., description="Resolution deadline breached before `to`")
 
 
-class SatisfactionOut(BaseModel):
+class SatisfactionOut(Out):
     rated: int = Field(..., description="Cohort orders rated before `to`")
     average: float | None = Field(..., description="Mean score, 2 decimals; null when none")
     distribution: dict[str, int] = Field(..., description='Score "1"…"5" → number of ratings')
     rating_rate: float | None = Field(..., description="rated / completed; null when 0 completed")
 
 
-class FiguresOut(BaseModel):
+class FiguresOut(Out):
     created: int = Field(..., description="Orders created in [from, to) (the cohort)")
     cancelled: int = Field(..., description="Cohort orders cancelled at the period end")
     open_at_end: int = Field(..., description="Cohort orders not resolved/closed/cancelled at `to`")
@@ -129,7 +129,7 @@ class GroupOut(FiguresOut):
     end: datetime | None = Field(None, description="Time groups: bucket end (exclusive), clipped")
 
 
-class StatsOut(BaseModel):
+class StatsOut(Out):
     from_: datetime = Field(..., alias="from", description="Period start (inclusive)")
     to: datetime = Field(..., description="Period end (exclusive); figures are as of this instant")
     timezone: str = Field(..., description="Time zone of dates and of day/week/month groups")
