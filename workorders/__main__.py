@@ -44,6 +44,7 @@ def _scheduler(args: argparse.Namespace) -> None:
                 datetime.now(timezone.utc),
                 timedelta(hours=settings.rating_timeout_hours),
             )
+            events.publish(session_factory(True), result.event_ids)  # alerts go out at once
             relayed = events.relay(session_factory(True))
             if result.event_ids or relayed:
                 log.info("sweep: %s; relayed %d events", result, relayed)
