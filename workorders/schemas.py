@@ -42,9 +42,9 @@ def valid_id_number(value: str) -> str:
     return value
 
 
-class Out(BaseModel):
-    """Response bodies. Pydantic 1 omits `null` from optional fields' JSON schema; add it, so the
-    OpenAPI document describes what clients really receive."""
+class Model(BaseModel):
+    """Pydantic 1 omits `null` from optional fields' JSON schema; add it, so the OpenAPI
+    document describes what clients really send and receive."""
 
     class Config:
         @staticmethod
@@ -63,7 +63,11 @@ class Out(BaseModel):
                         prop["description"] = description
 
 
-class Strict(BaseModel):
+class Out(Model):
+    """Response bodies."""
+
+
+class Strict(Model):
     class Config:
         extra = "forbid"
         anystr_strip_whitespace = True

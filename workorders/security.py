@@ -38,21 +38,8 @@ SCOPES = (
     "staff:manage",
 )
 
-_AGENT = frozenset(
-    {
-        "orders:read",
-        "orders:create",
-        "orders:update",
-        "orders:rate",
-        "emergency:create",
-        "residents:read",
-        "residents:write",
-        "residents:lookup",
-        "residents:pii",
-        "appointments",
-        "events:read",
-    }
-)
+# Agents do the daily work; statistics are for supervisors; accounts and the audit log for admins.
+_AGENT = frozenset(SCOPES) - {"stats:read", "audit:read", "staff:manage"}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.agent: _AGENT,
     Role.supervisor: _AGENT | {"stats:read"},
