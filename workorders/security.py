@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from workorders.contract import Role
-from workorders.db import get_read_session
+from workorders.db import session_factory
 from workorders.errors import ApiError
 from workorders.models import ApiToken, Principal
 
@@ -122,19 +122,20 @@ bearer = HTTPBearer(auto_error=False)
 
 def current_caller(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    session: Session = Depends(get_read_session),
 ) -> Caller:
+    """Resolve the token in a short session of its own, so no request holds two connections."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
-    row = session.execute(
-        select(ApiToken, Principal)
-        .join(Principal, Principal.id == ApiToken.principal_id)
-        .where(ApiToken.token_hash == token_hash(credentials.credentials))
-    ).first()
+    with session_factory(False)() as session:
+        row = session.execute(
+            select(ApiToken.expires_at, Principal)
+            .join(Principal, Principal.id == ApiToken.principal_id)
+            .where(ApiToken.token_hash == token_hash(credentials.credentials))
+        ).first()
     if row is None:
         raise ApiError(401, "unauthorized", "访问令牌无效，请重新登录。")
-    token, principal = row
-    if token.expires_at is not None and token.expires_at <= datetime.now(timezone.utc):
+    expires_at, principal = row
+    if expires_at is not None and expires_at <= datetime.now(timezone.utc):
         raise ApiError(401, "token_expired", "登录已过期，请重新登录。")
     if not principal.active:
         raise ApiError(401, "account_disabled", "该账号已停用，请联系管理员。")

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from fastapi import Header
-from sqlalchemy.orm import Session
 
 from workorders.db import session_factory
 from workorders.hospital.base import HospitalAdapter
@@ -54,14 +53,12 @@ def idempotency_key(
     return key
 
 
-def reveal(
-    caller: Caller, requested: bool, session: Session, resource: str, ident: int | None
-) -> bool:
+def reveal(caller: Caller, requested: bool, resource: str, ident: int | None) -> bool:
     """Unmasked personal data: services with the right always; staff when they ask, audited."""
     if not caller.can("residents:pii"):
         return False
     if not caller.is_staff:
         return True
     if requested:
-        audit.record(session, caller, "reveal_personal_data", resource, ident)
+        audit.record_now(caller, "reveal_personal_data", resource, ident)
     return requested

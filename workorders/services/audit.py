@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.orm import Session
 
+from workorders.db import session_factory
 from workorders.models import AuditEntry
 from workorders.security import Caller
 
@@ -29,3 +30,16 @@ def record(
             detail=detail,
         )
     )
+
+
+def record_now(
+    caller: Caller,
+    action: str,
+    resource_type: str,
+    resource_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    """For reads: committed in its own transaction before the data is returned."""
+    with session_factory(True)() as session:
+        record(session, caller, action, resource_type, resource_id, detail)
+        session.commit()

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workorders.models import Event, WorkOrder
@@ -49,7 +49,7 @@ def record(session: Session, type_: str, order: WorkOrder, **data: Any) -> Event
     return event
 
 
-def _xadd(client: redis.Redis, event: Event) -> str:
+def _xadd(client: redis.Redis | redis.client.Pipeline, event: Event) -> Any:
     settings = get_settings()
     fields = {
         "event_id": str(event.id),
@@ -58,18 +58,49 @@ def _xadd(client: redis.Redis, event: Event) -> str:
         "data": json.dumps(event.payload, ensure_ascii=False, default=str),
         "at": event.created_at.isoformat(),
     }
-    stream_id = client.xadd(
+    return client.xadd(
         settings.event_stream, fields, maxlen=settings.event_stream_maxlen, approximate=True
     )
-    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
 
 def publish(factory: sessionmaker[Session], event_ids: Iterable[int]) -> int:
-    """Publish freshly committed events now; failures are left for the relay."""
+    """Publish freshly committed events now, in one round trip; failures are left for the relay.
+
+    No row lock: the relay only takes events older than a few seconds, and a rare double
+    publication is what `event_id` on every entry is for.
+    """
     ids = sorted(event_ids)
     if not ids:
         return 0
-    return _publish_where(factory, Event.id.in_(ids))
+    with factory() as session:
+        rows = (
+            session.execute(
+                select(Event)
+                .where(Event.id.in_(ids), Event.published_at.is_(None))
+                .order_by(Event.id)
+            )
+            .scalars()
+            .all()
+        )
+        try:
+            pipe = redis_client().pipeline(transaction=False)
+            for event in rows:
+                _xadd(pipe, event)
+            stream_ids = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("events %s not published yet: %s", ids, type(exc).__name__)
+            return 0
+        session.execute(
+            update(Event)
+            .where(Event.id == bindparam("event_id"))
+            .values(published_at=datetime.now(timezone.utc), stream_id=bindparam("sid")),
+            [
+                {"event_id": e.id, "sid": sid.decode() if isinstance(sid, bytes) else str(sid)}
+                for e, sid in zip(rows, stream_ids, strict=True)
+            ],
+        )
+        session.commit()
+    return len(rows)
 
 
 def relay(factory: sessionmaker[Session], older_than: timedelta = timedelta(seconds=2)) -> int:
@@ -91,14 +122,14 @@ def _publish_where(factory: sessionmaker[Session], condition: Any) -> int:
         ).scalars()
         for event in rows:
             try:
-                stream_id = _xadd(client, event)
+                raw_id = _xadd(client, event)
             except redis.RedisError as exc:
                 log.warning("event %s not published yet: %s", event.id, type(exc).__name__)
                 break
             session.execute(
                 update(Event)
                 .where(Event.id == event.id)
-                .values(published_at=datetime.now(timezone.utc), stream_id=stream_id)
+                .values(published_at=datetime.now(timezone.utc), stream_id=raw_id.decode())
             )
             done += 1
         session.commit()

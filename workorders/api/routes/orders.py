@@ -67,7 +67,7 @@ def create_order(
     publish(outcome.event_ids)
     if not outcome.created:
         response.status_code = 200
-    return views.order_detail_out(outcome.order, reveal(caller, False, session, "order", None))
+    return views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
 
 
 @router.get("", response_model=OrderPage)
@@ -100,7 +100,7 @@ def list_orders(
         limit=limit,
         offset=offset,
     )
-    shown = reveal(caller, False, session, "order", None)
+    shown = reveal(caller, False, "order", None)
     return OrderPage(
         items=[views.order_out(o, shown) for o in rows], total=total, limit=limit, offset=offset
     )
@@ -113,12 +113,10 @@ def read_order(
         False, alias="reveal", description="Staff: show personal data (audited)"
     ),
     caller: Caller = Depends(require("orders:read")),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> OrderDetailOut:
     order = orders.get(session, order_id)
-    shown = reveal(caller, reveal_pii, session, "order", order.id)
-    session.commit()  # the audit entry, if any
-    return views.order_detail_out(order, shown)
+    return views.order_detail_out(order, reveal(caller, reveal_pii, "order", order.id))
 
 
 @router.post("/{order_id}/transitions", response_model=OrderDetailOut, responses=_ONE)
@@ -136,7 +134,7 @@ def change_status(
         session, caller, order_id, body.to, body.reason, hospital, policy, clock()
     )
     publish(outcome.event_ids)
-    return views.order_detail_out(outcome.order, reveal(caller, False, session, "order", None))
+    return views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
 
 
 @router.post("/{order_id}/assignment", response_model=OrderDetailOut, responses=_ONE)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from workorders.api import views
 from workorders.api.deps import idempotency_key, reveal
 from workorders.contract import IdentityKind
-from workorders.db import get_session
+from workorders.db import get_read_session, get_session
 from workorders.errors import ApiError
 from workorders.schemas import (
     ErrorOut,
@@ -58,12 +58,12 @@ def create_resident(
             response.status_code = 200
             return views.resident_out(
                 residents.get(session, existing),
-                reveal(caller, False, session, "resident", existing),
+                reveal(caller, False, "resident", existing),
             )
     resident = residents.create(session, body)
     if key is not None:
         idempotency.bind(session, caller, key, resident.id)
-    shown = reveal(caller, False, session, "resident", resident.id)
+    shown = reveal(caller, False, "resident", resident.id)
     session.commit()
     return views.resident_out(resident, shown)
 
@@ -76,7 +76,7 @@ def list_residents(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
     caller: Caller = Depends(require("residents:read")),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> ResidentPage:
     rows, total = residents.search(
         session,
@@ -87,9 +87,8 @@ def list_residents(
         offset=offset,
     )
     if caller.is_staff:
-        audit.record(session, caller, "list_residents", "resident", None, f"{len(rows)} rows")
-    shown = reveal(caller, False, session, "resident", None)
-    session.commit()
+        audit.record_now(caller, "list_residents", "resident", None, f"{len(rows)} rows")
+    shown = reveal(caller, False, "resident", None)
     return ResidentPage(
         items=[views.resident_out(r, shown) for r in rows], total=total, limit=limit, offset=offset
     )
@@ -100,7 +99,7 @@ def lookup_resident(
     kind: IdentityKind,
     value: str = Query(..., min_length=1, max_length=128),
     caller: Caller = Depends(require("residents:lookup")),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> ResidentOut:
     """Find the resident behind a channel identity (openid, caller number, terminal id)."""
     if kind == IdentityKind.phone:
@@ -109,9 +108,8 @@ def lookup_resident(
     if resident is None:
         raise ApiError(404, "resident_not_found", "没有找到与该身份关联的居民，请先登记。")
     if caller.is_staff:
-        audit.record(session, caller, "lookup_resident", "resident", resident.id, kind.value)
-    shown = reveal(caller, False, session, "resident", resident.id)
-    session.commit()
+        audit.record_now(caller, "lookup_resident", "resident", resident.id, kind.value)
+    shown = reveal(caller, False, "resident", resident.id)
     return views.resident_out(resident, shown)
 
 
@@ -122,13 +120,12 @@ def read_resident(
         False, alias="reveal", description="Staff: show personal data (audited)"
     ),
     caller: Caller = Depends(require("residents:read")),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_read_session),
 ) -> ResidentOut:
     resident = residents.get(session, resident_id)
     if caller.is_staff:
-        audit.record(session, caller, "read_resident", "resident", resident.id)
-    shown = reveal(caller, reveal_pii, session, "resident", resident.id)
-    session.commit()
+        audit.record_now(caller, "read_resident", "resident", resident.id)
+    shown = reveal(caller, reveal_pii, "resident", resident.id)
     return views.resident_out(resident, shown)
 
 
@@ -142,7 +139,7 @@ def update_resident(
     resident = residents.update(session, residents.get(session, resident_id), body)
     if caller.is_staff:
         audit.record(session, caller, "update_resident", "resident", resident.id)
-    shown = reveal(caller, False, session, "resident", resident.id)
+    shown = reveal(caller, False, "resident", resident.id)
     session.commit()
     return views.resident_out(resident, shown)
 
@@ -165,6 +162,6 @@ def link_identity(
     _, created = residents.link_identity(session, resident, body)
     if not created:
         response.status_code = 200
-    shown = reveal(caller, False, session, "resident", resident.id)
+    shown = reveal(caller, False, "resident", resident.id)
     session.commit()
     return views.resident_out(resident, shown)
