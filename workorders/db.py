@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
@@ -60,13 +60,17 @@ def session_factory(write: bool = True) -> sessionmaker[Session]:
     return sessionmaker(bind=bind, expire_on_commit=False, future=True)
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency for requests that write: rolled back unless committed."""
+async def get_session() -> AsyncIterator[Session]:
+    """FastAPI dependency for requests that write: rolled back unless committed.
+
+    Async only so that FastAPI does not spend a thread-pool hop on it; the session itself is
+    used synchronously by the (thread-pool) endpoint.
+    """
     with session_factory(True)() as session:
         yield session
 
 
-def get_read_session() -> Iterator[Session]:
+async def get_read_session() -> AsyncIterator[Session]:
     """FastAPI dependency for requests that only read (concurrent on SQLite too)."""
     with session_factory(False)() as session:
         yield session

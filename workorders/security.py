@@ -6,7 +6,8 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -14,6 +15,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from workorders.contract import Role
 from workorders.db import session_factory
@@ -120,33 +122,59 @@ def register_service_token(session: Session, principal: Principal, token: str) -
 bearer = HTTPBearer(auto_error=False)
 
 
-def current_caller(
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> Caller:
-    """Resolve the token in a short session of its own, so no request holds two connections."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
+# Token -> (caller, valid until). A revoked token keeps working in *other* worker processes for
+# at most this long; the process that revokes it forgets it at once.
+_CACHE_SECONDS = 10.0
+_cache: dict[str, tuple[Caller, float]] = {}
+
+
+def forget_token(token: str) -> None:
+    _cache.pop(token_hash(token), None)
+
+
+def _resolve(digest: str) -> tuple[Caller, datetime | None]:
     with session_factory(False)() as session:
         row = session.execute(
             select(ApiToken.expires_at, Principal)
             .join(Principal, Principal.id == ApiToken.principal_id)
-            .where(ApiToken.token_hash == token_hash(credentials.credentials))
+            .where(ApiToken.token_hash == digest)
         ).first()
     if row is None:
         raise ApiError(401, "unauthorized", "访问令牌无效，请重新登录。")
     expires_at, principal = row
-    if expires_at is not None and expires_at <= datetime.now(timezone.utc):
-        raise ApiError(401, "token_expired", "登录已过期，请重新登录。")
     if not principal.active:
         raise ApiError(401, "account_disabled", "该账号已停用，请联系管理员。")
-    return caller_of(principal)
+    return caller_of(principal), expires_at
 
 
-def require(scope: str) -> Callable[[Caller], Caller]:
+async def current_caller(
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Caller:
+    """Who is calling. Cached briefly: every request needs it, and it rarely changes."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
+    digest = token_hash(credentials.credentials)
+    now = time.monotonic()
+    hit = _cache.get(digest)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    caller, expires_at = await run_in_threadpool(_resolve, digest)
+    valid_for = _CACHE_SECONDS
+    if expires_at is not None:
+        valid_for = min(valid_for, (expires_at - datetime.now(timezone.utc)).total_seconds())
+        if valid_for <= 0:
+            raise ApiError(401, "token_expired", "登录已过期，请重新登录。")
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[digest] = (caller, now + valid_for)
+    return caller
+
+
+def require(scope: str) -> Callable[[Caller], Awaitable[Caller]]:
     if scope not in SCOPES:
         raise ValueError(scope)
 
-    def dependency(caller: Caller = Depends(current_caller)) -> Caller:
+    async def dependency(caller: Caller = Depends(current_caller)) -> Caller:
         if not caller.can(scope):
             raise ApiError(403, "forbidden", f"您的账号没有“{scope}”权限，请联系管理员。")
         return caller

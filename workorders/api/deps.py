@@ -1,4 +1,7 @@
-"""Dependencies every route shares: the clock, SLA policy, hospital adapter, event publisher."""
+"""Dependencies every route shares: the clock, SLA policy, hospital adapter, event publisher.
+
+The cheap ones are `async def` so FastAPI does not hop to its thread pool for them.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ from workorders.settings import get_settings
 Clock = Callable[[], datetime]
 
 
-def get_clock() -> Clock:
+async def get_clock() -> Clock:
     """Tests override this to move time; everything else reads the wall clock."""
     return lambda: datetime.now(timezone.utc)
 
 
-def get_policy() -> SlaPolicy:
+async def get_policy() -> SlaPolicy:
     return load_policy(get_settings().sla_config)
 
 
@@ -33,7 +36,7 @@ def _hospital() -> FhirHospitalAdapter:
     return FhirHospitalAdapter(get_settings().fhir_base_url)
 
 
-def get_hospital() -> HospitalAdapter:
+async def get_hospital() -> HospitalAdapter:
     return _hospital()
 
 
@@ -42,7 +45,7 @@ def publish(event_ids: Iterable[int]) -> None:
     events.publish(session_factory(True), event_ids)
 
 
-def idempotency_key(
+async def idempotency_key(
     key: str | None = Header(
         None,
         alias="Idempotency-Key",

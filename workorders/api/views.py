@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
+from pydantic import BaseModel
+
 from workorders.contract import Status
 from workorders.crypto import format_address, mask_address, mask_id_number, mask_phone, mask_text
 from workorders.models import Resident, WorkOrder
@@ -152,3 +155,13 @@ def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
             for h in order.history
         ],
     )
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+
+def respond(body: BaseModel, status_code: int = 200) -> Response:
+    """Serialise once. Returning the model would make FastAPI validate it a second time and
+    run its slow generic encoder: a third of a read's time."""
+    return JSONBody(body.json(), status_code=status_code)

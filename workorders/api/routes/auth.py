@@ -28,6 +28,7 @@ from workorders.security import (
     Caller,
     bearer,
     current_caller,
+    forget_token,
     hash_password,
     issue_token,
     require,
@@ -86,6 +87,7 @@ def logout(
         delete(ApiToken).where(ApiToken.token_hash == token_hash(credentials.credentials))
     )
     session.commit()
+    forget_token(credentials.credentials)
 
 
 @router.get("/auth/me", response_model=PrincipalOut)

@@ -54,20 +54,18 @@ _ONE = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 )
 def create_order(
     body: OrderCreate,
-    response: Response,
     key: str | None = Depends(idempotency_key),
     caller: Caller = Depends(current_caller),
     session: Session = Depends(get_session),
     hospital: HospitalAdapter = Depends(get_hospital),
     policy: SlaPolicy = Depends(get_policy),
     clock: Clock = Depends(get_clock),
-) -> OrderDetailOut:
+) -> Response:
     """Create a work order. Medical appointments book their slot at the hospital first."""
     outcome = orders.create(session, caller, body, key, hospital, policy, clock())
     publish(outcome.event_ids)
-    if not outcome.created:
-        response.status_code = 200
-    return views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
+    out = views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
+    return views.respond(out, 201 if outcome.created else 200)
 
 
 @router.get("", response_model=OrderPage)
@@ -85,7 +83,7 @@ def list_orders(
     offset: int = Query(0, ge=0, le=10_000_000),
     caller: Caller = Depends(require("orders:read")),
     session: Session = Depends(get_read_session),
-) -> OrderPage:
+) -> Response:
     rows, total = orders.search(
         session,
         status=status,
@@ -101,9 +99,10 @@ def list_orders(
         offset=offset,
     )
     shown = reveal(caller, False, "order", None)
-    return OrderPage(
+    page = OrderPage(
         items=[views.order_out(o, shown) for o in rows], total=total, limit=limit, offset=offset
     )
+    return views.respond(page)
 
 
 @router.get("/{order_id}", response_model=OrderDetailOut, responses=_ONE)
@@ -114,9 +113,11 @@ def read_order(
     ),
     caller: Caller = Depends(require("orders:read")),
     session: Session = Depends(get_read_session),
-) -> OrderDetailOut:
+) -> Response:
     order = orders.get(session, order_id)
-    return views.order_detail_out(order, reveal(caller, reveal_pii, "order", order.id))
+    return views.respond(
+        views.order_detail_out(order, reveal(caller, reveal_pii, "order", order.id))
+    )
 
 
 @router.post("/{order_id}/transitions", response_model=OrderDetailOut, responses=_ONE)
@@ -128,13 +129,15 @@ def change_status(
     hospital: HospitalAdapter = Depends(get_hospital),
     policy: SlaPolicy = Depends(get_policy),
     clock: Clock = Depends(get_clock),
-) -> OrderDetailOut:
+) -> Response:
     """Move an order along its life cycle; asking for the status it already has is a no-op."""
     outcome = orders.transition(
         session, caller, order_id, body.to, body.reason, hospital, policy, clock()
     )
     publish(outcome.event_ids)
-    return views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
+    return views.respond(
+        views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
+    )
 
 
 @router.post("/{order_id}/assignment", response_model=OrderDetailOut, responses=_ONE)
@@ -145,10 +148,10 @@ def assign_order(
     session: Session = Depends(get_session),
     policy: SlaPolicy = Depends(get_policy),
     clock: Clock = Depends(get_clock),
-) -> OrderDetailOut:
+) -> Response:
     outcome = orders.assign(session, caller, order_id, body.assignee_id, body.team, policy, clock())
     publish(outcome.event_ids)
-    return views.order_detail_out(outcome.order, False)
+    return views.respond(views.order_detail_out(outcome.order, False))
 
 
 @router.post("/{order_id}/notes", response_model=OrderDetailOut, responses=_ONE)
@@ -159,9 +162,9 @@ def add_note(
     session: Session = Depends(get_session),
     policy: SlaPolicy = Depends(get_policy),
     clock: Clock = Depends(get_clock),
-) -> OrderDetailOut:
+) -> Response:
     order = orders.add_note(session, caller, order_id, body.text, policy, clock())
-    return views.order_detail_out(order, False)
+    return views.respond(views.order_detail_out(order, False))
 
 
 @router.post("/{order_id}/rating", response_model=OrderDetailOut, responses=_ONE)
@@ -171,8 +174,8 @@ def rate_order(
     caller: Caller = Depends(require("orders:rate")),
     session: Session = Depends(get_session),
     clock: Clock = Depends(get_clock),
-) -> OrderDetailOut:
+) -> Response:
     """The resident's 1-5 rating of a resolved order; it closes the order."""
     outcome = orders.rate(session, caller, order_id, body.score, body.comment, clock())
     publish(outcome.event_ids)
-    return views.order_detail_out(outcome.order, False)
+    return views.respond(views.order_detail_out(outcome.order, False))
