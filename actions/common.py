@@ -1,0 +1,113 @@
+"""What every action needs: the API client, who is talking, stable idempotency keys, and
+dates read out the way people say them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rasa_sdk import Tracker
+
+from actions.settings import settings
+from workorders.client import WorkOrdersClient
+from workorders.contract import Channel, IdentityKind
+
+TZ = ZoneInfo("Asia/Shanghai")
+WEEKDAYS = "一二三四五六日"
+
+
+@lru_cache
+def api() -> WorkOrdersClient:
+    return WorkOrdersClient(settings().api_url, settings().api_token)
+
+
+def _latest_user_event(tracker: Tracker) -> dict[str, Any]:
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            return event
+    return {}
+
+
+def metadata(tracker: Tracker) -> dict[str, Any]:
+    return _latest_user_event(tracker).get("metadata") or {}
+
+
+def identity(tracker: Tracker) -> tuple[IdentityKind, str]:
+    """The channel identity of the sender; channels put it in the message metadata.
+
+    Without one (the REST channel in tests, a web chat), the sender id is taken as a WeChat
+    openid, the most common case.
+    """
+    given = metadata(tracker).get("identity") or {}
+    try:
+        return IdentityKind(given["kind"]), str(given["value"])
+    except (KeyError, ValueError):
+        return IdentityKind.wechat_openid, tracker.sender_id
+
+
+def channel(tracker: Tracker) -> Channel:
+    name = metadata(tracker).get("channel") or tracker.get_latest_input_channel() or ""
+    try:
+        return Channel(name)
+    except ValueError:
+        return Channel.api
+
+
+def turn_key(tracker: Tracker, purpose: str) -> str:
+    """Same conversation, same user turn, same purpose: same key, whatever Rasa re-runs."""
+    event = _latest_user_event(tracker)
+    turn = event.get("message_id") or event.get("timestamp") or len(tracker.events)
+    return f"{tracker.sender_id}:{turn}:{purpose}"
+
+
+def now() -> datetime:
+    return datetime.now(TZ)
+
+
+def say_day(moment: datetime) -> str:
+    local = moment.astimezone(TZ)
+    return f"{local.month}月{local.day}号星期{WEEKDAYS[local.weekday()]}"
+
+
+def say_clock(moment: datetime) -> str:
+    local = moment.astimezone(TZ)
+    hour = local.hour
+    part = "上午" if hour < 12 else ("中午" if hour < 13 else ("下午" if hour < 18 else "晚上"))
+    shown = hour if hour <= 12 else hour - 12
+    minute = "" if local.minute == 0 else ("半" if local.minute == 30 else f"{local.minute}分")
+    return f"{part}{shown}点{minute}"
+
+
+def say_moment(moment: datetime) -> str:
+    return say_day(moment) + say_clock(moment)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=TZ)
+
+
+async def create_order(
+    tracker: Tracker, dispatcher: Any, body: dict[str, Any], purpose: str
+) -> dict[str, Any] | None:
+    """Create an order; when the API is down, keep it in the outbox and say so honestly."""
+    from actions import outbox
+    from workorders.client import ApiUnavailable
+
+    key = turn_key(tracker, purpose)
+    try:
+        return await api().create_order(body, key)
+    except ApiUnavailable:
+        await outbox.keep("POST", "/work-orders", body, key, tracker.sender_id)
+        dispatcher.utter_message(
+            text="您的请求已经记下了。系统正在恢复，办好后会再告诉您结果。",
+            json_message={"outbox": key},
+        )
+        return None

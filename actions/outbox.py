@@ -1,0 +1,92 @@
+"""Requests kept in Redis while the work-order API is down, replayed when it returns.
+
+Each entry is the exact request with its idempotency key, so a replay (or two replayers, or a
+replay of a request that had in fact arrived) creates the order exactly once.
+`python -m actions.outbox` runs the replayer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from actions.settings import settings
+from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
+
+QUEUE = "linli:outbox"
+DONE = "linli:outbox:done"  # key -> result, for the channels to confirm to the resident
+log = logging.getLogger(__name__)
+
+
+def _redis() -> aioredis.Redis:
+    return aioredis.Redis.from_url(settings().redis_url)
+
+
+async def keep(method: str, path: str, body: dict[str, Any], key: str, conversation: str) -> None:
+    entry = {"method": method, "path": path, "body": body, "key": key, "conversation": conversation}
+    client = _redis()
+    try:
+        # One entry per key even if the action runs again while the API is still down.
+        if await client.hsetnx(f"{QUEUE}:keys", key, "1"):
+            await client.rpush(QUEUE, json.dumps(entry, ensure_ascii=False))
+    finally:
+        await client.aclose()
+
+
+async def replay_once(api: WorkOrdersClient, client: aioredis.Redis) -> int:
+    """Replay queued requests in order; stop at the first that cannot get through yet."""
+    done = 0
+    while raw := await client.lindex(QUEUE, 0):
+        entry = json.loads(raw)
+        try:
+            result = await api.request(
+                entry["method"], entry["path"], json=entry["body"], key=entry["key"]
+            )
+            outcome = {
+                "ok": True,
+                "order_id": result.get("id") if isinstance(result, dict) else None,
+            }
+        except ApiUnavailable:
+            return done
+        except ApiError as exc:  # refused for good: record why, never retry forever
+            outcome = {"ok": False, "code": exc.code, "message": exc.message}
+        outcome["conversation"] = entry["conversation"]
+        await client.hset(DONE, entry["key"], json.dumps(outcome, ensure_ascii=False))
+        await client.lpop(QUEUE)
+        await client.hdel(f"{QUEUE}:keys", entry["key"])
+        done += 1
+    return done
+
+
+async def run(interval: float = 2.0) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    api = WorkOrdersClient(settings().api_url, settings().api_token)
+    client = _redis()
+    log.info("outbox replayer: every %.1f s", interval)
+    while not stop.is_set():
+        try:
+            replayed = await replay_once(api, client)
+            if replayed:
+                log.info("outbox: replayed %d requests", replayed)
+        except Exception:  # Redis hiccup: try again next round
+            log.exception("outbox replay failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    await api.aclose()
+    await client.aclose()
+
+
+if __name__ == "__main__":
+    from workorders import logs
+
+    logs.setup()
+    asyncio.run(run())

@@ -1,0 +1,57 @@
+"""Policy questions, answered only from the knowledge base in data/policies/, with its source.
+
+When nothing matches well enough we say so, record a `policy_question` order for staff, and
+offer a person: an invented answer about benefits would hurt the people we serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions import policy_kb
+from actions.common import channel, create_order
+from actions.settings import settings
+from workorders.client import ApiError
+
+
+@lru_cache
+def knowledge() -> policy_kb.PolicyBase:
+    return policy_kb.load(settings().policies_dir)
+
+
+class ActionAnswerPolicy(Action):
+    def name(self) -> str:
+        return "action_answer_policy"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        question = tracker.latest_message.get("text", "")
+        matches = knowledge().search(question, limit=1)
+        if matches and matches[0].confident:
+            best = matches[0]
+            dispatcher.utter_message(
+                text=f"{best.entry.answer}{best.citation()}",
+                json_message={"policy_id": best.entry.id},
+            )
+            return [SlotSet("offer_human", False)]
+        if tracker.get_slot("resident_id"):
+            body = {
+                "kind": "policy_question",
+                "channel": channel(tracker).value,
+                "resident_id": tracker.get_slot("resident_id"),
+                "details": {"question": question[:1000] or "（未听清的问题）"},
+            }
+            with contextlib.suppress(ApiError):  # the honest answer below stands either way
+                await create_order(tracker, dispatcher, body, "policy")
+        dispatcher.utter_message(
+            text="这个问题我现在答不准，不敢乱说。已经记下来请工作人员核实。要不要我现在请工作人员跟您说？",
+            json_message={"expect": "yes_no"},
+        )
+        return [SlotSet("offer_human", True)]

@@ -1,0 +1,116 @@
+"""Repairs: what, where, how; dangerous cases become P1 with safety advice straight away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import channel, create_order
+from actions.residents import ResidentFormValidation
+from workorders.client import ApiError
+
+SAFETY = {
+    "燃气": "请马上关掉燃气总阀，打开窗户通风，千万别开关电器、别点火，人先到屋外去。",
+    "电路": "请先把家里的电闸拉下来，别用手碰冒火花的地方，离远一点。",
+    "水管": "请先关上家里的总水阀，把插座和电器挪到高处，别踩积水碰电。",
+    "渗漏": "请先关上家里的总水阀，把插座和电器挪到高处，别踩积水碰电。",
+    "下水道": "请先别再用水，把贵重东西挪到高处。",
+}
+GENERIC_SAFETY = "请先离开危险的地方，注意安全。"
+HOME_WORDS = ("家", "屋", "厨房", "卫生间", "厕所", "卧室", "客厅", "阳台")
+
+
+def hazard(tracker: Tracker) -> bool:
+    if tracker.get_slot("hazard"):
+        return True
+    return any(
+        e.get("entity") == "hazard" or e.get("dangerous")
+        for e in tracker.latest_message.get("entities", [])
+    )
+
+
+class ValidateRepairForm(ResidentFormValidation):
+    def name(self) -> str:
+        return "validate_repair_form"
+
+    def validate_repair_category(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {"repair_category": value}
+        if hazard(tracker) and not tracker.get_slot("hazard"):
+            dispatcher.utter_message(
+                text=SAFETY.get(str(value), GENERIC_SAFETY), json_message={"urgent": True}
+            )
+            result["hazard"] = True
+        if (
+            not tracker.get_slot("repair_description")
+            and tracker.get_intent_of_latest_message() == "report_repair"
+        ):
+            result["repair_description"] = tracker.latest_message.get("text")
+        return result
+
+    async def extract_place(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("place"):
+            return {}
+        spoken = next(tracker.get_latest_entity_values("place"), None)
+        if spoken:
+            return {"place": spoken}
+        text = tracker.latest_message.get("text", "")
+        if any(word in text for word in HOME_WORDS):
+            return {"place": "home"}
+        if tracker.get_slot("requested_slot") == "place" and text:
+            return {"place": text}
+        return {}
+
+    async def extract_repair_description(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "repair_description":
+            return {}
+        return {"repair_description": tracker.latest_message.get("text") or None}
+
+
+_FORM_SLOTS = ("repair_category", "place", "repair_description", "hazard")
+
+
+class ActionReportRepair(Action):
+    def name(self) -> str:
+        return "action_report_repair"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        place = tracker.get_slot("place") or "home"
+        details: dict[str, Any] = {
+            "category": tracker.get_slot("repair_category"),
+            "location": "home" if place == "home" else "public",
+            "description": (tracker.get_slot("repair_description") or "")[:1000] or "居民报修",
+        }
+        if place != "home":
+            details["place"] = place[:200]
+        urgent = bool(tracker.get_slot("hazard"))
+        body = {
+            "kind": "repair",
+            "channel": channel(tracker).value,
+            "priority": "P1" if urgent else "P2",
+            "resident_id": tracker.get_slot("resident_id"),
+            "details": details,
+        }
+        try:
+            order = await create_order(tracker, dispatcher, body, "repair")
+        except ApiError as exc:
+            dispatcher.utter_message(text=exc.message)
+            return [SlotSet(s, None) for s in _FORM_SLOTS]
+        if order is not None:
+            when = "师傅会尽快赶到" if urgent else "维修师傅会在两小时内联系您"
+            dispatcher.utter_message(
+                text=f"报修记下了：{details['category']}。{when}。",
+                json_message={"order_id": order["id"], "priority": body["priority"]},
+            )
+        return [SlotSet(s, None) for s in _FORM_SLOTS]

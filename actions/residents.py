@@ -1,0 +1,145 @@
+"""Knowing who we talk to: look the sender up at session start; register a stranger once."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import api, identity, turn_key
+from actions.settings import community
+from workorders.client import ApiError, ApiUnavailable
+
+REGISTRATION = ["resident_name", "resident_address", "resident_phone"]
+_ADDRESS = re.compile(r"(\w+?)(?:号楼|栋|幢)(\w+?)(?:单元|门)(\w+?)(?:号|室)?$")
+_NAME_PREFIX = re.compile(r"^(我叫|我是|叫我|我姓|俺叫|俺是)")
+
+
+class ActionSessionStart(Action):
+    def name(self) -> str:
+        return "action_session_start"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        events: list[EventType] = [SessionStarted()]
+        kind, value = identity(tracker)
+        meta = tracker.get_slot("session_started_metadata") or {}
+        if meta.get("identity"):
+            kind, value = meta["identity"]["kind"], str(meta["identity"]["value"])
+        try:
+            resident = await api().find_resident(kind, value)
+        except (ApiError, ApiUnavailable):
+            resident = None  # asked again when a form needs it
+        if resident:
+            events += [
+                SlotSet("resident_id", resident["id"]),
+                SlotSet("resident_name", resident["name"]),
+            ]
+        return [*events, ActionExecuted("action_listen")]
+
+
+def parse_address(text: str) -> dict[str, str] | None:
+    """'3号楼2单元502' (the NLU has already turned spoken numerals into digits)."""
+    match = _ADDRESS.search(text.replace(" ", ""))
+    if not match:
+        return None
+    return {"building": match[1], "unit": match[2], "room": match[3]}
+
+
+def _entity(tracker: Tracker, name: str) -> str | None:
+    values = list(tracker.get_latest_entity_values(name))
+    return str(values[0]) if values else None
+
+
+class ResidentFormValidation(FormValidationAction):
+    """Base of every service form: a resident we do not know yet is asked for name, address
+    and phone first (once; the resident is then created and linked to this channel)."""
+
+    def name(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def required_slots(
+        self,
+        domain_slots: list[str],
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> list[str]:
+        if tracker.get_slot("resident_id"):
+            return domain_slots
+        return REGISTRATION + domain_slots
+
+    async def extract_resident_name(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "resident_name":
+            return {}
+        text = _entity(tracker, "name") or _NAME_PREFIX.sub(
+            "", tracker.latest_message.get("text", "").strip()
+        )
+        return {"resident_name": text.strip("，。 ")[:20] or None}
+
+    async def extract_resident_address(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "resident_address":
+            return {}
+        return {
+            "resident_address": _entity(tracker, "address") or tracker.latest_message.get("text")
+        }
+
+    def validate_resident_address(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if value and parse_address(str(value)):
+            return {"resident_address": str(value)}
+        dispatcher.utter_message(
+            text="没听清楼号，请按“几号楼几单元几号”说，比如三号楼二单元五零二。"
+        )
+        return {"resident_address": None}
+
+    async def extract_resident_phone(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        if tracker.get_slot("requested_slot") != "resident_phone":
+            return {}
+        found = _entity(tracker, "phone") or re.sub(
+            r"\D", "", tracker.latest_message.get("text", "")
+        )
+        return {"resident_phone": found or None}
+
+    async def validate_resident_phone(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        phone = re.sub(r"\D", "", str(value or ""))
+        if not re.fullmatch(r"1[3-9]\d{9}|0\d{9,11}", phone):
+            dispatcher.utter_message(text="这个号码好像不对，请再说一遍，手机号是十一位。")
+            return {"resident_phone": None}
+        address = parse_address(tracker.get_slot("resident_address") or "")
+        kind, ident = identity(tracker)
+        body = {
+            "name": tracker.get_slot("resident_name") or "居民",
+            "phone": phone,
+            "community": community(),
+            "address": address,
+            "identities": [{"kind": kind.value, "value": ident}],
+        }
+        try:
+            resident = await api().create_resident(body, turn_key(tracker, "register"))
+        except ApiUnavailable:
+            dispatcher.utter_message(text="系统暂时连不上，您的信息没有存上，请稍后再试。")
+            return {"resident_phone": None}
+        except ApiError as exc:
+            if exc.code in ("already_registered", "identity_taken"):
+                found = await api().find_resident(kind, ident)
+                if found:
+                    return {"resident_phone": phone, "resident_id": found["id"]}
+            dispatcher.utter_message(text=exc.message)
+            return {"resident_phone": None}
+        dispatcher.utter_message(text=f"好的，{resident['name']}，记住您了，下次就不用再说了。")
+        return {"resident_phone": phone, "resident_id": resident["id"]}

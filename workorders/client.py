@@ -1,0 +1,140 @@
+"""The one client of the work-order API, for actions and channels (public; no service imports).
+
+Every create carries an idempotency key chosen by the caller (conversation + turn), so a
+retried action or a replayed outbox entry never makes a second order.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import httpx
+
+from workorders.contract import IdentityKind
+
+
+class ApiError(Exception):
+    """The API refused the request; `message` is Chinese and can be read to the resident."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+class ApiUnavailable(Exception):
+    """The API did not answer (down, timeout, 5xx): keep the request and retry later."""
+
+
+class WorkOrdersClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 5.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> Any:
+        headers = {"Idempotency-Key": key} if key else None
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=params, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise ApiUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise ApiUnavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            raise ApiError(
+                response.status_code,
+                body.get("code", "http_error"),
+                body.get("message", "请求没有成功。"),
+                body.get("details"),
+            )
+        return response.json() if response.content else None
+
+    # --- residents ---------------------------------------------------------------------------
+
+    async def find_resident(self, kind: IdentityKind, value: str) -> dict[str, Any] | None:
+        try:
+            return await self.request(
+                "GET", "/residents/lookup", params={"kind": kind.value, "value": value}
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_resident(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        return await self.request("POST", "/residents", json=body, key=key)
+
+    async def link_identity(
+        self, resident_id: int, kind: IdentityKind, value: str
+    ) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            f"/residents/{resident_id}/identities",
+            json={"kind": kind.value, "value": value},
+        )
+
+    # --- work orders ---------------------------------------------------------------------------
+
+    async def create_order(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        return await self.request("POST", "/work-orders", json=body, key=key)
+
+    async def orders_of(
+        self, resident_id: int, statuses: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"resident_id": resident_id, "limit": 50}
+        if statuses:
+            params["status"] = statuses
+        return (await self.request("GET", "/work-orders", params=params))["items"]
+
+    async def order(self, order_id: int) -> dict[str, Any]:
+        return await self.request("GET", f"/work-orders/{order_id}")
+
+    async def move(self, order_id: int, to: str, reason: str | None = None) -> dict[str, Any]:
+        return await self.request(
+            "POST", f"/work-orders/{order_id}/transitions", json={"to": to, "reason": reason}
+        )
+
+    async def rate(self, order_id: int, score: int, comment: str | None = None) -> dict[str, Any]:
+        return await self.request(
+            "POST", f"/work-orders/{order_id}/rating", json={"score": score, "comment": comment}
+        )
+
+    # --- appointments ---------------------------------------------------------------------------
+
+    async def departments(self) -> list[str]:
+        return await self.request("GET", "/appointments/departments")
+
+    async def free_slots(
+        self, department: str, day: date, days: int = 1, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        return await self.request(
+            "GET",
+            "/appointments/slots",
+            params={
+                "department": department,
+                "date_from": day.isoformat(),
+                "days": days,
+                "limit": limit,
+            },
+        )
