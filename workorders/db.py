@@ -16,6 +16,12 @@ from workorders.settings import get_settings
 Base = declarative_base()
 
 
+# Per process. Two API workers and the scheduler stay well under PostgreSQL's default
+# max_connections (100); the API's thread pool is sized to match (app.py), so no request
+# waits for a connection while holding another.
+POOL_SIZE = 10
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -23,13 +29,15 @@ def make_engine(url: str) -> Engine:
             future=True,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=QueuePool,
-            pool_size=20,
-            max_overflow=20,
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_SIZE,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, future=True, pool_size=20, max_overflow=30, pool_pre_ping=True)
+    return create_engine(
+        url, future=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True
+    )
 
 
 def _sqlite_begin(conn: Any) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench` (every bench/*.py, not _*.py); see bench/README.md."""
