@@ -10,7 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.choices import pick
-from actions.common import api, parse_time
+from actions.common import answering, api, parse_time
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation
 from actions.status import plain, subject
@@ -62,7 +62,7 @@ class ValidateCancelForm(ResidentFormValidation):
         if len(candidates) == 1:
             return {"order_to_cancel": candidates[0], "cancel_candidates": candidates}
         index = by_words(text, candidates)
-        if index is None and tracker.get_slot("requested_slot") == "order_to_cancel":
+        if index is None and answering(tracker, "order_to_cancel"):
             index = pick(
                 text,
                 [

@@ -62,6 +62,34 @@ def turn_key(tracker: Tracker, purpose: str) -> str:
     return f"{tracker.sender_id}:{turn}:{purpose}"
 
 
+# Intents that are a new request rather than an answer to the question a form just asked:
+# rules handle them, and the form must not take their words as the answer.
+NOT_AN_ANSWER = frozenset(
+    {
+        "ask_policy",
+        "repeat",
+        "emergency",
+        "request_human",
+        "stop",
+        "complain",
+        "out_of_scope",
+        "greet",
+        "goodbye",
+        "thank",
+        "check_status",
+        "nlu_fallback",
+    }
+)
+
+
+def answering(tracker: Tracker, slot: str) -> bool:
+    """Is the latest message an answer to the form's question about `slot`?"""
+    return (
+        tracker.get_slot("requested_slot") == slot
+        and tracker.get_intent_of_latest_message() not in NOT_AN_ANSWER
+    )
+
+
 def now() -> datetime:
     return datetime.now(TZ)
 

@@ -98,5 +98,4 @@ class ActionHandoff(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        reason = "policy" if tracker.get_slot("offer_human") else "request_human"
-        return [SlotSet("offer_human", False), *await hand_over(tracker, dispatcher, reason)]
+        return await hand_over(tracker, dispatcher, "request_human")

@@ -10,7 +10,17 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import TZ, api, channel, create_order, now, parse_time, say_clock, say_day
+from actions.common import (
+    TZ,
+    answering,
+    api,
+    channel,
+    create_order,
+    now,
+    parse_time,
+    say_clock,
+    say_day,
+)
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation, parse_address
 from workorders.client import ApiError, ApiUnavailable
@@ -69,7 +79,7 @@ class ValidateHomeCareForm(ResidentFormValidation):
     async def extract_person(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "person" or tracker.get_slot("person"):
+        if not answering(tracker, "person") or tracker.get_slot("person"):
             return {}
         text = tracker.latest_message.get("text", "")
         if tracker.get_intent_of_latest_message() == "affirm" or any(
@@ -86,7 +96,7 @@ class ValidateHomeCareForm(ResidentFormValidation):
     async def extract_care_address(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "care_address":
+        if not answering(tracker, "care_address"):
             return {}
         spoken = next(
             tracker.get_latest_entity_values("address"), None

@@ -11,7 +11,16 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.choices import pick
-from actions.common import api, channel, create_order, now, parse_time, say_day, say_moment
+from actions.common import (
+    answering,
+    api,
+    channel,
+    create_order,
+    now,
+    parse_time,
+    say_day,
+    say_moment,
+)
 from actions.residents import ResidentFormValidation
 from workorders.client import ApiError, ApiUnavailable
 
@@ -64,7 +73,7 @@ class ValidateMedicalForm(ResidentFormValidation):
     async def extract_slot_choice(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "slot_choice":
+        if not answering(tracker, "slot_choice"):
             return {}
         spoken = next(
             tracker.get_latest_entity_values("choice"), None
@@ -112,6 +121,9 @@ async def find_slots(
     except ApiUnavailable:
         dispatcher.utter_message(text="医院预约系统暂时连不上，请稍后再试。")
         return []
+    except ApiError as exc:
+        dispatcher.utter_message(text=exc.message)
+        return []
     if slots:
         dispatcher.utter_message(
             text=f"{say_day(day)}的{department}已经约满了，给您找了最近的时间。"
@@ -125,7 +137,7 @@ async def find_slots(
 
 def confirmation(tracker: Tracker, slot: str) -> dict[str, Any]:
     """Yes or no to the question the form just asked (other intents leave it unanswered)."""
-    if tracker.get_slot("requested_slot") != slot:
+    if not answering(tracker, slot):
         return {}
     intent = tracker.get_intent_of_latest_message()
     if intent == "affirm":

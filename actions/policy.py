@@ -10,7 +10,7 @@ import contextlib
 from functools import lru_cache
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -40,7 +40,7 @@ class ActionAnswerPolicy(Action):
                 text=f"{best.entry.answer}{best.citation()}",
                 json_message={"policy_id": best.entry.id},
             )
-            return [SlotSet("offer_human", False)]
+            return []
         if tracker.get_slot("resident_id"):
             body = {
                 "kind": "policy_question",
@@ -51,7 +51,8 @@ class ActionAnswerPolicy(Action):
             with contextlib.suppress(ApiError):  # the honest answer below stands either way
                 await create_order(tracker, dispatcher, body, "policy")
         dispatcher.utter_message(
-            text="这个问题我现在答不准，不敢乱说。已经记下来请工作人员核实。要不要我现在请工作人员跟您说？",
-            json_message={"expect": "yes_no"},
+            text="这个问题我现在答不准，不敢乱说。已经记下来，工作人员核实后给您回电话。"
+            "想马上找工作人员，就说“转人工”。",
+            json_message={"policy_id": None},
         )
-        return [SlotSet("offer_human", True)]
+        return []

@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import channel, create_order
+from actions.common import answering, channel, create_order
 from actions.residents import ResidentFormValidation
 from workorders.client import ApiError
 
@@ -64,14 +64,14 @@ class ValidateRepairForm(ResidentFormValidation):
         text = tracker.latest_message.get("text", "")
         if any(word in text for word in HOME_WORDS):
             return {"place": "home"}
-        if tracker.get_slot("requested_slot") == "place" and text:
+        if answering(tracker, "place") and text:
             return {"place": text}
         return {}
 
     async def extract_repair_description(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "repair_description":
+        if not answering(tracker, "repair_description"):
             return {}
         return {"repair_description": tracker.latest_message.get("text") or None}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -10,7 +11,7 @@ from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import api, identity, turn_key
+from actions.common import answering, api, identity, turn_key
 from actions.settings import community
 from workorders.client import ApiError, ApiUnavailable
 
@@ -60,8 +61,8 @@ class ResidentFormValidation(FormValidationAction):
     """Base of every service form: a resident we do not know yet is asked for name, address
     and phone first (once; the resident is then created and linked to this channel)."""
 
-    def name(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def name(self) -> str: ...
 
     async def required_slots(
         self,
@@ -77,7 +78,7 @@ class ResidentFormValidation(FormValidationAction):
     async def extract_resident_name(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "resident_name":
+        if not answering(tracker, "resident_name"):
             return {}
         text = _entity(tracker, "name") or _NAME_PREFIX.sub(
             "", tracker.latest_message.get("text", "").strip()
@@ -87,7 +88,7 @@ class ResidentFormValidation(FormValidationAction):
     async def extract_resident_address(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "resident_address":
+        if not answering(tracker, "resident_address"):
             return {}
         return {
             "resident_address": _entity(tracker, "address") or tracker.latest_message.get("text")
@@ -106,7 +107,7 @@ class ResidentFormValidation(FormValidationAction):
     async def extract_resident_phone(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("requested_slot") != "resident_phone":
+        if not answering(tracker, "resident_phone"):
             return {}
         found = _entity(tracker, "phone") or re.sub(
             r"\D", "", tracker.latest_message.get("text", "")

@@ -141,7 +141,7 @@ class ApiProcess:
         self._start(healthy=False)
 
     def _start(self, healthy: bool) -> None:
-        self.port = free_port()
+        self.port = self.port or free_port()  # a restart keeps its address
         env = {
             **os.environ,
             "DATABASE_URL": self.database_url,

@@ -1,0 +1,134 @@
+"""The dialogue stack as real processes: the Rasa server (trained model, Redis tracker and lock
+stores) and the action server, in front of a work-order API and FHIR stand-in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "current.tar.gz"
+BIN = Path(sys.executable).parent
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{url}: process exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+            )
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Process:
+    argv: list[str]
+    env: dict[str, str]
+    health: str
+    startup: float = 120.0
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="linli-", suffix=".log")[1])
+    )
+
+    def spawn(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start(self) -> None:
+        self.spawn()
+        assert self.proc is not None
+        _wait(self.health, self.proc, self.log, self.startup)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def action_server(api_url: str, token: str, redis_url: str) -> Process:
+    port = free_port()
+    return Process(
+        [str(BIN / "python"), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+        {"WORKORDERS_URL": api_url, "LINLI_TOKEN_ACTIONS": token, "REDIS_URL": redis_url},
+        f"http://127.0.0.1:{port}/health",
+        startup=60,
+    )
+
+
+def rasa_server(action_url: str, redis_db: int, prefix: str) -> Process:
+    port = free_port()
+    return Process(
+        [
+            str(BIN / "rasa"),
+            "run",
+            "--enable-api",
+            "--model",
+            str(MODEL),
+            "--port",
+            str(port),
+            "--endpoints",
+            "bot/endpoints.yml",
+            "--credentials",
+            "bot/credentials.yml",
+            "--interface",
+            "127.0.0.1",
+        ],
+        {
+            "ACTION_SERVER_URL": f"{action_url}/webhook",
+            "RASA_REDIS_HOST": "127.0.0.1",
+            "RASA_REDIS_PORT": "6379",
+            "RASA_REDIS_DB": str(redis_db),
+            "RASA_REDIS_PREFIX": prefix,
+        },
+        f"http://127.0.0.1:{port}/status",
+        startup=240,
+    )
+
+
+class Chat:
+    """One conversation through Rasa's REST channel."""
+
+    def __init__(self, rasa_url: str, sender: str, metadata: dict[str, Any] | None = None) -> None:
+        self.rasa_url, self.sender, self.metadata = rasa_url, sender, metadata or {}
+
+    def say(self, text: str) -> list[dict[str, Any]]:
+        response = httpx.post(
+            f"{self.rasa_url}/webhooks/rest/webhook",
+            json={"sender": self.sender, "message": text, "metadata": self.metadata},
+            timeout=60,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def text(self, text: str) -> str:
+        return "\n".join(m.get("text", "") for m in self.say(text) if m.get("text"))
+
+    def tracker(self) -> dict[str, Any]:
+        return httpx.get(f"{self.rasa_url}/conversations/{self.sender}/tracker", timeout=30).json()
