@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv debian-deps lock run test lint bench eval clean
+.PHONY: help venv debian-deps lock model run test lint bench eval clean
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -49,7 +49,7 @@ lock: ## recompile requirements/lock.txt from requirements/base.in
 	$(UV) pip compile requirements/base.in --python-version 3.10 \
 		--python-platform x86_64-manylinux_2_28 -o requirements/lock.txt
 
-run: venv ## start everything (Redis, migrations, demo data, Procfile under honcho); Ctrl-C stops all
+run: venv model ## start everything (Redis, migrations, demo data, Procfile under honcho); Ctrl-C stops all
 	@exec scripts/run
 
 # Fails clearly when PostgreSQL does not answer at TEST_POSTGRES_URL.
@@ -69,7 +69,10 @@ except Exception as exc:
 endef
 export PG_CHECK
 
-test: venv ## run the tests (needs Redis, started if missing, and PostgreSQL at TEST_POSTGRES_URL); PYTEST_ARGS=... passes options
+model: venv ## train the Rasa model, or reuse the cached one trained from the same inputs
+	@scripts/train >/dev/null
+
+test: venv model ## run the tests (needs Redis, started if missing, and PostgreSQL at TEST_POSTGRES_URL); PYTEST_ARGS=... passes options
 	@scripts/ensure-key
 	@scripts/ensure-redis
 	@$(PY) -c "$$PG_CHECK"
@@ -101,10 +104,10 @@ define run-folder
 	done
 endef
 
-bench: venv ## run every bench/*.py in order
+bench: venv model ## run every bench/*.py in order
 	$(call run-folder,bench)
 
-eval: venv ## run every eval/*.py in order
+eval: venv model ## run every eval/*.py in order
 	$(call run-folder,eval)
 
 clean: ## stop the Redis that make started, then delete var/ ENTIRELY: database, Redis data, logs and the local data key var/linli.env (.venv stays)

@@ -18,8 +18,16 @@ from actions.settings import settings
 from workorders.client import ApiError
 from workorders.crypto import mask_text
 
-QUEUE = "linli:handoff:queue"
-ACTIVE = "linli:handoff:active:{}"  # one open handoff per conversation
+
+def queue() -> str:
+    return f"{settings().redis_prefix}:handoff:queue"
+
+
+def active_key(conversation: str) -> str:
+    """Set while a conversation has an open handoff: one queue entry per handoff."""
+    return f"{settings().redis_prefix}:handoff:active:{conversation}"
+
+
 SUMMARY_TURNS = 6
 
 
@@ -65,9 +73,9 @@ async def hand_over(
         order_id = None  # a person still gets the queue entry below
     client = aioredis.Redis.from_url(settings().redis_url)
     try:
-        if await client.set(ACTIVE.format(tracker.sender_id), "1", nx=True):
+        if await client.set(active_key(tracker.sender_id), "1", nx=True):
             await client.rpush(
-                QUEUE,
+                queue(),
                 json.dumps(
                     {
                         "conversation_id": tracker.sender_id,
@@ -82,7 +90,7 @@ async def hand_over(
                 ),
             )
     finally:
-        await client.aclose()
+        await client.close()
     dispatcher.utter_message(response="utter_handed_over", json_message={"handoff": reason})
     events: list[EventType] = [
         ActiveLoop(None),

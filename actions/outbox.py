@@ -19,8 +19,16 @@ import redis.asyncio as aioredis
 from actions.settings import settings
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 
-QUEUE = "linli:outbox"
-DONE = "linli:outbox:done"  # key -> result, for the channels to confirm to the resident
+
+def queue() -> str:
+    return f"{settings().redis_prefix}:outbox"
+
+
+def done_key() -> str:
+    """Hash: idempotency key -> result, for the channels to confirm to the resident."""
+    return f"{settings().redis_prefix}:outbox:done"
+
+
 log = logging.getLogger(__name__)
 
 
@@ -33,16 +41,16 @@ async def keep(method: str, path: str, body: dict[str, Any], key: str, conversat
     client = _redis()
     try:
         # One entry per key even if the action runs again while the API is still down.
-        if await client.hsetnx(f"{QUEUE}:keys", key, "1"):
-            await client.rpush(QUEUE, json.dumps(entry, ensure_ascii=False))
+        if await client.hsetnx(f"{queue()}:keys", key, "1"):
+            await client.rpush(queue(), json.dumps(entry, ensure_ascii=False))
     finally:
-        await client.aclose()
+        await client.close()
 
 
 async def replay_once(api: WorkOrdersClient, client: aioredis.Redis) -> int:
     """Replay queued requests in order; stop at the first that cannot get through yet."""
     done = 0
-    while raw := await client.lindex(QUEUE, 0):
+    while raw := await client.lindex(queue(), 0):
         entry = json.loads(raw)
         try:
             result = await api.request(
@@ -57,9 +65,9 @@ async def replay_once(api: WorkOrdersClient, client: aioredis.Redis) -> int:
         except ApiError as exc:  # refused for good: record why, never retry forever
             outcome = {"ok": False, "code": exc.code, "message": exc.message}
         outcome["conversation"] = entry["conversation"]
-        await client.hset(DONE, entry["key"], json.dumps(outcome, ensure_ascii=False))
-        await client.lpop(QUEUE)
-        await client.hdel(f"{QUEUE}:keys", entry["key"])
+        await client.hset(done_key(), entry["key"], json.dumps(outcome, ensure_ascii=False))
+        await client.lpop(queue())
+        await client.hdel(f"{queue()}:keys", entry["key"])
         done += 1
     return done
 
@@ -82,7 +90,7 @@ async def run(interval: float = 2.0) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
     await api.aclose()
-    await client.aclose()
+    await client.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ class ActionSettings:
     api_token: str
     redis_url: str
     policies_dir: Path
+    # Namespace of the action server's Redis keys (outbox, handoff queue).
+    redis_prefix: str = "linli"
     timezone: str = "Asia/Shanghai"
 
 
@@ -26,6 +28,7 @@ def settings() -> ActionSettings:
         api_token=os.environ.get("LINLI_TOKEN_ACTIONS", ""),
         redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         policies_dir=Path(os.environ.get("POLICIES_DIR", ROOT / "data" / "policies")),
+        redis_prefix=os.environ.get("LINLI_REDIS_PREFIX", "linli"),
     )
 
 

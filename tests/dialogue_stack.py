@@ -72,11 +72,16 @@ class Process:
                 self.proc.kill()
 
 
-def action_server(api_url: str, token: str, redis_url: str) -> Process:
+def action_server(api_url: str, token: str, redis_url: str, prefix: str) -> Process:
     port = free_port()
     return Process(
         [str(BIN / "python"), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
-        {"WORKORDERS_URL": api_url, "LINLI_TOKEN_ACTIONS": token, "REDIS_URL": redis_url},
+        {
+            "WORKORDERS_URL": api_url,
+            "LINLI_TOKEN_ACTIONS": token,
+            "REDIS_URL": redis_url,
+            "LINLI_REDIS_PREFIX": prefix,
+        },
         f"http://127.0.0.1:{port}/health",
         startup=60,
     )

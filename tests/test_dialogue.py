@@ -1,0 +1,315 @@
+"""End to end through Rasa's REST channel: a trained model, the action server, the work-order
+API, the FHIR stand-in and Redis, all real processes. Assertions are on the orders that result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import RUN_ID
+from tests.dialogue_stack import Chat, Process, action_server, rasa_server
+from tests.factories import resident_body, unique_phone
+from tests.support import Api, ApiProcess, Backend, seed_principals
+
+PREFIX = f"linli:test:{RUN_ID}"  # the conftest removes these keys at the end
+
+
+@dataclass
+class Stack:
+    api: Api
+    rasa_url: str
+    actions: Process
+
+    def chat(self, **metadata: Any) -> Chat:
+        return Chat(self.rasa_url, f"wx-{uuid.uuid4().hex[:12]}", metadata)
+
+    def orders(self, resident_id: int) -> list[dict[str, Any]]:
+        return self.api.call(
+            "bot", "GET", "/work-orders", params={"resident_id": resident_id}
+        ).json()["items"]
+
+    def known_resident(self, chat: Chat, **overrides: Any) -> dict[str, Any]:
+        body = resident_body(
+            identities=[{"kind": "wechat_openid", "value": chat.sender}], **overrides
+        )
+        return self.api.call("bot", "POST", "/residents", json=body).json()
+
+
+@pytest.fixture(scope="module")
+def stack(sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis) -> Iterator[Stack]:
+    tokens = seed_principals(sqlite_backend, suffix=f"-dlg{RUN_ID}")
+    api_process = ApiProcess(sqlite_backend.url, fhir_url, tokens)
+    api_process.start()
+    actions = action_server(api_process.base_url, tokens["bot"], os.environ["REDIS_URL"], PREFIX)
+    actions.start()
+    rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, f"linlitest{RUN_ID}")
+    rasa.start()
+    try:
+        yield Stack(Api(api_process), rasa.health.rsplit("/", 1)[0], actions)
+    finally:
+        rasa.stop()
+        actions.stop()
+        api_process.stop()
+
+
+def test_a_stranger_reports_a_repair_and_is_registered_once(stack: Stack) -> None:
+    chat = stack.chat()
+    assert "怎么称呼" in chat.text("厨房水管漏水了")
+    assert "几号楼" in chat.text("我叫王秀英")
+    assert "电话" in chat.text("三号楼二单元五零二")
+    phone = unique_phone()
+    reply = chat.text(phone)
+    assert "报修记下了" in reply, reply
+    resident = stack.api.call(
+        "bot", "GET", "/residents/lookup", params={"kind": "wechat_openid", "value": chat.sender}
+    ).json()
+    assert resident["name"] == "王秀英" and resident["phone"] == phone
+    assert resident["address"]["text"] == "3号楼2单元502"
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["priority"], order["details"]["category"]) == (
+        "repair",
+        "P2",
+        "水管",
+    )
+    assert order["details"]["location"] == "home"
+    # Known from now on: the next request goes straight to the point.
+    assert "怎么称呼" not in chat.text("电梯又坏了")
+
+
+def test_gas_smell_is_urgent_with_safety_advice(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    replies = chat.say("家里燃气灶漏气了有煤气味")
+    texts = " ".join(m.get("text", "") for m in replies)
+    assert "关掉燃气总阀" in texts or "紧急" in texts or "120" in texts, texts
+    orders = stack.orders(resident["id"])
+    assert any(o["priority"] in ("P0", "P1") for o in orders), orders
+
+
+def test_booking_a_doctor_lists_real_slots_and_books_one(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    offer = chat.text("帮我挂个下礼拜二的内科")
+    assert "第1个" in offer and "您要第几个" in offer, offer
+    confirm = chat.text("第一个")
+    assert "对吗" in confirm, confirm
+    done = chat.text("对")
+    assert "约好了" in done and "身份证" in done, done
+    [order] = stack.orders(resident["id"])
+    assert order["kind"] == "medical_appointment"
+    assert order["details"]["department"] == "内科"
+    assert order["details"]["appointment_id"]
+
+
+def test_an_emergency_creates_a_p0_order_at_once(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    reply = chat.text("我摔倒了起不来了")
+    assert "120" in reply
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["priority"]) == ("emergency", "P0")
+    assert order["details"]["address"]["room"] == "502"
+
+
+def test_policy_question_is_answered_with_its_source(stack: Stack) -> None:
+    chat = stack.chat()
+    stack.known_resident(chat)
+    reply = chat.text("高龄津贴怎么领")
+    assert "来自" in reply and "《" in reply, reply
+
+
+def test_asking_for_a_person_queues_a_handoff_and_pauses_the_bot(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    assert "工作人员" in chat.text("我要找人工")
+    entries = [json.loads(e) for e in redis_client.lrange(f"{PREFIX}:handoff:queue", 0, -1)]
+    mine = [e for e in entries if e["conversation_id"] == chat.sender]
+    assert len(mine) == 1 and mine[0]["reason"] == "request_human"
+    [order] = stack.orders(resident["id"])
+    assert order["kind"] == "callback"
+    assert chat.say("你好") == []  # paused until staff hand it back
+    httpx.post(
+        f"{stack.rasa_url}/conversations/{chat.sender}/tracker/events",
+        json={"event": "resume"},
+        timeout=30,
+    ).raise_for_status()
+    assert chat.say("你好") != []
+
+
+def test_a_rerun_action_creates_nothing_twice(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    chat.text("我摔倒了起不来了")
+    rerun = httpx.post(
+        f"{stack.rasa_url}/conversations/{chat.sender}/execute",
+        json={"name": "action_emergency"},
+        timeout=60,
+    )
+    assert rerun.status_code == 200, rerun.text
+    assert len(stack.orders(resident["id"])) == 1
+
+
+def test_a_policy_question_in_the_middle_of_a_booking_then_the_booking_goes_on(
+    stack: Stack,
+) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    assert "您要第几个" in chat.text("我想约下礼拜三的骨科")
+    answer = chat.text("对了高龄津贴咋领啊")
+    assert "来自" in answer and "您要第几个" in answer, answer
+    assert "对吗" in chat.text("第二个")
+    assert "约好了" in chat.text("对")
+    [order] = stack.orders(resident["id"])
+    assert order["details"]["department"] == "骨科"
+
+
+def test_a_correction_changes_the_day(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    chat.text("帮我挂下礼拜二的内科")
+    chat.text("第一个")
+    again = chat.text("不对，是下礼拜四")
+    assert "您要第几个" in again, again
+    chat.text("第一个")
+    assert "约好了" in chat.text("对")
+    [order] = stack.orders(resident["id"])
+    # The new list is for the Thursday (or, when it is full, the nearest days after it).
+    assert "星期四" in again or "约满" in again, again
+    assert datetime.fromisoformat(order["details"]["slot_start"]).weekday() >= 3
+
+
+def test_stopping_half_way_creates_nothing(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    assert "服务" in chat.text("我想请人上门") or "哪天" in chat.text("助浴")
+    assert "先不办了" in chat.text("算了算了不弄了")
+    assert stack.orders(resident["id"]) == []
+
+
+def test_cancelling_an_order(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    repair = stack.api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "repair",
+            "channel": "wechat",
+            "resident_id": resident["id"],
+            "details": {"category": "门窗", "location": "home", "description": "窗户关不上"},
+        },
+    ).json()
+    question = chat.text("帮我把那个报修取消了")
+    assert "确定要取消" in question, question
+    assert "已经取消" in chat.text("对")
+    assert (
+        stack.api.call("bot", "GET", f"/work-orders/{repair['id']}").json()["status"] == "cancelled"
+    )
+
+
+def test_status_in_plain_words(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    stack.api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "repair",
+            "channel": "wechat",
+            "resident_id": resident["id"],
+            "details": {
+                "category": "电梯",
+                "location": "public",
+                "place": "3号楼电梯",
+                "description": "电梯停了",
+            },
+        },
+    )
+    reply = chat.text("我报修的师傅啥时候来")
+    assert "报修：电梯" in reply, reply
+
+
+def test_a_complaint_is_linked_escalated_and_handed_to_a_person(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    repair = stack.api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "repair",
+            "channel": "wechat",
+            "resident_id": resident["id"],
+            "details": {"category": "水管", "location": "home", "description": "漏水"},
+        },
+    ).json()
+    reply = chat.text("修水管的师傅态度太差了我要投诉")
+    assert "投诉" in reply and "工作人员" in reply, reply
+    complaint = next(o for o in stack.orders(resident["id"]) if o["kind"] == "complaint")
+    assert complaint["related_order_id"] == repair["id"]
+    assert complaint["sla"]["escalated"] is True
+
+
+def test_two_misunderstandings_in_a_row_go_to_a_person(stack: Stack) -> None:
+    chat = stack.chat()
+    stack.known_resident(chat)
+    assert "换个说法" in chat.text("/nlu_fallback")
+    assert "工作人员" in chat.text("/nlu_fallback")
+
+
+def test_repeat_says_the_last_answer_again_slowly(stack: Stack) -> None:
+    chat = stack.chat()
+    stack.known_resident(chat)
+    first = chat.text("高龄津贴怎么领")
+    again = chat.say("再说一遍")
+    assert "\n".join(m["text"] for m in again if m.get("text")) == first
+    # Rasa's REST channel sends a reply's JSON part as its own message, right after the text.
+    assert any(m.get("custom", {}).get("slow") for m in again)
+
+
+def test_requests_wait_in_the_outbox_while_the_api_is_down(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    chat.text("你好")  # session start: the resident is known before the API goes away
+    stack.api.process.stop()
+    try:
+        reply = chat.text("我摔倒了起不来了")
+        assert "记下了" in reply and "120" in reply, reply
+    finally:
+        stack.api.process.start()
+    replayer = Process(
+        [str(Path(sys.executable)), "-m", "actions.outbox"],
+        {
+            "WORKORDERS_URL": stack.api.base_url,
+            "LINLI_TOKEN_ACTIONS": stack.api.process.tokens["bot"],
+            "REDIS_URL": os.environ["REDIS_URL"],
+            "LINLI_REDIS_PREFIX": PREFIX,
+        },
+        health="",
+        startup=0,
+    )
+    replayer.spawn()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not stack.orders(resident["id"]):
+            time.sleep(0.5)
+    finally:
+        replayer.stop()
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["priority"]) == ("emergency", "P0")
