@@ -6,12 +6,17 @@ retried action or a replayed outbox entry never makes a second order.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
 import httpx
 
 from workorders.contract import IdentityKind
+
+# httpx logs every request URL at INFO; look-up URLs carry openids and caller numbers, which
+# must not reach the logs of the processes using this client.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class ApiError(Exception):
