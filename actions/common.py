@@ -123,13 +123,27 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 async def create_order(
-    tracker: Tracker, dispatcher: Any, body: dict[str, Any], purpose: str
+    tracker: Tracker,
+    dispatcher: Any,
+    kind: str,
+    details: dict[str, Any],
+    *,
+    priority: str | None = None,
 ) -> dict[str, Any] | None:
-    """Create an order; when the API is down, keep it in the outbox and say so honestly."""
+    """Create an order for the resident of this conversation, from its channel; when the API is
+    down, keep it in the outbox and say so honestly. The kind doubles as the key's purpose."""
     from actions import outbox
     from workorders.client import ApiUnavailable
 
-    key = turn_key(tracker, purpose)
+    body: dict[str, Any] = {
+        "kind": kind,
+        "channel": channel(tracker).value,
+        "resident_id": tracker.get_slot("resident_id"),
+        "details": details,
+    }
+    if priority:
+        body["priority"] = priority
+    key = turn_key(tracker, kind)
     try:
         return await api().create_order(body, key)
     except ApiUnavailable:
@@ -139,3 +153,30 @@ async def create_order(
             json_message={"outbox": key},
         )
         return None
+
+
+async def submit(
+    tracker: Tracker,
+    dispatcher: Any,
+    kind: str,
+    details: dict[str, Any],
+    *,
+    done: str,
+    form_slots: tuple[str, ...],
+    priority: str | None = None,
+) -> list[Any]:
+    """A form's last step: create the order, say `done` (or why not), clear the form's slots."""
+    from rasa_sdk.events import SlotSet
+
+    from workorders.client import ApiError
+
+    try:
+        order = await create_order(tracker, dispatcher, kind, details, priority=priority)
+    except ApiError as exc:
+        dispatcher.utter_message(text=exc.message)
+    else:
+        if order is not None:
+            dispatcher.utter_message(
+                text=done, json_message={"order_id": order["id"], "priority": order["priority"]}
+            )
+    return [SlotSet(slot, None) for slot in form_slots]

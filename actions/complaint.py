@@ -10,7 +10,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.cancel import KIND_WORDS
-from actions.common import api, channel, create_order
+from actions.common import api, create_order
 from actions.handoff import hand_over
 from workorders.client import ApiError, ApiUnavailable
 
@@ -41,14 +41,8 @@ class ActionRecordComplaint(Action):
             related = await about(int(resident_id), text)
             if related:
                 details["about_order_id"] = related
-            body = {
-                "kind": "complaint",
-                "channel": channel(tracker).value,
-                "resident_id": resident_id,
-                "details": details,
-            }
             try:
-                if await create_order(tracker, dispatcher, body, "complaint"):
+                if await create_order(tracker, dispatcher, "complaint", details):
                     dispatcher.utter_message(
                         text="您的投诉已经记下了，会交给主管处理。给您添麻烦了。"
                     )

@@ -8,7 +8,7 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import channel, create_order, identity
+from actions.common import create_order, identity
 from workorders.client import ApiError
 
 
@@ -23,15 +23,9 @@ class ActionEmergency(Action):
         kind, value = identity(tracker)
         if kind.value == "phone":
             details["caller_phone"] = value
-        body = {
-            "kind": "emergency",
-            "channel": channel(tracker).value,
-            "resident_id": tracker.get_slot("resident_id"),
-            "details": details,
-        }
         order = None
         try:
-            order = await create_order(tracker, dispatcher, body, "emergency")
+            order = await create_order(tracker, dispatcher, "emergency", details)
         except ApiError as exc:
             dispatcher.utter_message(text=exc.message)
         dispatcher.utter_message(

@@ -48,26 +48,25 @@ async def hand_over(
     text = summary(tracker)
     resident_id = tracker.get_slot("resident_id")
     order_id = None
-    body: dict[str, Any] = {
-        "kind": "callback",
-        "channel": channel(tracker).value,
-        "resident_id": resident_id,
-        "priority": "P1" if reason == "complaint" else "P2",
-        "details": {
-            "reason": {
-                "request_human": "居民要求人工服务",
-                "not_understood": "助手多次没听懂",
-                "complaint": "居民投诉",
-                "policy": "政策问题需要人工解答",
-            }.get(reason, reason),
-            "summary": text[:1000] or "（无对话内容）",
-        },
+    details: dict[str, Any] = {
+        "reason": {
+            "request_human": "居民要求人工服务",
+            "not_understood": "助手多次没听懂",
+            "complaint": "居民投诉",
+        }.get(reason, reason),
+        "summary": text[:1000] or "（无对话内容）",
     }
     kind, value = identity(tracker)
     if not resident_id and kind.value == "phone":
-        body["details"]["phone"] = value
+        details["phone"] = value
     try:
-        order = await create_order(tracker, dispatcher, body, "handoff")
+        order = await create_order(
+            tracker,
+            dispatcher,
+            "callback",
+            details,
+            priority="P1" if reason == "complaint" else "P2",
+        )
         order_id = order["id"] if order else None
     except ApiError:
         order_id = None  # a person still gets the queue entry below

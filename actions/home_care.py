@@ -14,12 +14,11 @@ from actions.common import (
     TZ,
     answering,
     api,
-    channel,
-    create_order,
     now,
     parse_time,
     say_clock,
     say_day,
+    submit,
 )
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation, parse_address
@@ -148,21 +147,12 @@ class ActionBookHomeCare(Action):
             details["person"] = person
         if tracker.get_slot("care_address"):
             details["address"] = parse_address(tracker.get_slot("care_address"))
-        body = {
-            "kind": "home_care",
-            "channel": channel(tracker).value,
-            "resident_id": tracker.get_slot("resident_id"),
-            "details": details,
-        }
-        try:
-            order = await create_order(tracker, dispatcher, body, "home_care")
-        except ApiError as exc:
-            dispatcher.utter_message(text=exc.message)
-            return [SlotSet(s, None) for s in _FORM_SLOTS]
-        if order is not None:
-            dispatcher.utter_message(
-                text=f"好了，{details['service']}约在{say_day(start)}{say_clock(start)}到{say_clock(end)}，"
-                "服务人员上门前会先给您打电话。",
-                json_message={"order_id": order["id"]},
-            )
-        return [SlotSet(s, None) for s in _FORM_SLOTS]
+        return await submit(
+            tracker,
+            dispatcher,
+            "home_care",
+            details,
+            done=f"好了，{details['service']}约在{say_day(start)}{say_clock(start)}到{say_clock(end)}，"
+            "服务人员上门前会先给您打电话。",
+            form_slots=_FORM_SLOTS,
+        )

@@ -14,7 +14,6 @@ from actions.choices import pick
 from actions.common import (
     answering,
     api,
-    channel,
     create_order,
     now,
     parse_time,
@@ -207,14 +206,8 @@ class ActionBookMedical(Action):
         details = {"department": tracker.get_slot("department"), "slot_id": slot.get("slot_id")}
         if tracker.get_slot("person"):
             details["person"] = tracker.get_slot("person")
-        body = {
-            "kind": "medical_appointment",
-            "channel": channel(tracker).value,
-            "resident_id": tracker.get_slot("resident_id"),
-            "details": details,
-        }
         try:
-            order = await create_order(tracker, dispatcher, body, "medical")
+            order = await create_order(tracker, dispatcher, "medical_appointment", details)
         except ApiError as exc:
             if exc.code == "slot_unavailable":
                 dispatcher.utter_message(text="不巧，这个号刚刚被别人约走了，我再给您找找。")

@@ -15,7 +15,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import policy_kb
-from actions.common import channel, create_order
+from actions.common import create_order
 from actions.settings import settings
 from workorders.client import ApiError
 
@@ -42,14 +42,9 @@ class ActionAnswerPolicy(Action):
             )
             return []
         if tracker.get_slot("resident_id"):
-            body = {
-                "kind": "policy_question",
-                "channel": channel(tracker).value,
-                "resident_id": tracker.get_slot("resident_id"),
-                "details": {"question": question[:1000] or "（未听清的问题）"},
-            }
+            details = {"question": question[:1000] or "（未听清的问题）"}
             with contextlib.suppress(ApiError):  # the honest answer below stands either way
-                await create_order(tracker, dispatcher, body, "policy")
+                await create_order(tracker, dispatcher, "policy_question", details)
         dispatcher.utter_message(
             text="这个问题我现在答不准，不敢乱说。已经记下来，工作人员核实后给您回电话。"
             "想马上找工作人员，就说“转人工”。",

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import answering, channel, create_order
+from actions.common import answering, submit
 from actions.residents import ResidentFormValidation
-from workorders.client import ApiError
 
 SAFETY = {
     "燃气": "请马上关掉燃气总阀，打开窗户通风，千万别开关电器、别点火，人先到屋外去。",
@@ -95,22 +94,13 @@ class ActionReportRepair(Action):
         if place != "home":
             details["place"] = place[:200]
         urgent = bool(tracker.get_slot("hazard"))
-        body = {
-            "kind": "repair",
-            "channel": channel(tracker).value,
-            "priority": "P1" if urgent else "P2",
-            "resident_id": tracker.get_slot("resident_id"),
-            "details": details,
-        }
-        try:
-            order = await create_order(tracker, dispatcher, body, "repair")
-        except ApiError as exc:
-            dispatcher.utter_message(text=exc.message)
-            return [SlotSet(s, None) for s in _FORM_SLOTS]
-        if order is not None:
-            when = "师傅会尽快赶到" if urgent else "维修师傅会在两小时内联系您"
-            dispatcher.utter_message(
-                text=f"报修记下了：{details['category']}。{when}。",
-                json_message={"order_id": order["id"], "priority": body["priority"]},
-            )
-        return [SlotSet(s, None) for s in _FORM_SLOTS]
+        when = "师傅会尽快赶到" if urgent else "维修师傅会在两小时内联系您"
+        return await submit(
+            tracker,
+            dispatcher,
+            "repair",
+            details,
+            priority="P1" if urgent else "P2",
+            done=f"报修记下了：{details['category']}。{when}。",
+            form_slots=_FORM_SLOTS,
+        )
