@@ -37,19 +37,41 @@ def _scheduler(args: argparse.Namespace) -> None:
     log = logging.getLogger("workorders.scheduler")
     log.info("scheduler: sweeping every %.1f s", settings.scheduler_interval_seconds)
     while not stop.is_set():
+        now = datetime.now(timezone.utc)
+        try:
+            policy = sla.load_policy(settings.sla_config)
+        except Exception:  # a broken SLA file: say so every round until it is fixed
+            log.exception("SLA configuration %s unreadable", settings.sla_config)
+            stop.wait(settings.scheduler_interval_seconds)
+            continue
+        done: list[str] = []
         try:
             result = sweep.sweep(
-                session_factory(True),
-                sla.load_policy(settings.sla_config),
-                datetime.now(timezone.utc),
-                timedelta(hours=settings.rating_timeout_hours),
+                session_factory(True), policy, now, timedelta(hours=settings.rating_timeout_hours)
             )
             events.publish(session_factory(True), result.event_ids)  # alerts go out at once
-            relayed = events.relay(session_factory(True))
-            if result.event_ids or relayed:
-                log.info("sweep: %s; relayed %d events", result, relayed)
+            if result.event_ids:
+                done.append(str(result))
         except Exception:  # keep sweeping; the next round retries
             log.exception("sweep failed")
+        try:  # on its own: an SLA sweep failure must not hold up an emergency's escalation
+            sos = sweep.sweep_sos(
+                session_factory(True),
+                policy,
+                now,
+                timedelta(seconds=settings.terminal_heartbeat_seconds),
+            )
+            events.publish(session_factory(True), sos.event_ids)
+            if sos.event_ids:
+                done.append(str(sos))
+        except Exception:
+            log.exception("SOS sweep failed")
+        try:
+            relayed = events.relay(session_factory(True))
+            if done or relayed:
+                log.info("sweep: %s; relayed %d events", "; ".join(done) or "-", relayed)
+        except Exception:
+            log.exception("relay failed")
         stop.wait(settings.scheduler_interval_seconds)
 
 

@@ -7,13 +7,23 @@ from fastapi import FastAPI
 
 from workorders import errors, logs
 from workorders.api import guards
-from workorders.api.routes import appointments, auth, events, health, orders, residents, stats
+from workorders.api.routes import (
+    appointments,
+    auth,
+    events,
+    health,
+    orders,
+    residents,
+    stats,
+    terminals,
+)
 from workorders.db import POOL_SIZE
 
 DESCRIPTION = """
 邻里助手 (Linli) work-order API: the system of record for every booking, repair, question,
 complaint and emergency. Errors always have the shape `{"code": ..., "message": ...}` with a
 Chinese message a person can act on. Authenticate with `Authorization: Bearer <token>`.
+SOS terminals sign their events with their own secret instead (`POST /terminals/events`).
 """
 
 
@@ -34,6 +44,6 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.add_middleware(guards.RejectNul)
     app.add_middleware(logs.AccessLog)
-    for module in (health, auth, residents, orders, appointments, stats, events):
+    for module in (health, auth, residents, orders, appointments, stats, events, terminals):
         app.include_router(module.router)
     return app

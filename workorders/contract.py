@@ -61,6 +61,21 @@ class IdentityKind(StrEnum):
     terminal = "terminal"
 
 
+class TerminalEventType(StrEnum):
+    """What a one-button SOS terminal reports (signed, see workorders/signing.py)."""
+
+    sos = "sos"
+    heartbeat = "heartbeat"
+    self_test = "self_test"
+
+
+class SosTrigger(StrEnum):
+    """How the resident asked for help on the terminal."""
+
+    hold = "hold"  # the button held for 2 s or more
+    triple = "triple"  # three quick presses
+
+
 OPEN_STATUSES = frozenset({Status.new, Status.accepted, Status.in_progress, Status.on_hold})
 DONE_STATUSES = frozenset({Status.resolved, Status.closed})
 
@@ -83,6 +98,11 @@ KIND_LABELS: dict[Kind, str] = {
     Kind.complaint: "投诉",
     Kind.callback: "回电",
     Kind.emergency: "紧急求助",
+}
+
+SOS_TRIGGER_LABELS: dict[SosTrigger, str] = {
+    SosTrigger.hold: "长按求助键",
+    SosTrigger.triple: "连按三次求助键",
 }
 
 EVENT_STREAM = "linli:events"

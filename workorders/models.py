@@ -228,3 +228,55 @@ class Event(Base):
     created_at = Column(TZDateTime(), nullable=False, default=utcnow)
     published_at = Column(TZDateTime(), nullable=True, index=True)
     stream_id = Column(String(32), nullable=True)
+
+
+class Terminal(Base):
+    """A one-button SOS terminal in a resident's home, with its own signing secret.
+
+    The device id is a channel identity (also linked as an `Identity` of kind terminal), so it
+    is stored encrypted and found by its keyed hash. `principal_id` is the terminal's own
+    service principal: the actor on the orders and history entries it causes, and the owner of
+    its idempotency keys (one per event).
+    """
+
+    __tablename__ = "terminals"
+
+    id = Column(Integer, primary_key=True)
+    device_id = Column(EncryptedText, nullable=False)
+    device_hash = Column(String(64), nullable=False, unique=True)
+    resident_id = Column(ForeignKey("residents.id", ondelete="CASCADE"), nullable=False, index=True)
+    principal_id = Column(ForeignKey("principals.id"), nullable=False)
+    # The HMAC key (workorders/signing.py); shown once when provisioned or rotated.
+    secret = Column(EncryptedText, nullable=False)
+    secret_rotated_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    active = Column(Boolean, nullable=False, default=True)
+    last_seen_at = Column(TZDateTime(), nullable=True)
+    # What the last heartbeat said (firmware, queue depth, uptime, battery): nothing personal.
+    status = Column(JSON, nullable=True)
+    last_self_test_at = Column(TZDateTime(), nullable=True)
+    # Set when the sweep found it silent for two heartbeat intervals; cleared when it reports.
+    silent_since = Column(TZDateTime(), nullable=True, index=True)
+    visit_order_id = Column(ForeignKey("work_orders.id"), nullable=True)
+    created_by = Column(ForeignKey("principals.id"), nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class EmergencyEscalation(Base):
+    """The escalation chain of an emergency: nobody acknowledged in time, call the next one.
+
+    `plan` lists the steps fixed when the chain starts ({"to": "contact", "contact_id": 5} for
+    each family contact in order, then {"to": "supervisor"}); `step` is how many were taken.
+    """
+
+    __tablename__ = "emergency_escalations"
+
+    order_id = Column(ForeignKey("work_orders.id", ondelete="CASCADE"), primary_key=True)
+    terminal_id = Column(ForeignKey("terminals.id", ondelete="SET NULL"), nullable=True)
+    plan = Column(JSON, nullable=False)
+    step = Column(Integer, nullable=False, default=0)
+    started_at = Column(TZDateTime(), nullable=False)
+    next_due_at = Column(TZDateTime(), nullable=True, index=True)
+    acknowledged_at = Column(TZDateTime(), nullable=True)
+    finished_at = Column(TZDateTime(), nullable=True)
+    # acknowledged | closed | exhausted (every step taken)
+    finish_reason = Column(String(16), nullable=True)

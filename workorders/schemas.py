@@ -9,7 +9,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, conint, constr, root_validator, validator
 
-from workorders.contract import Channel, IdentityKind, Kind, Priority, Role, Status
+from workorders.contract import (
+    Channel,
+    IdentityKind,
+    Kind,
+    Priority,
+    Role,
+    SosTrigger,
+    Status,
+    TerminalEventType,
+)
 from workorders.crypto import normalize_phone
 
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -468,3 +477,88 @@ class EventOut(Out):
 class EventPage(Out):
     items: list[EventOut]
     last_id: str
+
+
+# --- SOS terminals -------------------------------------------------------------------------
+
+DeviceId = constr(
+    strip_whitespace=True, min_length=1, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+)
+
+
+class TerminalCreate(Strict):
+    device_id: DeviceId = Field(..., description="The id printed on the device, e.g. sos-0000")
+    resident_id: conint(ge=1, le=2**31 - 1)
+
+
+class TerminalOut(Out):
+    id: int
+    device_id: str = Field(..., description="Masked (sos***00) unless revealed")
+    resident_id: int
+    active: bool
+    online: bool = Field(..., description="Heard from within two heartbeat intervals")
+    heartbeat_seconds: int
+    last_seen_at: datetime | None
+    silent_since: datetime | None = Field(
+        None, description="Flagged as silent by the sweep (a visit order was made)"
+    )
+    visit_order_id: int | None
+    last_self_test_at: datetime | None
+    status: dict[str, Any] | None = Field(None, description="What the last heartbeat reported")
+    secret_rotated_at: datetime
+    created_at: datetime
+    masked: bool
+
+
+class TerminalSecretOut(TerminalOut):
+    secret: str = Field(..., description="Shown only now: store it on the device")
+    signing: dict[str, str] = Field(..., description="How to sign requests with it")
+
+
+class TerminalPage(Out):
+    items: list[TerminalOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TerminalInfo(Strict):
+    firmware: constr(max_length=32) | None = None
+    queue_depth: conint(ge=0, le=1_000_000) | None = None
+    uptime_seconds: conint(ge=0, le=10**10) | None = None
+    battery_percent: conint(ge=0, le=100) | None = None
+
+
+class TerminalEventIn(Strict):
+    """One signed event. Its bytes must not change between retries: they are signed and
+    `event_id` is the idempotency key."""
+
+    event_id: constr(regex=r"^[A-Za-z0-9_-]{8,64}$") = Field(
+        ..., description="Chosen by the device once per event; retries reuse it"
+    )
+    type: TerminalEventType
+    occurred_at: datetime = Field(..., description="When it happened on the device (with zone)")
+    trigger: SosTrigger | None = Field(None, description="sos only: hold or triple press")
+    info: TerminalInfo | None = None
+
+    @validator("occurred_at")
+    def _aware(cls, value: datetime) -> datetime:
+        # A device clock may be far off (no RTC before NTP): never refuse an SOS for that;
+        # the service shows the press time only when it is plausible.
+        if value.tzinfo is None:
+            raise ValueError("occurred_at 必须带时区")
+        return value
+
+
+class TerminalEventOut(Out):
+    event_id: str
+    type: TerminalEventType
+    status: Literal["created", "joined", "duplicate", "recorded"] = Field(
+        ...,
+        description="created: a new emergency order; joined: added to the open one; "
+        "duplicate: this event was already received (a retry); recorded: heartbeat/self-test",
+    )
+    order_id: int | None
+    message: str = Field(..., description="Chinese text the device may speak")
+    heartbeat_seconds: int = Field(..., description="How often the device should report")
+    server_time: datetime

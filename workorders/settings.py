@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     event_stream: str = Field("linli:events", env="EVENT_STREAM")
     event_stream_maxlen: int = Field(100_000, env="EVENT_STREAM_MAXLEN")
     timezone: str = Field("Asia/Shanghai", env="LINLI_TIMEZONE")
+    # SOS terminals: how often they report; silent for two intervals means a visit order.
+    terminal_heartbeat_seconds: float = Field(300.0, env="TERMINAL_HEARTBEAT_SECONDS")
+    # Signed terminal requests are accepted this far from the server's clock, either way.
+    terminal_clock_skew_seconds: float = Field(300.0, env="TERMINAL_CLOCK_SKEW_SECONDS")
+    # Username of the supervisor called last in an unacknowledged emergency's escalation chain;
+    # empty: the supervisor role as a whole (the console shows it to whoever is on duty).
+    duty_supervisor: str = Field("", env="LINLI_DUTY_SUPERVISOR")
 
     class Config:
         env_file = str(ROOT / "var" / "linli.env")

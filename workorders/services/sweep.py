@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from workorders.contract import Kind, Priority, Role, Status
 from workorders.models import OrderHistory, WorkOrder
-from workorders.services import events, sla
+from workorders.services import escalation, events, sla, terminals
 from workorders.services.sla import SlaPolicy
 
 _OPEN = [s.value for s in sla.OPEN]
@@ -152,3 +152,36 @@ def _human(delta: timedelta) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60}分钟"
     return f"{seconds}秒"
+
+
+@dataclass
+class SosSweepResult:
+    escalation_steps: int = 0
+    chains_stopped: int = 0
+    chains_repaired: int = 0
+    terminals_silent: int = 0
+    visit_orders: int = 0
+    event_ids: list[int] = field(default_factory=list)
+
+
+def sweep_sos(
+    factory: sessionmaker[Session], policy: SlaPolicy, now: datetime, heartbeat: timedelta
+) -> SosSweepResult:
+    """Emergency escalation chains and silent SOS terminals, on the same clock as `sweep`.
+
+    The SLA sweep above still marks a P0 breach and escalates to the supervisor role at 60 s
+    (a console alert); the chain is the outward part: family, then the duty supervisor, by
+    phone (services/escalation.py). Terminals silent for two heartbeat intervals get one visit
+    order (services/terminals.py).
+    """
+    result = SosSweepResult()
+    repaired = escalation.repair_missing(factory, policy, now)
+    chains = escalation.advance(factory, policy, now)
+    silent = terminals.flag_silent(factory, policy, now, heartbeat)
+    result.chains_repaired = repaired.started
+    result.escalation_steps = chains.steps
+    result.chains_stopped = chains.stopped
+    result.terminals_silent = silent.flagged
+    result.visit_orders = silent.visit_orders
+    result.event_ids = [*repaired.event_ids, *chains.event_ids, *silent.event_ids]
+    return result

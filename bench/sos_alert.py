@@ -1,0 +1,519 @@
+"""SOS press → staff alert: how long from the moment a terminal recognises an SOS until the
+`emergency.raised` alert is on the Redis stream staff consoles read; goal p99 < 1 s.
+
+For each backend (a temp SQLite file; a fresh PostgreSQL database, created and dropped here)
+the bench migrates, seeds residents (address, health notes, a family contact) each with a
+provisioned terminal, starts `python -m workorders serve` on 127.0.0.1, and drives the real
+device code (`channels.sos_terminal`: mock pins, the on-disk queue, the signing sender) against
+it. A reader thread blocks on XREAD and stamps each alert as it arrives.
+
+  sequential  one press after another, each from a different terminal (a quiet evening)
+  burst       BENCH_SOS_BURST terminals pressed at the same instant (a building-wide event)
+
+"press" is the moment the device has recognised the SOS (2 s hold reached, or the third
+press); the hold itself is by design and not counted. "alert" is the XREAD arrival of the
+order's `emergency.raised`; "confirmed" is when the device got the server's answer (light on,
+chime). The bench prints a table, writes var/bench/sos_alert.json and never asserts: exit 1
+only when Redis, PostgreSQL or the API would not start.
+
+Knobs: BENCH_BACKENDS=sqlite,postgresql, BENCH_POSTGRES_URL, BENCH_SOS_PRESSES=200,
+BENCH_SOS_BURST=50, BENCH_SOS_WARMUP=5, BENCH_SOS_WORKERS=1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/sos_alert.py`
+    sys.path.insert(0, str(ROOT))
+
+RUN_ID = uuid.uuid4().hex[:8]
+# Before any `workorders` import: a throwaway data key for throwaway databases, and a stream of
+# the bench's own (deleted at the end). var/linli.env and the dev database are not touched.
+os.environ["LINLI_DATA_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+os.environ["EVENT_STREAM"] = f"linli:bench:{RUN_ID}:sos-events"
+
+# ruff: noqa: E402
+import httpx
+import redis
+from gpiozero.pins.mock import MockFactory
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from channels.sos_terminal.audio import RecordingSink
+from channels.sos_terminal.device import DeviceConfig, SosTerminal
+from channels.sos_terminal.queue import Backoff, EventQueue, QueuedEvent
+from channels.sos_terminal.signing import Credentials, Signer
+from channels.sos_terminal.transport import Transport
+from workorders.contract import Role, SosTrigger
+from workorders.db import make_engine
+from workorders.migrate import upgrade
+from workorders.models import Principal
+from workorders.schemas import ResidentCreate, TerminalCreate
+from workorders.security import caller_of
+from workorders.services import residents as resident_service
+from workorders.services import terminals as terminal_service
+from workorders.settings import get_settings
+
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = [
+    b.strip() for b in os.environ.get("BENCH_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
+]
+PRESSES = int(os.environ.get("BENCH_SOS_PRESSES", "200"))
+BURST = int(os.environ.get("BENCH_SOS_BURST", "50"))
+WARMUP = int(os.environ.get("BENCH_SOS_WARMUP", "5"))
+WORKERS = int(os.environ.get("BENCH_SOS_WORKERS", "1"))
+GOAL_MS = 1000.0
+WAIT_S = 10.0  # an alert later than this counts as missing
+OUT_DIR = ROOT / "var" / "bench"
+OUT = OUT_DIR / "sos_alert.json"
+
+
+# --- database and seed data ------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    name: str | None = None
+
+    def drop(self) -> None:
+        if self.name:
+            admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def fresh_database(backend: str, workdir: Path) -> Database:
+    if backend == "sqlite":
+        db = Database(backend, f"sqlite:///{workdir / 'sos-bench.db'}")
+    else:
+        name = f"linli_bench_{RUN_ID}_sos"
+        admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        db = Database(backend, url, name)
+    try:
+        upgrade(db.url)
+    except BaseException:
+        db.drop()
+        raise
+    return db
+
+
+def _phone(i: int) -> str:
+    return f"139{(int(RUN_ID, 16) + i) % 100_000_000:08d}"
+
+
+def seed(db: Database, count: int) -> list[Credentials]:
+    """`count` residents, each with a terminal provisioned as staff would; their credentials."""
+    engine = make_engine(db.url)
+    now = datetime.now(timezone.utc)
+    try:
+        with Session(engine, future=True) as session:
+            admin = Principal(username="bench-admin", display_name="bench", role=Role.admin)
+            session.add(admin)
+            session.flush()
+            staff = caller_of(admin)
+            out = []
+            for i in range(count):
+                resident = resident_service.create(
+                    session,
+                    ResidentCreate(
+                        name="王秀英",
+                        phone=_phone(2 * i),
+                        community="阳光社区",
+                        address={"building": str(1 + i % 12), "unit": "2", "room": "502"},
+                        birth_year=1940,
+                        service_notes={"mobility": "拄拐杖", "chronic_illness": "冠心病"},
+                        contacts=[{"name": "王强", "relation": "儿子", "phone": _phone(2 * i + 1)}],
+                    ),
+                )
+                device_id = f"bench-{RUN_ID}-{i:04d}"
+                _, secret = terminal_service.provision(
+                    session,
+                    staff,
+                    TerminalCreate(device_id=device_id, resident_id=resident.id),
+                    now,
+                )
+                out.append(Credentials(device_id, secret))
+            session.commit()
+            return out
+    finally:
+        engine.dispose()
+
+
+# --- the API -----------------------------------------------------------------------------------
+
+
+class ApiServer:
+    def __init__(self, database_url: str, log_path: Path) -> None:
+        self.database_url = database_url
+        self.log_path = log_path
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        env = {**os.environ, "DATABASE_URL": self.database_url}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workorders",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(WORKERS),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API exited with {self.proc.returncode} ({self.log_path})")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the API did not become healthy within 60 s ({self.log_path})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+class AlertWatcher:
+    """Blocks on XREAD like a staff console; stamps each `emergency.raised` on arrival."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.seen: dict[int, float] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        last = client.xrevrange(stream, count=1)
+        self._last = last[0][0] if last else b"0"
+        self._thread = threading.Thread(target=self._run, name="bench-xread", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            reply = self.client.xread({self.stream: self._last}, count=500, block=200)
+            now = time.perf_counter()
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    self._last = entry_id
+                    if fields.get(b"type") == b"emergency.raised" and fields.get(b"order_id"):
+                        with self._cond:
+                            self.seen.setdefault(int(fields[b"order_id"]), now)
+                            self._cond.notify_all()
+
+    def wait(self, order_id: int, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while order_id not in self.seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.seen[order_id]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@dataclass
+class Press:
+    pressed: float = 0.0
+    confirmed: float | None = None
+    order_id: int | None = None
+    alert: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Fleet:
+    """Real device stacks (mock pins, on-disk queue, signing sender), made as needed."""
+
+    def __init__(self, base_url: str, workdir: Path) -> None:
+        self.base_url = base_url
+        self.workdir = workdir
+        self.config = DeviceConfig(bounce_seconds=None, heartbeat_seconds=3600)
+
+    def device(self, creds: Credentials) -> tuple[SosTerminal, Press]:
+        record = Press()
+
+        def confirmed(_entry: QueuedEvent, body: dict[str, Any]) -> None:
+            record.confirmed = time.perf_counter()
+            record.order_id = body.get("order_id")
+            record.done.set()
+
+        device = SosTerminal(
+            self.config,
+            EventQueue(self.workdir / f"{creds.device_id}.db"),
+            Transport(self.base_url, Signer(creds), timeout=WAIT_S),
+            pin_factory=MockFactory(),
+            sink=RecordingSink(),
+            speak=lambda _text: None,
+            on_confirmed=confirmed,
+            backoff=Backoff(base=0.05, maximum=1.0),
+        )
+        device.start(heartbeat=False, reminders=False)
+        return device, record
+
+    @staticmethod
+    def press(device: SosTerminal, record: Press) -> None:
+        record.pressed = time.perf_counter()
+        device.raise_sos(SosTrigger.hold)
+
+
+def _pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def summarise(backend: str, phase: str, presses: list[Press]) -> dict[str, Any]:
+    alert = [1000 * (p.alert - p.pressed) for p in presses if p.alert is not None]
+    confirm = [1000 * (p.confirmed - p.pressed) for p in presses if p.confirmed is not None]
+    p99 = _pct(alert, 99)
+    complete = len(alert) == len(presses)
+    return {
+        "backend": backend,
+        "phase": phase,
+        "presses": len(presses),
+        "alerts": len(alert),
+        "missing_alerts": len(presses) - len(alert),
+        "alert_ms": {
+            "p50": _pct(alert, 50),
+            "p95": _pct(alert, 95),
+            "p99": p99,
+            "max": max(alert) if alert else None,
+            "mean": sum(alert) / len(alert) if alert else None,
+        },
+        "confirmed_ms": {
+            "p50": _pct(confirm, 50),
+            "p99": _pct(confirm, 99),
+            "max": max(confirm) if confirm else None,
+        },
+        "goal": {
+            "p99_ms": GOAL_MS,
+            "pass": bool(complete and p99 is not None and p99 < GOAL_MS),
+        },
+    }
+
+
+def run_backend(backend: str, watcher_client: redis.Redis, workdir: Path) -> list[dict[str, Any]]:
+    db = fresh_database(backend, workdir)
+    api: ApiServer | None = None
+    watcher: AlertWatcher | None = None
+    try:
+        t = time.monotonic()
+        creds = seed(db, WARMUP + PRESSES + BURST)
+        print(f"  seeded {len(creds)} residents with terminals in {time.monotonic() - t:.1f} s")
+        api = ApiServer(db.url, OUT_DIR / f"sos-api-{backend}.log")
+        api.start()
+        fleet = Fleet(api.base_url, workdir / f"devices-{backend}")
+        watcher = AlertWatcher(watcher_client, get_settings().event_stream)
+
+        def settle(record: Press) -> Press:
+            record.done.wait(WAIT_S)
+            if record.order_id is not None:
+                record.alert = watcher.wait(record.order_id, WAIT_S)  # type: ignore[union-attr]
+            return record
+
+        def one(c: Credentials) -> Press:
+            device, record = fleet.device(c)
+            try:
+                fleet.press(device, record)
+                return settle(record)
+            finally:
+                device.close()
+
+        for c in creds[:WARMUP]:
+            one(c)
+        rows = [
+            summarise(backend, "sequential", [one(c) for c in creds[WARMUP : WARMUP + PRESSES]])
+        ]
+        show(rows[-1])
+        burst = [fleet.device(c) for c in creds[WARMUP + PRESSES :]]
+        if burst:
+            gate = threading.Barrier(len(burst))
+
+            def press_at_once(device: SosTerminal, record: Press) -> None:
+                gate.wait()
+                fleet.press(device, record)
+
+            threads = [threading.Thread(target=press_at_once, args=pair) for pair in burst]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            records = [settle(record) for _, record in burst]
+            for device, _ in burst:
+                device.close()
+            rows.append(summarise(backend, f"burst x{len(burst)}", records))
+            show(rows[-1])
+        return rows
+    finally:
+        if watcher:
+            watcher.stop()
+        if api:
+            api.stop()
+        db.drop()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def show(row: dict[str, Any]) -> None:
+    a, c = row["alert_ms"], row["confirmed_ms"]
+    print(
+        f"  {row['phase']:<11} alerts {row['alerts']}/{row['presses']}  "
+        f"p50 {_ms(a['p50'])} ms  p99 {_ms(a['p99'])} ms  (device confirmed p99 "
+        f"{_ms(c['p99'])} ms)",
+        flush=True,
+    )
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print("SOS press → staff alert on the Redis stream (ms); goal p99 < 1,000 ms")
+    header = (
+        f"{'backend':<11}{'phase':<12}{'presses':>8}{'alerts':>8}{'p50':>9}{'p95':>9}"
+        f"{'p99':>9}{'max':>9}{'confirm p99':>13}  goal"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        a = r["alert_ms"]
+        print(
+            f"{r['backend']:<11}{r['phase']:<12}{r['presses']:>8}{r['alerts']:>8}"
+            f"{_ms(a['p50']):>9}{_ms(a['p95']):>9}{_ms(a['p99']):>9}{_ms(a['max']):>9}"
+            f"{_ms(r['confirmed_ms']['p99']):>13}  {'PASS' if r['goal']['pass'] else 'MISS'}"
+        )
+
+
+def main() -> int:
+    started = time.monotonic()
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        print(f"bench: Redis does not answer at {settings.redis_url} ({exc})", file=sys.stderr)
+        return 1
+    if "postgresql" in BACKENDS:
+        import psycopg2
+
+        try:
+            psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
+        except Exception as exc:  # whatever the driver raised: say where, and stop
+            print(
+                f"bench: PostgreSQL does not answer at BENCH_POSTGRES_URL={POSTGRES_URL}: "
+                f"{str(exc).strip()}",
+                file=sys.stderr,
+            )
+            return 1
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench: SOS press → staff alert, backends {','.join(BACKENDS)}, {PRESSES} sequential "
+        f"presses + a burst of {BURST}, distinct terminals; API logs in "
+        f"{OUT_DIR.relative_to(ROOT)}/"
+    )
+    rows: list[dict[str, Any]] = []
+    failure = None
+    with tempfile.TemporaryDirectory(prefix="linli-sos-bench-") as tmp:
+        try:
+            for backend in BACKENDS:
+                print(f"bench: {backend}", flush=True)
+                (OUT_DIR / f"sos-api-{backend}.log").unlink(missing_ok=True)
+                try:
+                    rows += run_backend(backend, client, Path(tmp))
+                except RuntimeError as exc:
+                    failure = f"{backend}: {exc}"
+                    print(f"bench: {failure}", file=sys.stderr)
+                    break
+        finally:
+            # Device event ids are not personal; the stream is the bench's own.
+            client.delete(settings.event_stream)
+    print_table(rows)
+    report = {
+        "bench": "sos_alert",
+        "run_id": RUN_ID,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_avg": os.getloadavg(),
+        },
+        "config": {
+            "presses": PRESSES,
+            "burst": BURST,
+            "warmup": WARMUP,
+            "api_workers": WORKERS,
+            "press": "SosTerminal.raise_sos (hold recognised): on-disk queue, signed POST",
+            "alert": "XREAD arrival of emergency.raised for the order",
+            "postgres_url": POSTGRES_URL,
+        },
+        "goal": {"p99_ms": GOAL_MS},
+        "results": rows,
+        "failure": failure,
+    }
+    OUT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nbench: results in {OUT.relative_to(ROOT)} ({report['elapsed_s']} s)")
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
