@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv debian-deps lock model run test lint bench eval clean
+.PHONY: help venv debian-deps lock model models run test lint bench eval tune-nlu clean
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -72,6 +72,9 @@ export PG_CHECK
 model: venv ## train the Rasa model, or reuse the cached one trained from the same inputs
 	@scripts/train >/dev/null
 
+models: venv ## download the official Chinese Vosk model and check its sha256 (needs the internet)
+	@scripts/models
+
 test: venv model ## run the tests (needs Redis, started if missing, and PostgreSQL at TEST_POSTGRES_URL); PYTEST_ARGS=... passes options
 	@scripts/ensure-key
 	@scripts/ensure-redis
@@ -109,6 +112,9 @@ bench: venv model ## run every bench/*.py in order
 
 eval: venv model ## run every eval/*.py in order
 	$(call run-folder,eval)
+
+tune-nlu: venv ## choose blend weight and fallback thresholds on a split of the training data (slow)
+	@$(PY) eval/tuning/tune_nlu.py
 
 clean: ## stop the Redis that make started, then delete var/ ENTIRELY: database, Redis data, logs and the local data key var/linli.env (.venv stays)
 	@if [ -f var/redis.pid ]; then \

@@ -62,8 +62,10 @@ class ValidateHomeCareForm(ResidentFormValidation):
         domain: DomainDict,
     ) -> list[str]:
         slots = await super().required_slots(domain_slots, dispatcher, tracker, domain)
+        # "No" to the profile address: ask where instead. address_confirmed stays in the
+        # list (False counts as filled), or rasa-sdk would drop the "no" it just extracted.
         if tracker.get_slot("address_confirmed") is False:
-            slots = [s for s in slots if s != "address_confirmed"] + ["care_address"]
+            slots = [*slots, "care_address"]
         return slots
 
     def validate_date(

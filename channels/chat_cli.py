@@ -1,6 +1,6 @@
 """Chat with the running assistant from a terminal, through Rasa's REST channel.
 
-.venv/bin/python -m channels.terminal [--url http://127.0.0.1:5005] [--sender me]
+.venv/bin/python -m channels.chat_cli [--url http://127.0.0.1:5005] [--sender me]
 """
 
 from __future__ import annotations

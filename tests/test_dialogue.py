@@ -113,6 +113,42 @@ def test_booking_a_doctor_lists_real_slots_and_books_one(stack: Stack) -> None:
     assert order["details"]["appointment_id"]
 
 
+def test_booking_home_care_confirms_the_profile_address(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    assert "哪天" in chat.text("想请人上门给我妈洗个澡")
+    assert "几点" in chat.text("下礼拜三")
+    confirm = chat.text("上午")
+    assert "3号楼2单元502" in confirm and "吗" in confirm, confirm
+    done = chat.text("对")
+    assert "助浴" in done and "上门前" in done, done
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["status"], order["priority"]) == ("home_care", "new", "P2")
+    details = order["details"]
+    assert details["service"] == "助浴" and details["person"] == "我妈"
+    start = datetime.fromisoformat(details["window_start"])
+    end = datetime.fromisoformat(details["window_end"])
+    assert start.weekday() == 2 and start.date() > datetime.now(start.tzinfo).date()
+    assert start.hour < 12 and start < end
+    # The confirmed profile address goes on the order, for the carer.
+    assert details["address"] == {"building": "3", "unit": "2", "room": "502"}
+
+
+def test_home_care_elsewhere_takes_the_spoken_address(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    confirm = chat.text("明天下午帮我老伴儿约个助餐")
+    assert "3号楼2单元502" in confirm, confirm
+    assert "几号楼几单元" in chat.text("不是")
+    done = chat.text("五号楼一单元三零一")
+    assert "助餐" in done, done
+    [order] = stack.orders(resident["id"])
+    details = order["details"]
+    assert details["service"] == "助餐" and details["person"] == "我老伴儿"
+    assert details["address"]["building"] == "5" and details["address"]["room"] == "301"
+    assert datetime.fromisoformat(details["window_start"]).hour >= 12
+
+
 def test_an_emergency_creates_a_p0_order_at_once(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)

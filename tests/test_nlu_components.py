@@ -28,6 +28,7 @@ from rasa.shared.nlu.training_data.message import Message
 
 from nlu.catalogue import CatalogueMatcher, load_catalogues
 from nlu.catalogue_matcher import CatalogueEntityMatcher
+from nlu.ngram_intents import NgramIntentBlender, pinyin_text
 from nlu.normalizers import ChineseNormalizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +182,75 @@ def test_components_are_registered_under_their_module_paths() -> None:
         assert registered.clazz is cls
         assert DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR in registered.types
         assert registered.is_trainable is False
+
+
+# ---------------------------------------------------------------- NgramIntentBlender
+
+BLEND_DATA = {
+    "complain": ["师傅态度太差我要投诉", "我要投诉物业", "对服务不满意要投诉", "投诉那个护工"],
+    "report_repair": ["厨房水管漏水了", "电梯坏了", "楼道灯不亮了", "暖气不热了"],
+    "greet": ["你好", "喂有人吗", "在吗", "您好啊"],
+}
+
+
+@pytest.fixture(scope="module")
+def blender(storage: LocalModelStorage, context: ExecutionContext) -> NgramIntentBlender:
+    from rasa.shared.nlu.training_data.training_data import TrainingData
+
+    component = NgramIntentBlender.create(
+        {**NgramIntentBlender.get_default_config(), "diet_weight": 0.4},
+        storage,
+        Resource("blender"),
+        context,
+    )
+    examples = [
+        Message(data={"text": text, "intent": intent})
+        for intent, texts in BLEND_DATA.items()
+        for text in texts
+    ]
+    component.train(TrainingData(training_examples=examples))
+    return component
+
+
+def test_blender_hears_homophones_through_pinyin() -> None:
+    assert pinyin_text("我要投素！") == pinyin_text("我要 投诉") == "wo yao tou su"
+
+
+def test_blender_mixes_diet_with_the_ngram_model(blender: NgramIntentBlender) -> None:
+    message = Message(data={"text": "我要投素那个师傅"})
+    # DIET alone would say greet, unsure; the n-gram model is sure it is a complaint.
+    message.set("intent", {"name": "greet", "confidence": 0.5})
+    message.set(
+        "intent_ranking",
+        [
+            {"name": "greet", "confidence": 0.5},
+            {"name": "complain", "confidence": 0.3},
+            {"name": "report_repair", "confidence": 0.2},
+        ],
+    )
+    ngram = dict(
+        zip(
+            blender._classifier.classes_,
+            blender._classifier.predict_proba(["我要投素那个师傅"])[0],
+            strict=True,
+        )
+    )
+    [out] = blender.process([message])
+    ranking = {r["name"]: r["confidence"] for r in out.get("intent_ranking")}
+    assert out.get("intent")["name"] == "complain"
+    assert ranking["complain"] == pytest.approx(0.4 * 0.3 + 0.6 * ngram["complain"], abs=1e-5)
+    assert ranking["greet"] == pytest.approx(0.4 * 0.5 + 0.6 * ngram["greet"], abs=1e-5)
+    assert out.get("intent")["confidence"] == max(ranking.values())
+
+
+def test_blender_persists_and_loads(
+    blender: NgramIntentBlender, storage: LocalModelStorage, context: ExecutionContext
+) -> None:
+    loaded = NgramIntentBlender.load({}, storage, Resource("blender"), context)
+    [a] = blender.process([Message(data={"text": "电梯不动了"})])
+    [b] = loaded.process([Message(data={"text": "电梯不动了"})])
+    assert a.get("intent")["name"] == b.get("intent")["name"] == "report_repair"
+    assert a.get("intent_ranking") == b.get("intent_ranking")
 
 
 # ------------------------------------------------------------- CatalogueEntityMatcher
@@ -497,6 +567,7 @@ def test_train_and_parse_with_a_real_model(tmp_path: Path, monkeypatch: pytest.M
               - name: DIETClassifier
                 epochs: 40
                 random_seed: 7
+              - name: nlu.ngram_intents.NgramIntentBlender
               - name: nlu.catalogue_matcher.CatalogueEntityMatcher
                 catalogue_dir: data/catalogues
               - name: nlu.normalizers.ChineseNormalizer
@@ -528,6 +599,9 @@ def test_train_and_parse_with_a_real_model(tmp_path: Path, monkeypatch: pytest.M
 
     result = asyncio.run(parse("我想挂明天上午的内可"))
     assert result["intent"]["name"] == "book_medical"
+    ranking = result["intent_ranking"]
+    assert [r["name"] for r in ranking][:1] == ["book_medical"] and len(ranking) == 3
+    assert abs(sum(r["confidence"] for r in ranking) - 1.0) < 1e-3  # a blend of distributions
     entities = result["entities"]
     departments = by_type(entities, "department")
     assert [d["value"] for d in departments] == ["内科"], entities
