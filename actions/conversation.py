@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -77,4 +77,9 @@ class ActionNotUnderstood(Action):
         if failures_in_a_row(tracker.events) >= MAX_FAILED_TURNS:
             return await hand_over(tracker, dispatcher, "not_understood")
         dispatcher.utter_message(response="utter_please_rephrase")
+        if tracker.get_intent_of_latest_message() != "nlu_fallback":
+            # Run as the core fallback (an intent understood, but nothing fits here, e.g. a
+            # bare "三号楼" with no question pending): forget the turn, as Rasa's default
+            # fallback does, or the policies predict this action again and again.
+            return [UserUtteranceReverted()]
         return []

@@ -149,6 +149,14 @@ def test_home_care_elsewhere_takes_the_spoken_address(stack: Stack) -> None:
     assert datetime.fromisoformat(details["window_start"]).hour >= 12
 
 
+def test_an_answer_to_no_question_is_not_understood_once_then_all_goes_on(stack: Stack) -> None:
+    chat = stack.chat()
+    stack.known_resident(chat)
+    reply = chat.text("三号楼二单元的楼道")  # an answer, but no question is pending
+    assert reply.count("没听明白") == 1, reply
+    assert "来自" in chat.text("高龄津贴怎么领")
+
+
 def test_an_emergency_creates_a_p0_order_at_once(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)
