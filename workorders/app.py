@@ -10,6 +10,7 @@ from workorders.api import guards
 from workorders.api.routes import (
     appointments,
     auth,
+    calls,
     events,
     health,
     orders,
@@ -44,6 +45,16 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.add_middleware(guards.RejectNul)
     app.add_middleware(logs.AccessLog)
-    for module in (health, auth, residents, orders, appointments, stats, events, terminals):
+    for module in (
+        health,
+        auth,
+        residents,
+        orders,
+        appointments,
+        stats,
+        events,
+        terminals,
+        calls,
+    ):
         app.include_router(module.router)
     return app

@@ -6,8 +6,9 @@ retried action or a replayed outbox entry never makes a second order.
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import httpx
@@ -125,6 +126,20 @@ class WorkOrdersClient:
             "POST", f"/work-orders/{order_id}/rating", json={"score": score, "comment": comment}
         )
 
+    # --- call records ---------------------------------------------------------------------------
+
+    async def record_call(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Record a finished call (`POST /calls`, scope `calls:write`).
+
+        `body["call_id"]` (the SIP Call-ID) is the idempotency key: posting the same body again
+        after a timeout returns the stored record, so keep the body and retry on
+        `ApiUnavailable`. `ApiError` 422 means the body will never be accepted as it is.
+        Datetimes may be passed as such (aware ones); they are sent in ISO 8601.
+        """
+        return await self.request(
+            "POST", "/calls", json=jsonlib.loads(jsonlib.dumps(body, default=_iso))
+        )
+
     # --- appointments ---------------------------------------------------------------------------
 
     async def departments(self) -> list[str]:
@@ -143,3 +158,9 @@ class WorkOrdersClient:
                 "limit": limit,
             },
         )
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

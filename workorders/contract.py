@@ -76,6 +76,24 @@ class SosTrigger(StrEnum):
     triple = "triple"  # three quick presses
 
 
+class CallOutcome(StrEnum):
+    """How a hotline or terminal call ended (the call record's `outcome`)."""
+
+    completed = "completed"  # the caller was helped by the assistant
+    transferred = "transferred"  # handed to a person (agent, duty phone)
+    callback = "callback"  # someone must call back (a callback order was made)
+    abandoned = "abandoned"  # the caller hung up before the end
+    failed = "failed"  # a technical failure (speech, network, API) ended it
+
+
+class Speaker(StrEnum):
+    """Who said a line of a call transcript."""
+
+    caller = "caller"
+    bot = "bot"
+    staff = "staff"
+
+
 OPEN_STATUSES = frozenset({Status.new, Status.accepted, Status.in_progress, Status.on_hold})
 DONE_STATUSES = frozenset({Status.resolved, Status.closed})
 
@@ -103,6 +121,20 @@ KIND_LABELS: dict[Kind, str] = {
 SOS_TRIGGER_LABELS: dict[SosTrigger, str] = {
     SosTrigger.hold: "长按求助键",
     SosTrigger.triple: "连按三次求助键",
+}
+
+CALL_OUTCOME_LABELS: dict[CallOutcome, str] = {
+    CallOutcome.completed: "已办完",
+    CallOutcome.transferred: "已转人工",
+    CallOutcome.callback: "待回电",
+    CallOutcome.abandoned: "中途挂断",
+    CallOutcome.failed: "通话故障",
+}
+
+SPEAKER_LABELS: dict[Speaker, str] = {
+    Speaker.caller: "来电人",
+    Speaker.bot: "邻里助手",
+    Speaker.staff: "工作人员",
 }
 
 EVENT_STREAM = "linli:events"

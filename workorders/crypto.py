@@ -89,8 +89,38 @@ class EncryptedJSON(TypeDecorator[Any]):
 # --- normalisation and masking -------------------------------------------------------------
 
 _DIGITS = re.compile(r"\D+")
-MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)")
-ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})(\d{8})(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+
+# Numbers in free text are found in a copy where spoken and written digit forms are mapped one
+# character to one (ASR writes 幺三八…), so a match there is a match at the same place in the
+# original. A number is written either in groups, set apart by a space, dash or comma
+# (138-1234-5678, 021 6234 5678, 幺三八，零零幺三，八零零零 as voice/spoken.py says it), or
+# spaced digit by digit (ASR tokens: 幺 三 八 …); never a mix, so neighbouring numbers in a
+# sentence do not merge into one.
+_DIGIT_FORMS = str.maketrans("零〇幺一二两三四五六七八九叉", "0011223456789X")
+_S = r"[ \-，,、]?"
+
+ID_RE = re.compile(
+    r"(?<![0-9A-Za-z])"
+    rf"(?:\d{{6}}{_S}\d{{8}}{_S}\d{{3}}|\d(?: \d){{16}} )[0-9Xx](?![0-9A-Za-z])"
+)
+# 11-digit mobiles, also after +86 / 0086 / 86 or a trunk 0.
+MOBILE_RE = re.compile(
+    rf"(?<!\d)(?:(?:\+|00)?86{_S}|0)?1[3-9]\d{_S}\d{{4}}{_S}\d{{4}}(?!\d)"
+    r"|(?<!\d)(?:(?:\+ ?)?8 6 |0 )?1 [3-9](?: \d){9}(?!\d)"
+)
+# Landlines with the area code (010, 02x, 0xxx) and a 7-8 digit local number: 010-12345678,
+# (0571)88886666, 021 6234 5678. The area code names a city, not a person: it stays visible.
+LANDLINE_RE = re.compile(
+    rf"(?<!\d)[(（]?(?:010|02\d|0[3-9]\d\d)[)）]?{_S}[1-9]\d{{2,3}}{_S}\d{{4}}(?!\d)"
+    r"|(?<!\d)0 (?:1 0|2 \d|[3-9] \d \d)(?: \d){7,8}(?!\d)"
+)
+# A local number without its area code is only a phone number when the words say so
+# (座机是…); elsewhere 7-8 digits are as likely a date or an amount.
+LOCAL_PHONE_RE = re.compile(
+    r"(?:电话|座机|固话)(?:号码|号)?(?:是|为|：|:| ){0,3}"
+    rf"(?:[2-9]\d{{2,3}}{_S}\d{{4}}|[2-9](?: \d){{6,7}})(?!\d)"
+)
+_AREA_3 = ("010", "02")
 
 
 def normalize_phone(value: str) -> str:
@@ -129,8 +159,41 @@ def format_address(building: str, unit: str, room: str) -> str:
 
 
 def mask_text(text: str | None) -> str | None:
-    """Mask mobile and ID numbers inside free text (transcripts, descriptions, log lines)."""
+    """Mask ID, mobile and landline numbers inside free text (transcripts, descriptions, log
+    lines), written or spoken: 1101**********123X, 138****5678, 010****5678, 幺三八****五六七八.
+
+    What stays visible: an ID's first and last 4, a mobile's first 3 (and country prefix) and
+    last 4, a landline's area code and last 4, a local number's last 4.
+    """
     if not text:
         return text
-    text = ID_RE.sub(lambda m: m.group(1)[:4] + "*" * 10 + m.group(3)[-4:], text)
-    return MOBILE_RE.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
+    probe = text.translate(_DIGIT_FORMS)
+    cuts: list[tuple[int, int, str]] = []  # (start, end, stars): text[start:end] is hidden
+
+    def cut(match: re.Match[str], keep: int, stars: str = "****") -> None:
+        digits = [i for i in range(*match.span()) if probe[i] in "0123456789Xx"]
+        if keep >= len(digits) - 4:
+            return
+        start = digits[keep - 1] + 1 if keep else digits[0]
+        if probe[start] in ")）":
+            start += 1
+        end = digits[-4]
+        if not any(start < e and s < end for s, e, _ in cuts):
+            cuts.append((start, end, stars))
+
+    for match in ID_RE.finditer(probe):
+        cut(match, 4, "*" * 10)
+    for match in MOBILE_RE.finditer(probe):
+        cut(match, sum(c.isdigit() for c in match.group()) - 8)
+    for match in LANDLINE_RE.finditer(probe):
+        cut(match, 3 if match.group().lstrip("(（").replace(" ", "").startswith(_AREA_3) else 4)
+    for match in LOCAL_PHONE_RE.finditer(probe):
+        cut(match, 0)
+    if not cuts:
+        return text
+    out, at = [], 0
+    for start, end, stars in sorted(cuts):
+        out += [text[at:start], stars]
+        at = end
+    out.append(text[at:])
+    return "".join(out)

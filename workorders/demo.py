@@ -50,6 +50,10 @@ def _accounts(session: Session, community: dict, password: str) -> int:  # type:
             session.add(principal)
             session.flush()
             created += 1
+        elif "scopes" in entry and not set(entry["scopes"]) <= set(principal.scopes or ()):
+            # A right added to the file since this database was loaded (calls:write for the
+            # hotline): granted, never taken away here (an admin may have granted more).
+            principal.scopes = sorted({*(principal.scopes or ()), *entry["scopes"]})
         token = os.environ.get(entry.get("token_env", ""), "")
         if token:
             register_service_token(session, principal, token)

@@ -280,3 +280,35 @@ class EmergencyEscalation(Base):
     finished_at = Column(TZDateTime(), nullable=True)
     # acknowledged | closed | exhausted (every step taken)
     finish_reason = Column(String(16), nullable=True)
+
+
+class CallRecord(Base):
+    """One hotline or terminal call: who called, for whom, what was said, what came of it.
+
+    `call_id` is the SIP Call-ID and the natural idempotency key (one record per call);
+    `request_hash` is the hash of the body that created it, so a retry is recognised and a
+    different body under the same id refused. The caller number and the transcript are
+    encrypted; numbers inside the transcript, keypad digits and transfer target were masked
+    before they were stored. No audio unless `KEEP_CALL_AUDIO` (then only its path).
+    """
+
+    __tablename__ = "call_records"
+
+    id = Column(Integer, primary_key=True)
+    call_id = Column(String(255), nullable=False, unique=True)
+    channel = Column(String(16), nullable=False)
+    caller = Column(EncryptedText, nullable=True)  # digits; None: withheld (anonymous)
+    caller_hash = Column(String(64), nullable=True, index=True)
+    resident_id = Column(ForeignKey("residents.id", ondelete="CASCADE"), nullable=True, index=True)
+    started_at = Column(TZDateTime(), nullable=False, index=True)
+    ended_at = Column(TZDateTime(), nullable=False)
+    outcome = Column(String(16), nullable=False)
+    # [{"at": iso, "speaker": "caller|bot|staff", "text": masked, "confidence": float|None}]
+    transcript = Column(EncryptedJSON, nullable=False)
+    order_ids = Column(JSON, nullable=False, default=list)
+    keypad = Column(EncryptedText, nullable=True)
+    transfer_target = Column(EncryptedText, nullable=True)
+    audio_path = Column(String(500), nullable=True)
+    request_hash = Column(String(64), nullable=False)
+    created_by = Column(ForeignKey("principals.id"), nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)

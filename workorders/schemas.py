@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, conint, constr, root_validator, validator
+from pydantic import (
+    BaseModel,
+    Field,
+    HttpUrl,
+    confloat,
+    conint,
+    constr,
+    root_validator,
+    validator,
+)
 
 from workorders.contract import (
+    CallOutcome,
     Channel,
     IdentityKind,
     Kind,
     Priority,
     Role,
     SosTrigger,
+    Speaker,
     Status,
     TerminalEventType,
 )
@@ -562,3 +573,147 @@ class TerminalEventOut(Out):
     message: str = Field(..., description="Chinese text the device may speak")
     heartbeat_seconds: int = Field(..., description="How often the device should report")
     server_time: datetime
+
+
+# --- call records ----------------------------------------------------------------------------
+
+# What telephony systems put where a withheld number would be.
+_WITHHELD = frozenset({"", "anonymous", "unknown", "private", "restricted", "unavailable"})
+_CALLER = re.compile(r"^\+?[0-9 ()\-]{1,32}$")
+# A call is recorded whatever its length, but not a day-long one: that is a clock error.
+MAX_CALL = 24 * 3600
+
+
+def caller_number(value: str | None) -> str | None:
+    """The caller as received: digits (like other phone fields), or None when withheld.
+
+    Every call must leave a record, so extensions and foreign numbers are kept, not refused
+    as `valid_phone` would; only what is not a number at all is refused.
+    """
+    if value is None or value.strip().lower() in _WITHHELD:
+        return None
+    digits = normalize_phone(value)
+    if not _CALLER.match(value.strip()) or not digits:
+        raise ValueError(
+            "来电号码只能含数字（可带 +、空格、括号、短横线）；号码隐藏时传 anonymous 或不传"
+        )
+    return digits
+
+
+def _plausible(value: datetime) -> bool:
+    """Within what a call's clock can say (and what every database stores)."""
+    try:
+        return 1970 <= value.astimezone(timezone.utc).year < 2100
+    except OverflowError:
+        return False
+
+
+class CallTurn(Strict):
+    at: datetime = Field(..., description="When the line was said (with zone)")
+    speaker: Speaker
+    text: constr(max_length=2000) = Field(
+        ..., description="What was said; numbers in it are masked before it is stored"
+    )
+    confidence: confloat(ge=0, le=1) | None = Field(
+        None, description="Speech recognition confidence (caller lines)"
+    )
+
+    @validator("at")
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("at 必须带时区")
+        return value
+
+
+class CallCreate(Strict):
+    """One finished call. `call_id` is its idempotency key: the same body again is answered
+    with the record (200), a different body under the same id is refused (422)."""
+
+    call_id: constr(min_length=1, max_length=255, regex=r"^[\x21-\x7e]+$") = Field(
+        ..., description="The SIP Call-ID (or the channel's own unique call id)"
+    )
+    channel: Literal["hotline", "terminal"]
+    caller: constr(max_length=64) | None = Field(
+        None, description="Caller number as received; empty, null or anonymous when withheld"
+    )
+    resident_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None, description="The resident recognised on the call, if any"
+    )
+    started_at: datetime
+    ended_at: datetime
+    outcome: CallOutcome
+    transcript: list[CallTurn] = Field(default_factory=list, max_items=2000)
+    order_ids: list[conint(ge=1, le=2**31 - 1)] = Field(
+        default_factory=list, max_items=50, description="Work orders made during the call"
+    )
+    keypad: constr(max_length=200, regex=r"^[0-9*#A-Da-d]*$") | None = Field(
+        None, description="DTMF digits pressed, in order"
+    )
+    transfer_target: constr(min_length=1, max_length=64) | None = Field(
+        None, description="Whom the call was transferred to (team, account or number)"
+    )
+    audio_path: constr(min_length=1, max_length=500, regex=r"^[^\r\n]+$") | None = Field(
+        None, description="Where the recording is; refused unless KEEP_CALL_AUDIO is on"
+    )
+
+    _caller = validator("caller", allow_reuse=True)(caller_number)
+
+    @validator("order_ids")
+    def _once_each(cls, value: list[int]) -> list[int]:
+        return list(dict.fromkeys(value))
+
+    @root_validator(skip_on_failure=True)
+    def _times(cls, values: dict[str, Any]) -> dict[str, Any]:
+        start, end = values["started_at"], values["ended_at"]
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("started_at 和 ended_at 必须带时区")
+        if not (_plausible(start) and _plausible(end)):
+            raise ValueError("started_at 和 ended_at 应在1970年到2100年之间")
+        if end < start:
+            raise ValueError("ended_at 不能早于 started_at")
+        if (end - start).total_seconds() > MAX_CALL:
+            raise ValueError("一通电话不会超过24小时，请检查 started_at 和 ended_at")
+        return values
+
+
+class CallTurnOut(Out):
+    at: datetime
+    speaker: Speaker
+    text: str = Field(..., description="As stored: phone and ID numbers masked")
+    confidence: float | None
+
+
+class CallOut(Out):
+    id: int
+    call_id: str
+    channel: Channel
+    caller: str | None = Field(
+        ..., description="Masked (138****5678) unless revealed; null when withheld"
+    )
+    resident_id: int | None
+    started_at: datetime
+    ended_at: datetime
+    duration_seconds: float
+    outcome: CallOutcome
+    order_ids: list[int]
+    turns: int = Field(..., description="Lines in the transcript")
+    summary: str | None = Field(
+        ..., description="The caller's first words (masked), so a list says what it was about"
+    )
+    transfer_target: str | None
+    has_audio: bool
+    created_at: datetime
+    masked: bool = Field(..., description="True when the caller number is masked")
+
+
+class CallDetailOut(CallOut):
+    transcript: list[CallTurnOut]
+    keypad: str | None = Field(..., description="Digits pressed (numbers masked)")
+    audio_path: str | None
+
+
+class CallPage(Out):
+    items: list[CallOut]
+    total: int
+    limit: int
+    offset: int

@@ -38,10 +38,13 @@ SCOPES = (
     "stats:read",
     "audit:read",
     "staff:manage",
+    "calls:read",
+    "calls:write",
 )
 
 # Agents do the daily work; statistics are for supervisors; accounts and the audit log for admins.
-_AGENT = frozenset(SCOPES) - {"stats:read", "audit:read", "staff:manage"}
+# Call records are written by the telephony service (svc-hotline), never by a person.
+_AGENT = frozenset(SCOPES) - {"stats:read", "audit:read", "staff:manage", "calls:write"}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.agent: _AGENT,
     Role.supervisor: _AGENT | {"stats:read"},

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Username of the supervisor called last in an unacknowledged emergency's escalation chain;
     # empty: the supervisor role as a whole (the console shows it to whoever is on duty).
     duty_supervisor: str = Field("", env="LINLI_DUTY_SUPERVISOR")
+    # Call recordings are personal data of the caller's voice: not kept unless a deployment
+    # decides to (and says so to callers); until then call records refuse an `audio_path`.
+    keep_call_audio: bool = Field(False, env="KEEP_CALL_AUDIO")
 
     class Config:
         env_file = str(ROOT / "var" / "linli.env")

@@ -1,6 +1,8 @@
-"""Run the SOS terminal: on a Raspberry Pi, or simulated with the keyboard as the button.
+"""Run the SOS terminal: on a Raspberry Pi, or simulated (keyboard, or headless with an HTTP
+control port for honcho and scripts).
 
     .venv/bin/python -m channels.sos_terminal --simulate          # against `make run`'s API
+    .venv/bin/python -m channels.sos_terminal --control-port 8095   # headless: curl presses
     .venv/bin/python -m channels.sos_terminal --device-id sos-0007  # on the device itself
 
 Credentials (device id and secret) come from LINLI_TERMINAL_ID / LINLI_TERMINAL_SECRET, else
@@ -16,26 +18,21 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
-
-from channels.sos_terminal.audio import RecordingSink, SoundDeviceSink
+from channels.sos_terminal.audio import SoundDeviceSink
 from channels.sos_terminal.device import DeviceConfig, SosTerminal
-from channels.sos_terminal.queue import EventQueue, QueuedEvent
-from channels.sos_terminal.signing import Credentials, Signer
+from channels.sos_terminal.queue import EventQueue
+from channels.sos_terminal.signing import Signer
+from channels.sos_terminal.simulator import (
+    ROOT,
+    Panel,
+    api_up,
+    build,
+    credentials,
+    provision,
+)
 from channels.sos_terminal.transport import Transport
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO_PASSWORD = "linli-demo-2026"
-LIGHTS = {
-    "sending": "闪烁（正在发送求助）",
-    "confirmed": "常亮（服务器已确认）",
-    "fault": "快闪（发送失败，请直接打电话）",
-    "off": "熄灭",
-}
 
 log = logging.getLogger("channels.sos_terminal")
 
@@ -46,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--simulate", action="store_true", help="mock pins; the keyboard is the button"
+    )
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        nargs="?",
+        const=8095,
+        metavar="PORT",
+        help="mock pins, no keyboard: an HTTP control server on 127.0.0.1:PORT (default 8095) "
+        "with POST /press, /sos, /hold and GET /state (for honcho and scripts)",
     )
     parser.add_argument("--api", default=os.environ.get("WORKORDERS_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--device-id", default=os.environ.get("LINLI_TERMINAL_ID", "sos-0000"))
@@ -58,58 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def credentials(args: argparse.Namespace) -> Credentials | None:
-    secret = os.environ.get("LINLI_TERMINAL_SECRET")
-    if secret:
-        return Credentials(args.device_id, secret)
-    path = args.state_dir / f"{args.device_id}.json"
-    return Credentials.load(path) if path.exists() else None
-
-
-def provision(args: argparse.Namespace) -> Credentials:
-    """Register the simulated device as the demo staff would, and keep its secret locally."""
-    password = os.environ.get("LINLI_DEMO_PASSWORD", DEMO_PASSWORD)
-    with httpx.Client(base_url=args.api, timeout=10) as http:
-        login = http.post("/auth/token", json={"username": args.staff_user, "password": password})
-        if login.status_code != 200:
-            raise SystemExit(f"登录 {args.staff_user} 失败：{login.json().get('message')}")
-        http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
-        resident_id = args.resident_id
-        if resident_id is None:
-            found = http.get(
-                "/residents/lookup", params={"kind": "terminal", "value": args.device_id}
-            )
-            if found.status_code != 200:
-                raise SystemExit(
-                    f"没有居民关联终端 {args.device_id}；请用 --resident-id 指定居民。"
-                )
-            resident_id = found.json()["id"]
-        made = http.post(
-            "/terminals", json={"device_id": args.device_id, "resident_id": resident_id}
-        )
-        if made.status_code == 409 and made.json().get("code") == "terminal_exists":
-            terminal_id = made.json()["details"]["terminal_id"]
-            made = http.post(f"/terminals/{terminal_id}/secret")
-        if made.status_code not in (200, 201):
-            raise SystemExit(f"登记终端失败：{made.json().get('message')}")
-        creds = Credentials(args.device_id, made.json()["secret"])
-    path = args.state_dir / f"{args.device_id}.json"
-    creds.save(path)
-    print(f"已为居民 #{resident_id} 登记终端 {args.device_id}，密钥保存在 {path}")
-    return creds
-
-
-def _api_up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url.rstrip('/')}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def simulate(args: argparse.Namespace) -> None:
-    from gpiozero.pins.mock import MockFactory
-
-    up = _api_up(args.api)
+    up = api_up(args.api)
     creds = credentials(args)
     if creds is None:
         if not up:
@@ -117,29 +73,7 @@ def simulate(args: argparse.Namespace) -> None:
                 f"服务器 {args.api} 没有响应，也没有终端密钥。先在另一个终端运行 make run，再试。"
             )
         creds = provision(args)
-    factory = MockFactory()
-    config = DeviceConfig(button_pin=args.button_pin, led_pin=args.led_pin)
-
-    def confirmed(entry: QueuedEvent, body: dict[str, Any]) -> None:
-        print(
-            f"  ✅ 服务器已确认：工单 #{body.get('order_id')}（{body.get('status')}）", flush=True
-        )
-
-    terminal = SosTerminal(
-        config,
-        EventQueue(args.state_dir / f"{args.device_id}.queue.db"),
-        Transport(args.api, Signer(creds)),
-        pin_factory=factory,
-        sink=RecordingSink(echo=True),
-        speak=lambda text: print(f"  🔊 {text}", flush=True),
-        on_talk=lambda: print(
-            "  🎙 短按：开始和邻里助手对话（语音会话由热线接入后在此接通）", flush=True
-        ),
-        on_light=lambda mode: print(f"  💡 指示灯：{LIGHTS.get(mode, mode)}", flush=True),
-        on_confirmed=confirmed,
-    )
-    terminal.start(heartbeat=not args.no_heartbeat)
-    pin = factory.pin(args.button_pin)
+    terminal, finger = build(args, creds, Panel())
     print(f"一键呼叫终端模拟器：设备 {creds.device_id}，服务器 {args.api}")
     if not up:
         print("  （服务器现在没有响应：求助会先存在本机，连上后自动送出。make run 启动服务器。）")
@@ -155,25 +89,17 @@ def simulate(args: argparse.Namespace) -> None:
         "  q     退出",
         flush=True,
     )
-
-    def press(seconds: float) -> None:
-        pin.drive_low()
-        time.sleep(seconds)
-        pin.drive_high()
-
     try:
         for line in sys.stdin:
             key = line.strip().lower()
             if key == "q":
                 break
             if key == "":
-                press(0.15)
+                finger.press()
             elif key == "s":
-                for _ in range(3):
-                    press(0.12)
-                    time.sleep(0.15)
+                finger.triple()
             elif key == "h":
-                press(config.hold_seconds + 0.3)
+                finger.hold()
             elif key == "t":
                 terminal.check_self_test(force=True)
             else:
@@ -211,11 +137,16 @@ def run_device(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    simulated = args.simulate or args.control_port is not None
     logging.basicConfig(
-        level=logging.WARNING if args.simulate else logging.INFO,
+        level=logging.WARNING if simulated else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.simulate:
+    if args.control_port is not None:
+        from channels.sos_terminal.control import serve
+
+        serve(args)
+    elif args.simulate:
         simulate(args)
     else:
         run_device(args)

@@ -7,11 +7,14 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel
 
-from workorders.contract import Status
+from workorders.contract import Speaker, Status
 from workorders.crypto import format_address, mask_address, mask_id_number, mask_phone, mask_text
-from workorders.models import Resident, WorkOrder
+from workorders.models import CallRecord, Resident, WorkOrder
 from workorders.schemas import (
     AddressOut,
+    CallDetailOut,
+    CallOut,
+    CallTurnOut,
     ContactOut,
     HistoryOut,
     IdentityOut,
@@ -154,6 +157,60 @@ def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
             )
             for h in order.history
         ],
+    )
+
+
+_SUMMARY_CHARS = 60
+
+
+def _call_fields(call: CallRecord, reveal: bool) -> dict[str, Any]:
+    """Transcript, keypad and transfer target were masked before they were stored; masked
+    again here all the same (rows written before a masking rule existed)."""
+    first = next(
+        (t["text"] for t in call.transcript if t["speaker"] == Speaker.caller and t["text"]), None
+    )
+    summary = mask_text(first)
+    if summary and len(summary) > _SUMMARY_CHARS:
+        summary = summary[: _SUMMARY_CHARS - 1] + "…"
+    return {
+        "id": call.id,
+        "call_id": call.call_id,
+        "channel": call.channel,
+        "caller": call.caller if reveal else mask_phone(call.caller),
+        "resident_id": call.resident_id,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "duration_seconds": (call.ended_at - call.started_at).total_seconds(),
+        "outcome": call.outcome,
+        "order_ids": call.order_ids,
+        "turns": len(call.transcript),
+        "summary": summary,
+        "transfer_target": mask_text(call.transfer_target),
+        "has_audio": call.audio_path is not None,
+        "created_at": call.created_at,
+        "masked": not reveal,
+    }
+
+
+def call_out(call: CallRecord) -> CallOut:
+    """Lists never show the caller in full."""
+    return CallOut(**_call_fields(call, False))
+
+
+def call_detail_out(call: CallRecord, reveal: bool) -> CallDetailOut:
+    return CallDetailOut(
+        **_call_fields(call, reveal),
+        transcript=[
+            CallTurnOut(
+                at=t["at"],
+                speaker=t["speaker"],
+                text=mask_text(t["text"]) or "",
+                confidence=t.get("confidence"),
+            )
+            for t in call.transcript
+        ],
+        keypad=mask_text(call.keypad),
+        audio_path=call.audio_path,
     )
 
 
