@@ -17,7 +17,8 @@ It measures and does not assert (goal: p95 < 300 ms on 2 cores; training < 10 mi
 
 Knobs (environment): BENCH_CONVERSATIONS=20, BENCH_ROUNDS=3 (conversations per resident,
 the first one a warm-up), BENCH_REDIS_URL (default $REDIS_URL or redis://127.0.0.1:6379/0),
-BENCH_SHOW=1 (print every reply).
+BENCH_THINK=0 (mean seconds between a reply and the resident's next message, uniform 0.5-1.5x;
+0 = back to back, a saturation test), BENCH_SHOW=1 (print every reply).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,9 @@ MODEL = ROOT / "models" / "current.tar.gz"
 OUT = ROOT / "var" / "bench" / "dialogue_turns.json"
 CONVERSATIONS = int(os.environ.get("BENCH_CONVERSATIONS", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# Seconds a resident takes before the next message (reading, thinking, typing); 0 = back to
+# back, which measures saturation rather than what a resident waits.
+THINK = float(os.environ.get("BENCH_THINK", "0"))
 REDIS_URL = os.environ.get(
     "BENCH_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 )
@@ -135,6 +140,8 @@ async def converse(
         if SHOW:
             print(f"  [{sender}] {text} -> {response.status_code} {response.text[:300]}")
         timings.append((kind, elapsed, answered))
+        if THINK:
+            await asyncio.sleep(random.uniform(0.5, 1.5) * THINK)
     return timings
 
 
@@ -280,7 +287,8 @@ def main() -> int:
     by_kind = {kind: percentiles([ms for k, ms, _ in timings if k == kind]) for kind, _ in SCRIPT}
     training = training_record()
     print(
-        f"\n{CONVERSATIONS} concurrent conversations x {ROUNDS - 1} counted rounds "
+        f"\n{CONVERSATIONS} concurrent conversations x {ROUNDS - 1} counted rounds, "
+        f"think time {THINK:g} s "
         f"({len(timings)} turns in {wall:.1f} s, {len(timings) / wall:.1f} turns/s); "
         f"{unanswered} turns without a reply; repair orders created: {orders.get('total', '?')}"
     )
@@ -309,6 +317,7 @@ def main() -> int:
         json.dumps(
             {
                 "conversations": CONVERSATIONS,
+                "think_seconds": THINK,
                 "rounds_counted": ROUNDS - 1,
                 "turns": len(timings),
                 "unanswered": unanswered,
