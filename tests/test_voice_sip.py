@@ -284,7 +284,7 @@ async def test_linphonec_call_with_sip_info_dtmf(tmp_path: Path) -> None:
             phone.send("terminate")
             await phone.wait_for(r"Call \d+ with .* ended")
             call = hotline.calls[0]
-            assert await asyncio.wait_for(call.wait_ended(), 5) is EndReason.REMOTE_HANGUP
+            assert await asyncio.wait_for(call.wait_ended(), 15) is EndReason.REMOTE_HANGUP
     assert call.caller == "13700137000"
     assert call.rtp.dtmf_payload_type is None
     assert hotline.digits(call) == ["4", "2"]
