@@ -14,6 +14,7 @@ from rasa_sdk.types import DomainDict
 from actions.common import answering, api, identity, turn_key
 from actions.settings import community
 from workorders.client import ApiError, ApiUnavailable
+from workorders.contract import IdentityKind
 
 REGISTRATION = ["resident_name", "resident_address", "resident_phone"]
 _ADDRESS = re.compile(r"(\w+?)(?:号楼|栋|幢)(\w+?)(?:单元|门)(\w+?)(?:号|室)?$")
@@ -31,7 +32,11 @@ class ActionSessionStart(Action):
         kind, value = identity(tracker)
         meta = tracker.get_slot("session_started_metadata") or {}
         if meta.get("identity"):
-            kind, value = meta["identity"]["kind"], str(meta["identity"]["value"])
+            try:  # the session's first message (a hotline call: the caller's number)
+                kind = IdentityKind(meta["identity"]["kind"])
+                value = str(meta["identity"]["value"])
+            except (KeyError, TypeError, ValueError):
+                pass
         try:
             resident = await api().find_resident(kind, value)
         except (ApiError, ApiUnavailable):

@@ -1,0 +1,430 @@
+"""Hotline turn latency: end of the caller's speech → first reply audio at the caller's phone.
+
+Starts the dialogue stack as real processes on loopback, the way `make run` does (the FHIR
+stand-in, the work-order API on a fresh SQLite database, the action server, `rasa run` with
+the trained model and Redis tracker/lock stores), and the hotline in this process: real SIP
+and RTP, real synthesis (espeak-ng), real dialogue, and a `ScriptedRecogniser` per call (no
+Chinese model here; its energy endpointing runs on the real RTP audio, so the endpointing
+delay is real, only the words are scripted).
+
+The callers are a SIP user agent of our own (voice/sip `SipEndpoint.dial`) in this process: it
+sends Mandarin speech (AISHELL-1, telephone rate) over RTP in real time and records what comes
+back frame by frame, so both ends of the measurement are exact:
+
+  end of speech   the moment the last speech frame was sent (`Call.play` returned)
+  heard           the recogniser ended the utterance (1.2 s of quiet for elders, see
+                  voice/asr.py): *endpointing*, reported on its own
+  first audio     the first non-silent frame received after the end of speech (a filler if
+                  the turn took longer than the filler delay, else the reply)
+  first reply     the first non-silent frame received after the hotline started playing the
+                  reply itself (the filler excluded)
+
+Each call is a conversation of six turns (greeting, a policy question, a repair report, its
+status, thanks, goodbye). The caller speaks over the greeting and interrupts each reply after
+1.5 s of it (barge-in), as a caller who knows what to say does. Phases: 1 call at a time, then
+4 calls at once (`--calls`), `--rounds` conversations per caller; one warm-up call first.
+
+The table gives p50/p95/max per phase for: end of speech → first reply audio (the goal,
+p95 < 1 s, which includes the 1.2 s endpointing, so it cannot be met with elder endpointing),
+endpointing, heard → first reply audio (what the hotline, the dialogue and synthesis add),
+the dialogue's round trip, and how many turns needed a filler. `--trailing-silence 0.7`
+shows what brisker endpointing (HOTLINE_TRAILING_SILENCE) would give. It writes
+var/bench/hotline_latency.json. It measures and never asserts; exit 1 only when the stack
+does not start. About 3.5 minutes, a minute of it Rasa loading.
+
+    .venv/bin/python bench/hotline_latency.py [--calls 1,4] [--rounds 2] [--trailing-silence 1.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/hotline_latency.py`
+    sys.path.insert(0, str(ROOT))
+
+RUN_ID = uuid.uuid4().hex[:8]
+# Before any `workorders` import: a throwaway data key for the fresh database, and events on a
+# Redis stream of our own (deleted at the end); var/linli.env stays untouched.
+os.environ["LINLI_DATA_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+os.environ["EVENT_STREAM"] = f"linli:bench:{RUN_ID}:events"
+REDIS_URL = os.environ.get(
+    "BENCH_REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+)
+os.environ["REDIS_URL"] = REDIS_URL
+
+# ruff: noqa: E402
+import httpx
+import redis
+
+from channels.voice import DialogueClient
+from tests.dialogue_stack import MODEL, Process, action_server, rasa_server
+from tests.servers import serve_app
+from tests.support import ApiProcess, Backend, make_backend, seed_principals
+from voice.asr import ScriptedRecogniser
+from voice.audio import TELEPHONE_RATE, read_wav, resample, rms
+from voice.call_flow import CallFlow
+from voice.hotline import Hotline, HotlineSettings, endpointing_for
+from voice.sip import Call, SipEndpoint
+from voice.tts import Synthesizer
+from workorders.client import WorkOrdersClient
+from workorders.hospital.standin import create_app as create_fhir_app
+from workorders.models import Principal
+from workorders.security import issue_token
+
+OUT = ROOT / "var" / "bench" / "hotline_latency.json"
+SPEECH = [ROOT.parent / "shared" / "audio" / "zh" / f"BAC009S0764W012{i}.wav" for i in (1, 2)]
+PREFIX = f"linli:bench:{RUN_ID}"
+LOUD = 300  # rms of a 20 ms frame that counts as sound (G.711 silence decodes to ~0)
+GOAL_P95_S = 1.0
+SCRIPT = [
+    ("greet", "喂，你好"),
+    ("policy", "高龄津贴怎么申请"),
+    ("repair", "楼道的灯坏了"),
+    ("status", "我报修的那个啥时候来修"),
+    ("thanks", "好的谢谢你了"),
+    ("goodbye", "那就这样，再见"),
+]
+
+
+@dataclass
+class TurnTiming:
+    phase: str
+    turn: str
+    speech_end: float  # time.monotonic() of the last speech frame sent
+    heard: float | None = None
+    answered_s: float | None = None  # the dialogue's round trip
+    first_audio: float | None = None
+    first_reply: float | None = None
+    filler: bool = False
+
+    def ms(self, start: float | None, end: float | None) -> float | None:
+        return None if start is None or end is None else round((end - start) * 1000, 1)
+
+
+def speech_clips(seconds: float = 1.6) -> list[bytes]:
+    """Mandarin utterances at 8 kHz from the first word on."""
+    clips = []
+    for path in SPEECH:
+        pcm, rate = read_wav(path.read_bytes())
+        speech = resample(pcm, rate, TELEPHONE_RATE)
+        start = int(0.54 * TELEPHONE_RATE) * 2
+        clips.append(speech[start : start + int(seconds * TELEPHONE_RATE) * 2])
+    return clips
+
+
+class Ear:
+    """Everything the caller's phone receives, with the time each frame arrived."""
+
+    def __init__(self, call: Call) -> None:
+        self.frames: list[tuple[float, int]] = []
+        self.arrived = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(call))
+
+    async def _run(self, call: Call) -> None:
+        async for frame in call:
+            self.frames.append((time.monotonic(), rms(frame)))
+            self.arrived.set()
+
+    def first_loud_after(self, moment: float) -> float | None:
+        return next((t for t, level in self.frames if t >= moment and level > LOUD), None)
+
+    async def wait_loud_after(self, moment: float, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while (found := self.first_loud_after(moment)) is None:
+            if time.monotonic() > deadline:
+                return None
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                return None
+        return found
+
+
+async def converse(
+    phase: str, caller: SipEndpoint, hotline: Hotline, port: int, number: str, clips: list[bytes]
+) -> list[TurnTiming]:
+    """One call: greeting interrupted, six turns, each reply interrupted after 1.5 s."""
+    call = await caller.dial(f"sip:hotline@127.0.0.1:{port}", caller=number, timeout=10)
+    if call is None:
+        raise RuntimeError("the hotline did not answer")
+    ear = Ear(call)
+    flow: CallFlow = await hotline.wait_flow(number)
+    timings: list[TurnTiming] = []
+    try:
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        for index, (name, _) in enumerate(SCRIPT):
+            since = len(flow.events)
+            if not await call.play(clips[index % len(clips)]):
+                break
+            timing = TurnTiming(phase, name, time.monotonic())
+            timings.append(timing)
+            _, heard = await flow.wait_event("heard", since=since, timeout=30)
+            timing.heard = heard.at
+            at, answered = await flow.wait_event("answered", since=since, timeout=60)
+            timing.answered_s = answered.value
+            timing.filler = any(e.kind == "filler" for e in flow.events[since:at])
+            _, say = await flow.wait_event(("say", "ended"), since=at, timeout=30)
+            timing.first_audio = await ear.wait_loud_after(timing.speech_end, 30)
+            if say.kind == "say":
+                timing.first_reply = await ear.wait_loud_after(say.at, 30)
+            if name == "goodbye":
+                break
+            await ear.wait_loud_after((timing.first_reply or time.monotonic()) + 1.5, 5)
+    except TimeoutError as exc:  # counted as turns without a reply
+        print(f"  a call lost its way: {exc}", file=sys.stderr)
+    finally:
+        try:
+            await asyncio.wait_for(call.wait_ended(), 30)  # the hotline hangs up after goodbye
+        except asyncio.TimeoutError:
+            await call.hangup()
+        ear.task.cancel()
+    return timings
+
+
+def percentiles(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    cut = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else None
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered), 1),
+        "p95": round(cut[94], 1) if cut else round(ordered[0], 1),
+        "max": round(ordered[-1], 1),
+    }
+
+
+def summarise(timings: list[TurnTiming]) -> dict[str, Any]:
+    def column(start: str, end: str) -> dict[str, float | int]:
+        values = [t.ms(getattr(t, start), getattr(t, end)) for t in timings]
+        return percentiles([v for v in values if v is not None])
+
+    return {
+        "turns": len(timings),
+        "speech_end_to_first_reply_ms": column("speech_end", "first_reply"),
+        "speech_end_to_first_audio_ms": column("speech_end", "first_audio"),
+        "endpointing_ms": column("speech_end", "heard"),
+        "heard_to_first_reply_ms": column("heard", "first_reply"),
+        "dialogue_ms": percentiles([t.answered_s * 1000 for t in timings if t.answered_s]),
+        "fillers": sum(t.filler for t in timings),
+        "no_reply": sum(t.first_reply is None for t in timings),
+    }
+
+
+def hotline_token(backend: Backend) -> str:
+    """The svc-hotline account as the demo data defines it (call records need calls:write)."""
+    community = json.loads((ROOT / "data" / "demo" / "community.json").read_text())
+    spec = next(s for s in community["services"] if s["username"] == "svc-hotline")
+    with backend.session() as session:
+        principal = Principal(
+            username="svc-hotline", display_name="hotline", role="service", scopes=spec["scopes"]
+        )
+        session.add(principal)
+        session.flush()
+        token = issue_token(session, principal, None)
+        session.commit()
+    return token
+
+
+async def run_phases(
+    rasa_url: str,
+    api_url: str,
+    tokens: dict[str, str],
+    calls: list[int],
+    rounds: int,
+    settings: HotlineSettings,
+) -> tuple[dict[str, dict[str, Any]], list[TurnTiming]]:
+    clips = speech_clips()
+    synthesizer = Synthesizer()
+    dialogue = DialogueClient(rasa_url)
+    records = WorkOrdersClient(api_url, tokens["hotline"])
+    recognisers: dict[str, ScriptedRecogniser] = {}
+    hotline = Hotline(
+        settings=settings,
+        synthesizer=synthesizer,
+        dialogue=dialogue,
+        recogniser_for=lambda call: recognisers[call.caller],
+        api=records,
+    )
+    bot_token = tokens["bot"]
+    results: dict[str, dict[str, Any]] = {}
+    everything: list[TurnTiming] = []
+    headers = {"Authorization": f"Bearer {bot_token}"}
+    try:
+        await hotline.warm()
+        async with (
+            SipEndpoint(hotline, host="127.0.0.1", port=0, max_calls=64) as endpoint,
+            SipEndpoint(lambda call: call.wait_ended(), host="127.0.0.1", port=0) as phones,
+            httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as api,
+        ):
+            serial = int(RUN_ID, 16) % 10_000_000
+
+            async def caller_number() -> str:
+                nonlocal serial
+                serial += 1
+                number = f"139{serial % 100_000_000:08d}"
+                body = {
+                    "name": "王秀英",
+                    "phone": number,
+                    "community": "阳光社区",
+                    "address": {"building": "3", "unit": "2", "room": "502"},
+                    "identities": [{"kind": "phone", "value": number}],
+                }
+                (await api.post("/residents", json=body)).raise_for_status()
+                recognisers[number] = ScriptedRecogniser(
+                    [text for _, text in SCRIPT], endpointing=endpointing_for(settings)
+                )
+                return number
+
+            async def one(phase: str) -> list[TurnTiming]:
+                number = await caller_number()
+                return await converse(phase, phones, hotline, endpoint.port, number, clips)
+
+            print("warm-up call …", flush=True)
+            await one("warm-up")
+            for count in calls:
+                phase = f"{count} call{'s' if count > 1 else ''} at once"
+                print(f"{phase}: {rounds} round(s) …", flush=True)
+                timings: list[TurnTiming] = []
+                for _ in range(rounds):
+                    for batch in await asyncio.gather(*(one(phase) for _ in range(count))):
+                        timings += batch
+                results[phase] = summarise(timings)
+                everything += timings
+    finally:
+        await dialogue.aclose()
+        await records.aclose()
+        synthesizer.close()
+    return results, everything
+
+
+def print_table(results: dict[str, dict[str, Any]], trailing_silence: float) -> None:
+    print(f"\nendpointing: an utterance ends after {trailing_silence:.1f} s of quiet")
+    rows = [
+        ("end of speech → first reply audio", "speech_end_to_first_reply_ms"),
+        ("  of which endpointing", "endpointing_ms"),
+        ("  heard → first reply audio", "heard_to_first_reply_ms"),
+        ("  dialogue round trip", "dialogue_ms"),
+        ("end of speech → first audio (filler)", "speech_end_to_first_audio_ms"),
+    ]
+    print(f"{'phase':<18}{'measure':<40}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    for phase, result in results.items():
+        for label, key in rows:
+            p = result[key]
+            if p.get("n"):
+                print(
+                    f"{phase:<18}{label:<40}{p['n']:>5}{p['p50']:>9.0f}{p['p95']:>9.0f}"
+                    f"{p['max']:>9.0f}"
+                )
+        goal = result["speech_end_to_first_reply_ms"].get("p95", float("inf"))
+        verdict = "PASS" if goal < GOAL_P95_S * 1000 else "MISS"
+        beyond = result["heard_to_first_reply_ms"].get("p95", float("inf"))
+        print(
+            f"{phase:<18}goal p95 < {GOAL_P95_S * 1000:.0f} ms: {verdict} ({goal:.0f} ms; "
+            f"without endpointing {beyond:.0f} ms); fillers {result['fillers']}, "
+            f"turns without reply {result['no_reply']}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="1,4", help="calls at once per phase (1,4)")
+    parser.add_argument("--rounds", type=int, default=2, help="conversations per caller")
+    parser.add_argument(
+        "--trailing-silence",
+        type=float,
+        default=HotlineSettings.trailing_silence,
+        help="seconds of quiet that end an utterance (HOTLINE_TRAILING_SILENCE; elders: 1.2)",
+    )
+    args = parser.parse_args(argv)
+    settings = HotlineSettings(trailing_silence=args.trailing_silence)
+    calls = [int(c) for c in args.calls.split(",") if c.strip()]
+    if not MODEL.exists():
+        print("bench/hotline_latency.py: no trained model; run `make model`", file=sys.stderr)
+        return 1
+    redis_client = redis.Redis.from_url(REDIS_URL)
+    db_index = int(redis_client.connection_pool.connection_kwargs.get("db", 0))
+    services: list[Process | ApiProcess] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="linli-bench-") as tmp:
+        backend = make_backend(f"sqlite:///{Path(tmp) / 'workorders.db'}")
+        tokens = {**seed_principals(backend), "hotline": hotline_token(backend)}
+        fhir = create_fhir_app(
+            ROOT / "data" / "health_centre" / "schedule.json", state_path=Path(tmp) / "fhir.json"
+        )
+        try:
+            with serve_app(fhir) as fhir_base:
+                api = ApiProcess(backend.url, f"{fhir_base}/fhir", tokens)
+                api.start()
+                services.append(api)
+                actions = action_server(api.base_url, tokens["bot"], REDIS_URL, PREFIX)
+                actions.start()
+                services.append(actions)
+                rasa = rasa_server(
+                    actions.health.rsplit("/", 1)[0], db_index, f"linlibench{RUN_ID}"
+                )
+                rasa.start()
+                services.append(rasa)
+                print(f"stack up in {time.monotonic() - started:.0f} s", flush=True)
+                results, timings = asyncio.run(
+                    run_phases(
+                        rasa.health.rsplit("/", 1)[0],
+                        api.base_url,
+                        tokens,
+                        calls,
+                        args.rounds,
+                        settings,
+                    )
+                )
+        except RuntimeError as exc:
+            print(f"bench/hotline_latency.py: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for service in reversed(services):
+                service.stop()
+            backend.dispose()
+            for pattern in (f"{PREFIX}:*", f"linlibench{RUN_ID}*"):
+                for key in redis_client.scan_iter(pattern):
+                    redis_client.delete(key)
+            redis_client.delete(os.environ["EVENT_STREAM"])
+    print_table(results, settings.trailing_silence)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(timezone.utc).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "load_average": os.getloadavg(),
+                "goal_p95_ms": GOAL_P95_S * 1000,
+                "trailing_silence_s": settings.trailing_silence,
+                "phases": results,
+                "turns": [asdict(t) for t in timings],
+            },
+            ensure_ascii=False,
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,692 @@
+"""The hotline end to end: real baresip phones call it over SIP/RTP on loopback.
+
+Everything is real except Chinese speech recognition, which these machines cannot do (no
+Chinese Vosk model, see ../shared/README.md): each caller's `ScriptedRecogniser` returns the
+next line of its script whenever its energy endpointing hears an utterance end in the RTP
+audio. The caller's microphone is baresip's `aufile` source, switched to a recording of
+Mandarin speech (AISHELL-1) whenever the caller "says" something; synthesis (espeak-ng), the
+dialogue core (Rasa with the trained model, action server), the work-order API and the FHIR
+stand-in run as in production. Assertions are on the orders, the call records and the audio
+the phones received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+
+from channels.voice import DialogueClient, parse_turn
+from tests.conftest import RUN_ID
+from tests.dialogue_stack import action_server, rasa_server
+from tests.factories import resident_body, unique_phone
+from tests.sip_clients import Baresip, free_sip_port, have_programs
+from tests.support import Api, ApiProcess, Backend, seed_principals
+from voice.asr import Scripted, ScriptedRecogniser
+from voice.audio import TELEPHONE_RATE, read_wav, resample, rms, write_wav
+from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
+from voice.hotline import Hotline, HotlineSettings, record_body
+from voice.office_hours import OfficeHours
+from voice.sip import EndReason, SipEndpoint
+from voice.tts import Synthesizer
+from workorders.client import WorkOrdersClient
+from workorders.models import Principal
+from workorders.security import issue_token
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_AUDIO = ROOT.parent / "shared" / "audio" / "zh" / "BAC009S0764W0121.wav"
+PREFIX = f"linli:test:{RUN_ID}"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+TUESDAY_MORNING = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)  # staff at their desks
+FRIDAY_EVENING = datetime(2026, 11, 27, 20, 0, tzinfo=SHANGHAI)  # back on Monday 08:30
+FRAME = 320  # bytes of 20 ms at 8 kHz
+
+
+@pytest.fixture(autouse=True)
+def _phones_installed() -> None:
+    missing = [p for p in have_programs() if p == "baresip"]
+    assert not missing, "install baresip (scripts/debian-deps)"
+
+
+# --- the stack: API, action server, Rasa (one per module: Rasa takes a minute to load) --------
+
+
+@dataclass
+class Stack:
+    api: Api
+    rasa_url: str
+    hotline_token: str
+
+    def resident(self, phone: str) -> dict[str, Any]:
+        """A resident the hotline knows by this caller number (a linked phone identity)."""
+        body = resident_body(phone=phone, identities=[{"kind": "phone", "value": phone}])
+        response = self.api.call("bot", "POST", "/residents", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def orders(self, resident_id: int) -> list[dict[str, Any]]:
+        return self.api.call(
+            "bot", "GET", "/work-orders", params={"resident_id": resident_id}
+        ).json()["items"]
+
+    def call_record(self, record_id: int) -> dict[str, Any]:
+        response = self.api.call("agent", "GET", f"/calls/{record_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def hotline_token(backend: Backend) -> str:
+    """The svc-hotline account with exactly the rights the demo data gives it."""
+    community = json.loads((ROOT / "data" / "demo" / "community.json").read_text())
+    spec = next(s for s in community["services"] if s["username"] == "svc-hotline")
+    with backend.session() as session:
+        principal = Principal(
+            username=f"svc-hotline-{uuid.uuid4().hex[:8]}",
+            display_name=spec["display_name"],
+            role="service",
+            scopes=spec["scopes"],
+        )
+        session.add(principal)
+        session.flush()
+        token = issue_token(session, principal, None)
+        session.commit()
+    return token
+
+
+@pytest.fixture(scope="module")
+def stack(sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis) -> Iterator[Stack]:
+    tokens = seed_principals(sqlite_backend, suffix=f"-hl{RUN_ID}")
+    api_process = ApiProcess(sqlite_backend.url, fhir_url, tokens)
+    api_process.start()
+    actions = action_server(api_process.base_url, tokens["bot"], os.environ["REDIS_URL"], PREFIX)
+    actions.start()
+    rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, f"linlitest{RUN_ID}")
+    rasa.start()
+    try:
+        yield Stack(Api(api_process), rasa.health.rsplit("/", 1)[0], hotline_token(sqlite_backend))
+    finally:
+        rasa.stop()
+        actions.stop()
+        api_process.stop()
+
+
+@pytest.fixture(scope="module")
+def synthesizer() -> Iterator[Synthesizer]:
+    with Synthesizer() as synth:
+        asyncio.run(synth.warm(sample_rates=(TELEPHONE_RATE,)))
+        yield synth
+
+
+@contextlib.asynccontextmanager
+async def running_hotline(
+    stack: Stack,
+    synth: Synthesizer,
+    scripts: dict[str, list[str | Scripted]],
+    *,
+    clock: datetime = TUESDAY_MORNING,
+    **settings: Any,
+) -> AsyncIterator[tuple[Hotline, int]]:
+    """The hotline on a free port; each caller number has its own scripted recogniser."""
+    recognisers = {number: ScriptedRecogniser(lines) for number, lines in scripts.items()}
+    dialogue = DialogueClient(stack.rasa_url)
+    api = WorkOrdersClient(stack.api.base_url, stack.hotline_token)
+    hotline = Hotline(
+        settings=HotlineSettings(**settings),
+        synthesizer=synth,
+        dialogue=dialogue,
+        recogniser_for=lambda call: recognisers[call.caller],
+        api=api,
+        clock=lambda: clock,
+    )
+    try:
+        async with SipEndpoint(
+            hotline, on_ended=hotline.on_ended, host="127.0.0.1", port=0
+        ) as endpoint:
+            yield hotline, endpoint.port
+    finally:
+        await dialogue.aclose()
+        await api.aclose()
+
+
+# --- the caller ------------------------------------------------------------------------------
+
+
+def speech_clip(seconds: float) -> bytes:
+    """Real Mandarin (AISHELL-1), telephone rate, starting at the first word."""
+    pcm, rate = read_wav(SHARED_AUDIO.read_bytes())
+    speech = resample(pcm, rate, TELEPHONE_RATE)
+    start = int(0.54 * TELEPHONE_RATE) * 2
+    return speech[start : start + int(seconds * TELEPHONE_RATE) * 2]
+
+
+def loud_seconds(pcm: bytes, threshold: int = 300) -> float:
+    frames = (pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME))
+    return sum(1 for frame in frames if rms(frame) > threshold) * 0.02
+
+
+class Caller:
+    """A resident on a baresip phone. Speaking switches baresip's microphone (`ausrc`) to a
+    file of speech followed by silence; between utterances the line is quiet."""
+
+    def __init__(self, directory: Path, number: str, **phone: Any) -> None:
+        self.directory = directory
+        self.number = number
+        directory.mkdir(parents=True, exist_ok=True)
+        quiet = directory / "quiet.wav"
+        quiet.write_bytes(write_wav(bytes(2 * TELEPHONE_RATE * 150), TELEPHONE_RATE))
+        self.phone = Baresip(directory / "phone", number, quiet, **phone)
+        self._clips = 0
+
+    async def __aenter__(self) -> Caller:
+        await self.phone.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.phone.stop()
+
+    async def dial(self, port: int) -> None:
+        await self.phone.dial(f"sip:hotline@127.0.0.1:{port}")
+        await self.phone.wait_event("CALL_ESTABLISHED")
+
+    async def say(self, seconds: float = 1.6) -> float:
+        """Start speaking now; returns when (time.monotonic) the speech will have ended."""
+        self._clips += 1
+        clip = self.directory / f"say-{self._clips}.wav"
+        silence = bytes(2 * TELEPHONE_RATE * 150)
+        clip.write_bytes(write_wav(speech_clip(seconds) + silence, TELEPHONE_RATE))
+        started = time.monotonic()
+        await self.phone.command("ausrc", f"aufile,{clip}")
+        return started + seconds
+
+    async def press(self, digits: str) -> None:
+        await self.phone.send_digits(digits)
+
+    async def hang_up(self) -> None:
+        await self.phone.hangup()
+        await self.phone.wait_event("CALL_CLOSED")
+
+    def heard(self) -> bytes:
+        return self.phone.received_audio()
+
+
+async def turn(caller: Caller, flow: CallFlow, seconds: float = 1.6) -> list[FlowEvent]:
+    """The caller says something once the hotline listens; the events up to its next wait."""
+    since = len(flow.events)
+    await caller.say(seconds)
+    heard, _ = await flow.wait_event("heard", since=since, timeout=20)
+    listening, _ = await flow.wait_event(("listening", "ended"), since=heard, timeout=60)
+    return flow.events[heard : listening + 1]
+
+
+async def stored_record(hotline: Hotline, flow: CallFlow, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while flow.call.call_id not in hotline.stored:
+        assert time.monotonic() < deadline, f"no call record stored: {hotline.records}"
+        await asyncio.sleep(0.1)
+    return hotline.stored[flow.call.call_id]
+
+
+def spoken(flow: CallFlow, kind: str = "say") -> list[FlowEvent]:
+    return [e for e in flow.events if e.kind == kind]
+
+
+def said_seconds(events: list[FlowEvent]) -> float:
+    """Seconds of audio a speech act played in full (the "said" event after it)."""
+    done = [e for e in events if e.kind == "said"]
+    assert done and done[-1].detail == "done", [(e.kind, e.detail) for e in events]
+    return done[-1].value or 0.0
+
+
+# --- conversations over the telephone --------------------------------------------------------
+
+
+async def test_a_repair_by_phone_becomes_a_hotline_order_for_the_caller(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    stranger = stack.resident(unique_phone())  # someone else; nothing may land on them
+    script = {number: ["厨房水管漏水了", "好的，再见"]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(2.0)  # the caller knows what to say: interrupts the greeting
+        reply = await turn(caller, flow)
+        goodbye = await turn(caller, flow)
+        await caller.phone.wait_event("CALL_CLOSED", timeout=15)  # the hotline hung up
+        record = await stored_record(hotline, flow)
+    heard = caller.heard()
+
+    greeting_cut = next(e for e in flow.events if e.kind == "said")
+    assert greeting_cut.detail == "cut" and any(e.kind == "barge_in" for e in flow.events)
+    answer = next(e for e in reply if e.kind == "answered")
+    assert "报修记下了" in answer.detail, answer.detail
+    assert any(e.kind == "say" and "报修" in e.detail for e in reply)
+    assert any(e.kind == "hangup" for e in goodbye) and flow.result.outcome == "completed"
+    assert flow.call.end_reason is EndReason.LOCAL_HANGUP
+
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["channel"], order["details"]["category"]) == (
+        "repair",
+        "hotline",
+        "水管",
+    )
+    assert stack.orders(stranger["id"]) == []
+
+    # What the phone received: the start of the greeting, the confirmation, the goodbye.
+    reply_seconds = said_seconds(reply)
+    assert reply_seconds > 3.0
+    assert loud_seconds(heard) >= 0.6 * (2.0 + reply_seconds), loud_seconds(heard)
+    assert loud_seconds(heard) <= len(heard) / 2 / TELEPHONE_RATE
+
+    detail = stack.call_record(record["id"])
+    assert (detail["outcome"], detail["resident_id"], detail["order_ids"]) == (
+        "completed",
+        resident["id"],
+        [order["id"]],
+    )
+    assert detail["caller"] == f"{number[:3]}****{number[-4:]}"
+    lines = [(t["speaker"], t["text"]) for t in detail["transcript"]]
+    assert ("caller", "厨房水管漏水了") in lines
+    assert any(s == "bot" and "报修记下了" in t for s, t in lines)
+    assert lines[0][0] == "bot" and "邻里助手" in lines[0][1]
+
+
+async def test_an_emergency_order_exists_before_the_reply_has_been_played(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    # Barely recognised (a weak voice, a noisy room): still no "did you say …?" first.
+    script: dict[str, list[str | Scripted]] = {number: [Scripted("我摔倒了起不来了", 0.45)]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        since = len(flow.events)
+        ends = await caller.say(1.6)
+        at, advice = await flow.wait_event("say", since=since, detail="120", timeout=20)
+        orders = stack.orders(resident["id"])  # while the advice is being played
+        still_playing = not any(e.kind == "said" for e in flow.events[at:])
+        await asyncio.sleep(2.5)  # hears the start of the advice, then hangs up to call 120
+        await caller.hang_up()
+        record = await stored_record(hotline, flow)
+    heard = caller.heard()
+
+    assert [(o["kind"], o["priority"], o["channel"]) for o in orders] == [
+        ("emergency", "P0", "hotline")
+    ]
+    assert still_playing, "the order must exist before the advice has been played"
+    assert not any("您是说" in e.detail for e in flow.events), "no confirmation first"
+    assert orders[0]["details"]["address"]["room"] == "502"  # staff know where to go
+    assert advice.at - ends < 4.0, "endpointing + dialogue + synthesis took too long"
+    assert loud_seconds(heard) > 1.5  # 2.5 s of the advice (espeak pauses between words)
+    assert record["order_ids"] == [orders[0]["id"]] and record["outcome"] == "completed"
+
+
+async def test_silence_reprompts_twice_then_the_keypad_menu_and_3_starts_a_repair(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    async with (
+        running_hotline(stack, synthesizer, {number: []}, silence_timeout=1.0) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("prompt", detail="silence_first", timeout=25)
+        await flow.wait_event("prompt", detail="silence_second", timeout=15)
+        menu, _ = await flow.wait_event("say", detail="menu", timeout=25)
+        await asyncio.sleep(3.0)  # into the menu: 报修请按3 comes after the first two choices
+        since = len(flow.events)
+        await caller.press("3")
+        _, question = await flow.wait_event("answered", since=since, timeout=15)
+        await flow.wait_event("say", since=since, detail="什么坏了")
+        await asyncio.sleep(1.0)
+        await caller.hang_up()  # the repair form has begun (test 1 shows one to the end)
+        record = await stored_record(hotline, flow)
+    heard = caller.heard()
+
+    prompts = [e.detail for e in flow.events if e.kind == "prompt"]
+    assert prompts[:4] == ["greeting", "silence_first", "silence_second", "menu"], prompts
+    assert next(e.detail for e in flow.events if e.kind == "sent") == "/report_repair"
+    assert "什么坏了" in question.detail, question.detail
+    assert any(e.kind == "barge_in" and e.detail == "key" for e in flow.events[menu:])
+    assert flow.state is not None and flow.state.active_loop == "repair_form", flow.state
+    assert stack.orders(resident["id"]) == []  # nothing half-told becomes an order
+    assert (record["outcome"], record["keypad"]) == ("abandoned", "3")
+    # greeting 12.7 s + two re-prompts (5.7 s, 13.1 s) + 3 s of menu, mostly voiced
+    assert loud_seconds(heard) > 0.6 * (12.7 + 5.7 + 13.1 + 3.0), loud_seconds(heard)
+
+
+async def test_star_and_saying_it_again_repeat_the_last_reply_more_slowly(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    stack.resident(number)
+    async with (
+        running_hotline(stack, synthesizer, {number: ["谢谢你啊", "再说一遍"]}) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        first = await turn(caller, flow)
+        since = len(flow.events)
+        await caller.press("*")
+        await flow.wait_event("key", since=since)
+        star_end, _ = await flow.wait_event("listening", since=since, timeout=40)
+        star = flow.events[since:star_end]
+        again = await turn(caller, flow)
+        await caller.hang_up()
+    heard = caller.heard()
+
+    welcome = next(e for e in first if e.kind == "answered").detail
+    assert "不客气" in welcome, welcome
+    normal, by_key, by_voice = said_seconds(first), said_seconds(star), said_seconds(again)
+    assert by_key > 1.2 * normal and by_voice > 1.2 * normal, (normal, by_key, by_voice)
+    assert [e.detail for e in star if e.kind == "say"] == [
+        e.detail for e in first if e.kind == "say"
+    ], "the same sentences"
+    assert next(e for e in again if e.kind == "answered").detail == welcome  # action_repeat
+    assert not any(e.kind == "sent" for e in star), "* is answered by the hotline itself"
+    assert loud_seconds(heard) > 0.6 * (1.0 + normal + by_key + by_voice)
+
+
+async def test_a_booking_by_keypad_and_yes_with_the_grammar_the_dialogue_expects(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    script = {number: ["帮我挂个下礼拜二的内科", "对"]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        since = len(flow.events)
+        await caller.say(1.6)
+        _, offer = await flow.wait_event("say", since=since, detail="第几个", timeout=30)
+        await asyncio.sleep(1.0)
+        since = len(flow.events)
+        await caller.press("1")  # over the list: the first slot
+        _, question = await flow.wait_event("answered", since=since, timeout=20)
+        await flow.wait_event("listening", since=since, timeout=30)
+        since = len(flow.events)
+        await caller.say(1.0)  # 对
+        _, booked = await flow.wait_event("answered", since=since, timeout=20)
+        await caller.hang_up()  # heard enough; the order is made
+
+    assert [e.detail for e in flow.events if e.kind == "sent"][1] == "第一个"
+    assert "对吗" in question.detail, question.detail
+    assert [e.detail for e in flow.events if e.kind == "grammar"] == ["ordinal", "yes_no", "free"]
+    assert "约好了" in booked.detail, booked.detail
+    [order] = stack.orders(resident["id"])
+    assert (order["kind"], order["channel"]) == ("medical_appointment", "hotline")
+    assert order["details"]["department"] == "内科" and offer.detail.startswith("内科")
+
+
+async def test_repeated_misunderstanding_goes_to_staff_by_refer_in_office_hours(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    staff_port = free_sip_port()
+    extension = f"sip:staff@127.0.0.1:{staff_port}"
+    # A dialect the recogniser barely gets (low confidence; the caller denies our guess),
+    # then speech it cannot make anything of (the script has run out: nothing recognised).
+    script: dict[str, list[str | Scripted]] = {number: [Scripted("我要修水龙头", 0.3), "不是"]}
+    async with (
+        running_hotline(stack, synthesizer, script, staff_extension=extension) as (hotline, port),
+        Caller(tmp_path / "caller", number) as caller,
+        Caller(tmp_path / "staff", "staff", sip_port=staff_port, answermode="auto") as staff,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        confirm = await turn(caller, flow)
+        since = len(flow.events)
+        await caller.say(1.6)  # 不是 (no need to let the question finish)
+        await flow.wait_event("say", since=since, timeout=20)
+        denied = flow.events[since:]
+        await caller.say(1.6)  # something nobody could make out, over the reply
+        answered = await staff.phone.wait_event("CALL_ESTABLISHED", timeout=40)
+        assert await asyncio.wait_for(flow.call.wait_ended(), 10) is EndReason.TRANSFERRED
+        await asyncio.sleep(1.0)  # the resident and staff talk
+        await caller.hang_up()
+        await staff.phone.wait_event("CALL_CLOSED")
+        record = await stored_record(hotline, flow)
+
+    assert any(e.kind == "say" and e.detail == "您是说我要修水龙头吗？" for e in confirm)
+    assert [e.detail for e in denied if e.kind == "sent"] == ["/nlu_fallback"]
+    assert number in answered["peeruri"], "staff see the resident's number, not the hotline's"
+    assert [e.detail for e in flow.events if e.kind == "transfer"] == ["refer"]
+    callbacks = [o for o in stack.orders(resident["id"]) if o["kind"] == "callback"]
+    assert len(callbacks) == 1 and callbacks[0]["channel"] == "hotline"
+    assert (record["outcome"], record["transfer_target"]) == ("transferred", extension)
+    assert record["order_ids"] == [callbacks[0]["id"]]
+
+
+async def test_0_in_bridge_mode_puts_the_caller_through_to_staff(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """For a PBX without REFER: we call staff ourselves and relay the audio both ways."""
+    number = unique_phone()
+    resident = stack.resident(number)
+    staff_port = free_sip_port()
+    extension = f"sip:staff@127.0.0.1:{staff_port}"
+    async with (
+        running_hotline(
+            stack, synthesizer, {number: []}, staff_extension=extension, transfer_mode="bridge"
+        ) as (hotline, port),
+        Caller(tmp_path / "caller", number) as caller,
+        Caller(tmp_path / "staff", "staff", sip_port=staff_port, answermode="auto") as staff,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        await caller.press("0")
+        answered = await staff.phone.wait_event("CALL_ESTABLISHED", timeout=30)
+        await asyncio.sleep(0.5)
+        await caller.say(2.0)
+        await asyncio.sleep(2.5)
+        bridged_at = len(caller.heard())
+        await staff.say(2.0)
+        await asyncio.sleep(2.5)
+        await caller.hang_up()
+        await staff.phone.wait_event("CALL_CLOSED")  # the hotline hung up the staff leg
+        record = await stored_record(hotline, flow)
+        staff_heard, caller_heard = staff.heard(), caller.heard()
+
+    assert number in answered["peeruri"]
+    assert [e.detail for e in flow.events if e.kind == "transfer"] == ["bridge"]
+    assert loud_seconds(staff_heard) > 0.8, "staff hear the resident"
+    assert loud_seconds(caller_heard[bridged_at:]) > 0.8, "the resident hears staff"
+    callbacks = [o for o in stack.orders(resident["id"]) if o["kind"] == "callback"]
+    assert len(callbacks) == 1
+    assert (record["outcome"], record["transfer_target"]) == ("transferred", extension)
+
+
+async def test_outside_office_hours_the_caller_hears_when_staff_will_call_back(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    number = unique_phone()
+    resident = stack.resident(number)
+    async with (
+        running_hotline(
+            stack,
+            synthesizer,
+            {number: []},
+            clock=FRIDAY_EVENING,
+            staff_extension="sip:staff@127.0.0.1:9",  # never dialled: nobody is at work
+        ) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        await caller.dial(port)
+        flow = await hotline.wait_flow(number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        await caller.press("0")  # 转人工
+        await caller.phone.wait_event("CALL_CLOSED", timeout=40)  # told, then hung up on
+        record = await stored_record(hotline, flow)
+
+    said = [e.detail for e in flow.events if e.kind == "say"]
+    assert any("星期一上午八点半" in text for text in said), said
+    assert said[-1] == "goodbye" and not any(e.kind == "transfer" for e in flow.events)
+    callbacks = [o for o in stack.orders(resident["id"]) if o["kind"] == "callback"]
+    assert len(callbacks) == 1, "the dialogue's callback order, and no second one"
+    assert (record["outcome"], record["order_ids"]) == ("callback", [callbacks[0]["id"]])
+    assert stack.call_record(record["id"])["keypad"] == "0"
+
+
+async def test_several_calls_at_once_each_for_its_own_resident(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    said = {
+        unique_phone(): ("厨房水管漏水了", ("repair", "水管")),
+        unique_phone(): ("楼道的灯坏了", ("repair", "灯")),
+        unique_phone(): ("我摔倒了起不来了", ("emergency", None)),
+    }
+    residents = {number: stack.resident(number) for number in said}
+    scripts: dict[str, list[str | Scripted]] = {n: [text] for n, (text, _) in said.items()}
+
+    async def one_call(caller: Caller, hotline: Hotline, port: int) -> tuple[CallFlow, float]:
+        await caller.dial(port)
+        flow = await hotline.wait_flow(caller.number)
+        await flow.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        events = await turn(caller, flow)
+        await caller.hang_up()
+        await stored_record(hotline, flow)
+        return flow, said_seconds(events)
+
+    async with running_hotline(stack, synthesizer, scripts) as (hotline, port):
+        callers = [Caller(tmp_path / n, n) for n in said]
+        async with contextlib.AsyncExitStack() as phones:
+            for caller in callers:
+                await phones.enter_async_context(caller)
+            results = await asyncio.gather(*(one_call(c, hotline, port) for c in callers))
+
+    flows = [flow for flow, _ in results]
+    starts = [f.events[0].at for f in flows]
+    ends = [f.events[-1].at for f in flows]
+    assert max(starts) < min(ends), "the calls overlapped"
+    for caller, (flow, reply_seconds) in zip(callers, results, strict=True):
+        kind, category = said[caller.number][1]
+        [order] = stack.orders(residents[caller.number]["id"])
+        assert (order["kind"], order["channel"]) == (kind, "hotline")
+        assert order["details"].get("category") == category
+        assert flow.result.order_ids == [order["id"]]
+        assert loud_seconds(caller.heard()) > 0.6 * (1.0 + reply_seconds)
+
+
+# --- pieces without a telephone ----------------------------------------------------------------
+
+
+def test_the_call_record_masks_numbers_in_the_transcript() -> None:
+    when = datetime(2026, 11, 24, 2, 0, tzinfo=ZoneInfo("UTC"))
+    result = CallResult(
+        started_at=when,
+        ended_at=when,
+        outcome="completed",
+        transcript=[
+            Line(when, "caller", "我电话是幺三八零零幺三八零零零", 0.9),
+            Line(when, "caller", "身份证110101194501011234", 0.9),
+            Line(when, "bot", "好的，记下了13800138000。"),
+        ],
+        order_ids=[5],
+        keypad="3*",
+    )
+
+    class FakeCall:
+        call_id, caller = "abc@127.0.0.1", "13800138000"
+
+    body = record_body(FakeCall(), result, 7, [5])  # type: ignore[arg-type]
+    texts = [line["text"] for line in body["transcript"]]
+    assert texts == [
+        "我电话是幺三八****八零零零",
+        "身份证1101**********1234",
+        "好的，记下了138****8000。",
+    ]
+    assert body["caller"] == "13800138000"  # stored encrypted by the API, shown masked
+    assert (body["keypad"], body["order_ids"], body["resident_id"]) == ("3*", [5], 7)
+
+
+def test_office_hours_and_when_the_call_back_comes() -> None:
+    hours = OfficeHours.parse("mon-fri 08:30-17:30", "Asia/Shanghai")
+    assert hours.is_open(TUESDAY_MORNING) and not hours.is_open(FRIDAY_EVENING)
+    monday = hours.next_opening(FRIDAY_EVENING)
+    assert (monday.weekday(), monday.hour, monday.minute) == (0, 8, 30)
+    assert hours.say_when(monday, FRIDAY_EVENING) == "星期一上午八点半"
+    early = datetime(2026, 11, 24, 7, 0, tzinfo=SHANGHAI)
+    assert hours.say_when(hours.next_opening(early), early) == "今天上午八点半"
+    night = datetime(2026, 11, 24, 22, 0, tzinfo=SHANGHAI)
+    assert hours.say_when(hours.next_opening(night), night) == "明天上午八点半"
+    weekend = OfficeHours.parse("sat-sun 14:00-16:00")
+    assert weekend.say_when(weekend.next_opening(night), night) == "星期六下午两点"
+    with pytest.raises(ValueError):
+        OfficeHours.parse("weekdays 9-5")
+
+
+def test_replies_and_their_hints_from_the_rest_channel() -> None:
+    turn = parse_turn(
+        [
+            {"recipient_id": "x", "text": "内科有这几个时间：第1个……您要第几个？"},
+            {"recipient_id": "x", "custom": {"expect": "choice", "options": 3}},
+            {"recipient_id": "x", "text": "另外，高龄津贴每月发放。"},
+            {"recipient_id": "x", "text": "好的，我已经请工作人员来帮您。"},
+            {"recipient_id": "x", "custom": {"handoff": "request_human", "order_id": 9}},
+        ]
+    )
+    assert (turn.expect, turn.options, turn.order_ids) == ("choice", 3, (9,))
+    assert [r.handoff for r in turn.replies] == [None, None, "request_human"]
+    assert turn.replies[0].hints == {"expect": "choice", "options": 3}
+    assert turn.replies[1].hints == {} and turn.handoff == "request_human"
+    assert sentences("王秀英，您好！有什么要我帮忙的？看病预约、报修都行。") == [
+        "王秀英，您好！",
+        "有什么要我帮忙的？",
+        "看病预约、报修都行。",
+    ]
+    assert sentences("好！谢谢。") == ["好！谢谢。"]
+
+
+def test_no_speech_model_is_a_clear_start_up_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "voice.hotline"],
+        cwd=ROOT,
+        env={**os.environ, "HOTLINE_ASR": "vosk", "VOSK_MODEL_PATH": "/nonexistent/vosk-model"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "make models" in done.stderr and "HOTLINE_ASR=scripted" in done.stderr
+    assert "Korean test model" in done.stderr
