@@ -157,6 +157,14 @@ def test_an_answer_to_no_question_is_not_understood_once_then_all_goes_on(stack:
     assert "来自" in chat.text("高龄津贴怎么领")
 
 
+def test_asking_to_ask_about_policy_gets_a_question_back_not_an_order(stack: Stack) -> None:
+    chat = stack.chat()
+    resident = stack.known_resident(chat)
+    assert "哪方面" in chat.text("我想咨询一下政策")
+    assert "来自" in chat.text("高龄津贴怎么领")
+    assert stack.orders(resident["id"]) == []
+
+
 def test_an_emergency_creates_a_p0_order_at_once(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)
