@@ -212,7 +212,10 @@ class Call:
         self.end_reason = reason
         if self._invite_transaction is not None:
             self._invite_transaction.cancel_timers()
-        await self.rtp.close()
+        try:
+            await self.rtp.close()
+        except Exception:  # the call is over whatever its media did
+            log.exception("closing RTP of %s failed", self.caller_masked)
         self.ended.set()
         log.info("call %s ended: %s", self.caller_masked, reason.value)
         if self.endpoint.on_ended is not None:

@@ -200,6 +200,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.forward_to: RtpSession | None = None  # bridged: received frames go straight there
         self.packets_received = 0
         self.packets_sent = 0
+        self._send_failures = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._ssrc = secrets.randbits(32)
@@ -339,8 +340,16 @@ class RtpSession(asyncio.DatagramProtocol):
                 )
                 self._marker = False
                 self._sequence = (self._sequence + 1) & 0xFFFF
-                self._transport.sendto(packet.encode(), self.remote)
-                self.packets_sent += 1
+                try:
+                    self._transport.sendto(packet.encode(), self.remote)
+                    self.packets_sent += 1
+                except (OSError, ValueError) as exc:
+                    # An SDP address we cannot reach from our socket (linphone offers its
+                    # IPv6 address to an IPv4 endpoint): drop the frame; latching onto the
+                    # address the peer's RTP really comes from usually repairs it.
+                    self._send_failures += 1
+                    if self._send_failures == 1:
+                        log.warning("RTP to %s failed: %s", self.remote, exc)
             self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
             self._fill_silence(loop.time())
             next_at += FRAME_SECONDS
