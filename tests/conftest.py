@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.dialogue_stack import DialogueStack, running_stack
 from tests.servers import serve_app
 from tests.support import Api, ApiProcess, Backend, make_backend, seed_principals
 from workorders.hospital.standin import create_app as create_fhir_app
@@ -90,3 +91,15 @@ def api(backend: Backend, fhir_url: str, _api_processes: dict[str, ApiProcess]) 
         process.start()
         _api_processes[backend.url] = process
     return Api(process)
+
+
+@pytest.fixture(scope="session")
+def dialogue(
+    sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis
+) -> Iterator[DialogueStack]:
+    """One dialogue core (Rasa loads for ~50 s) shared by the chat and the hotline tests."""
+    tokens = seed_principals(sqlite_backend, suffix=f"-dlg{RUN_ID}")
+    with running_stack(
+        sqlite_backend.url, fhir_url, tokens, f"linli:test:{RUN_ID}", f"linlitest{RUN_ID}"
+    ) as stack:
+        yield stack

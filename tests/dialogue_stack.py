@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.servers import free_port
+from tests.support import ApiProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "current.tar.gz"
@@ -137,3 +140,32 @@ class Chat:
 
     def tracker(self) -> dict[str, Any]:
         return httpx.get(f"{self.rasa_url}/conversations/{self.sender}/tracker", timeout=30).json()
+
+
+@dataclass
+class DialogueStack:
+    """The running dialogue core in front of an API process: what test modules share."""
+
+    api: ApiProcess
+    rasa_url: str
+    actions: Process
+
+
+@contextmanager
+def running_stack(
+    database_url: str, fhir_url: str, tokens: dict[str, str], redis_prefix: str, tracker_prefix: str
+) -> Iterator[DialogueStack]:
+    """API, action server and Rasa server, started in that order and stopped in reverse."""
+    with ExitStack() as stack:
+        api_process = ApiProcess(database_url, fhir_url, tokens)
+        api_process.start()
+        stack.callback(api_process.stop)
+        actions = action_server(
+            api_process.base_url, tokens["bot"], os.environ["REDIS_URL"], redis_prefix
+        )
+        actions.start()
+        stack.callback(actions.stop)
+        rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, tracker_prefix)
+        rasa.start()
+        stack.callback(rasa.stop)
+        yield DialogueStack(api_process, rasa.health.rsplit("/", 1)[0], actions)

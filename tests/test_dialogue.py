@@ -8,7 +8,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,9 +18,9 @@ import pytest
 import redis
 
 from tests.conftest import RUN_ID
-from tests.dialogue_stack import Chat, Process, action_server, rasa_server
+from tests.dialogue_stack import Chat, DialogueStack, Process
 from tests.factories import resident_body, unique_phone
-from tests.support import Api, ApiProcess, Backend, seed_principals
+from tests.support import Api
 
 PREFIX = f"linli:test:{RUN_ID}"  # the conftest removes these keys at the end
 
@@ -48,20 +47,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis) -> Iterator[Stack]:
-    tokens = seed_principals(sqlite_backend, suffix=f"-dlg{RUN_ID}")
-    api_process = ApiProcess(sqlite_backend.url, fhir_url, tokens)
-    api_process.start()
-    actions = action_server(api_process.base_url, tokens["bot"], os.environ["REDIS_URL"], PREFIX)
-    actions.start()
-    rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, f"linlitest{RUN_ID}")
-    rasa.start()
-    try:
-        yield Stack(Api(api_process), rasa.health.rsplit("/", 1)[0], actions)
-    finally:
-        rasa.stop()
-        actions.stop()
-        api_process.stop()
+def stack(dialogue: DialogueStack) -> Stack:
+    return Stack(Api(dialogue.api), dialogue.rasa_url, dialogue.actions)
 
 
 def test_a_stranger_reports_a_repair_and_is_registered_once(stack: Stack) -> None:

@@ -28,14 +28,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 
 from channels.voice import DialogueClient, parse_turn
-from tests.conftest import RUN_ID
-from tests.dialogue_stack import action_server, rasa_server
+from tests.dialogue_stack import DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
-from tests.support import Api, ApiProcess, Backend, seed_principals
+from tests.support import Api, Backend
 from voice.asr import Scripted, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
@@ -49,7 +47,6 @@ from workorders.security import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = ROOT.parent / "shared" / "audio" / "zh" / "BAC009S0764W0121.wav"
-PREFIX = f"linli:test:{RUN_ID}"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TUESDAY_MORNING = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)  # staff at their desks
 FRIDAY_EVENING = datetime(2026, 11, 27, 20, 0, tzinfo=SHANGHAI)  # back on Monday 08:30
@@ -108,20 +105,8 @@ def hotline_token(backend: Backend) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(sqlite_backend: Backend, fhir_url: str, redis_client: redis.Redis) -> Iterator[Stack]:
-    tokens = seed_principals(sqlite_backend, suffix=f"-hl{RUN_ID}")
-    api_process = ApiProcess(sqlite_backend.url, fhir_url, tokens)
-    api_process.start()
-    actions = action_server(api_process.base_url, tokens["bot"], os.environ["REDIS_URL"], PREFIX)
-    actions.start()
-    rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, f"linlitest{RUN_ID}")
-    rasa.start()
-    try:
-        yield Stack(Api(api_process), rasa.health.rsplit("/", 1)[0], hotline_token(sqlite_backend))
-    finally:
-        rasa.stop()
-        actions.stop()
-        api_process.stop()
+def stack(dialogue: DialogueStack, sqlite_backend: Backend) -> Stack:
+    return Stack(Api(dialogue.api), dialogue.rasa_url, hotline_token(sqlite_backend))
 
 
 @pytest.fixture(scope="module")
