@@ -22,16 +22,13 @@ BENCH_SOS_BURST=50, BENCH_SOS_WARMUP=5, BENCH_SOS_WORKERS=1.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,20 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/sos_alert.py`
     sys.path.insert(0, str(ROOT))
 
-RUN_ID = uuid.uuid4().hex[:8]
-# Before any `workorders` import: a throwaway data key for throwaway databases, and a stream of
-# the bench's own (deleted at the end). var/linli.env and the dev database are not touched.
-os.environ["LINLI_DATA_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
-os.environ["EVENT_STREAM"] = f"linli:bench:{RUN_ID}:sos-events"
-
 # ruff: noqa: E402
-import httpx
 import redis
 from gpiozero.pins.mock import MockFactory
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+# Imported before `workorders`: it sets a throwaway data key and event stream for this run (see
+# its header); its database and API helpers serve both benches.
+from bench.workorders_api import POSTGRES_URL, RUN_ID, ApiServer, Database, fresh_database
 from channels.sos_terminal.audio import RecordingSink
 from channels.sos_terminal.device import DeviceConfig, SosTerminal
 from channels.sos_terminal.queue import Backoff, EventQueue, QueuedEvent
@@ -62,7 +53,6 @@ from channels.sos_terminal.signing import Credentials, Signer
 from channels.sos_terminal.transport import Transport
 from workorders.contract import Role, SosTrigger
 from workorders.db import make_engine
-from workorders.migrate import upgrade
 from workorders.models import Principal
 from workorders.schemas import ResidentCreate, TerminalCreate
 from workorders.security import caller_of
@@ -70,7 +60,6 @@ from workorders.services import residents as resident_service
 from workorders.services import terminals as terminal_service
 from workorders.settings import get_settings
 
-POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [
     b.strip() for b in os.environ.get("BENCH_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
 ]
@@ -85,40 +74,6 @@ OUT = OUT_DIR / "sos_alert.json"
 
 
 # --- database and seed data ------------------------------------------------------------------
-
-
-@dataclass
-class Database:
-    backend: str
-    url: str
-    name: str | None = None
-
-    def drop(self) -> None:
-        if self.name:
-            admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-            admin.dispose()
-
-
-def fresh_database(backend: str, workdir: Path) -> Database:
-    if backend == "sqlite":
-        db = Database(backend, f"sqlite:///{workdir / 'sos-bench.db'}")
-    else:
-        name = f"linli_bench_{RUN_ID}_sos"
-        admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-        db = Database(backend, url, name)
-    try:
-        upgrade(db.url)
-    except BaseException:
-        db.drop()
-        raise
-    return db
 
 
 def _phone(i: int) -> str:
@@ -164,65 +119,6 @@ def seed(db: Database, count: int) -> list[Credentials]:
 
 
 # --- the API -----------------------------------------------------------------------------------
-
-
-class ApiServer:
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.database_url = database_url
-        self.log_path = log_path
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        env = {**os.environ, "DATABASE_URL": self.database_url}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workorders",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(WORKERS),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the API exited with {self.proc.returncode} ({self.log_path})")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the API did not become healthy within 60 s ({self.log_path})")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -351,14 +247,14 @@ def summarise(backend: str, phase: str, presses: list[Press]) -> dict[str, Any]:
 
 
 def run_backend(backend: str, watcher_client: redis.Redis, workdir: Path) -> list[dict[str, Any]]:
-    db = fresh_database(backend, workdir)
+    db = fresh_database(backend, "sos", workdir)
     api: ApiServer | None = None
     watcher: AlertWatcher | None = None
     try:
         t = time.monotonic()
         creds = seed(db, WARMUP + PRESSES + BURST)
         print(f"  seeded {len(creds)} residents with terminals in {time.monotonic() - t:.1f} s")
-        api = ApiServer(db.url, OUT_DIR / f"sos-api-{backend}.log")
+        api = ApiServer(db.url, WORKERS, OUT_DIR / f"sos-api-{backend}.log")
         api.start()
         fleet = Fleet(api.base_url, workdir / f"devices-{backend}")
         watcher = AlertWatcher(watcher_client, get_settings().event_stream)
