@@ -226,54 +226,30 @@ def _take_step(
                 prefix + f"电话通知紧急联系人{contact.name}（{contact.relation}）",
                 None,
             )
-            new.append(
-                events.record(
-                    session,
-                    "notification.requested",
-                    order,
-                    audience="family",
-                    contact_id=contact.id,
-                    purpose="escalation",
-                    via="call",
-                    step=chain.step,
-                )
-            )
-            new.append(
-                events.record(
-                    session,
-                    "emergency.escalation_step",
-                    order,
-                    step=chain.step,
-                    to="contact",
-                    to_role=Role.agent,
-                )
-            )
+            notify: dict[str, Any] = {"audience": "family", "contact_id": contact.id}
+            to, to_role = "contact", Role.agent
         else:
             duty = _supervisor(session)
             who = f"值班主管{duty.display_name}" if duty else "值班主管"
             _note(session, order.id, now, "escalation_step", prefix + f"通知{who}", None)
-            new.append(
-                events.record(
-                    session,
-                    "notification.requested",
-                    order,
-                    audience="supervisor",
-                    principal_id=duty.id if duty else None,
-                    purpose="escalation",
-                    via="call",
-                    step=chain.step,
-                )
+            notify = {"audience": "supervisor", "principal_id": duty.id if duty else None}
+            to, to_role = "supervisor", Role.supervisor
+        new.append(
+            events.record(
+                session,
+                "notification.requested",
+                order,
+                **notify,
+                purpose="escalation",
+                via="call",
+                step=chain.step,
             )
-            new.append(
-                events.record(
-                    session,
-                    "emergency.escalation_step",
-                    order,
-                    step=chain.step,
-                    to="supervisor",
-                    to_role=Role.supervisor,
-                )
+        )
+        new.append(
+            events.record(
+                session, "emergency.escalation_step", order, step=chain.step, to=to, to_role=to_role
             )
+        )
         return
 
 
