@@ -19,7 +19,7 @@ import redis
 
 from tests.conftest import RUN_ID
 from tests.dialogue_stack import Chat, DialogueStack, Process
-from tests.factories import resident_body, unique_phone
+from tests.factories import repair_body, resident_body, unique_phone
 from tests.support import Api
 
 PREFIX = f"linli:test:{RUN_ID}"  # the conftest removes these keys at the end
@@ -246,12 +246,10 @@ def test_cancelling_an_order(stack: Stack) -> None:
         "bot",
         "POST",
         "/work-orders",
-        json={
-            "kind": "repair",
-            "channel": "wechat",
-            "resident_id": resident["id"],
-            "details": {"category": "门窗", "location": "home", "description": "窗户关不上"},
-        },
+        json=repair_body(
+            resident["id"],
+            details={"category": "门窗", "location": "home", "description": "窗户关不上"},
+        ),
     ).json()
     question = chat.text("帮我把那个报修取消了")
     assert "确定要取消" in question, question
@@ -268,17 +266,15 @@ def test_status_in_plain_words(stack: Stack) -> None:
         "bot",
         "POST",
         "/work-orders",
-        json={
-            "kind": "repair",
-            "channel": "wechat",
-            "resident_id": resident["id"],
-            "details": {
+        json=repair_body(
+            resident["id"],
+            details={
                 "category": "电梯",
                 "location": "public",
                 "place": "3号楼电梯",
                 "description": "电梯停了",
             },
-        },
+        ),
     )
     reply = chat.text("我报修的师傅啥时候来")
     assert "报修：电梯" in reply, reply
@@ -291,12 +287,9 @@ def test_a_complaint_is_linked_escalated_and_handed_to_a_person(stack: Stack) ->
         "bot",
         "POST",
         "/work-orders",
-        json={
-            "kind": "repair",
-            "channel": "wechat",
-            "resident_id": resident["id"],
-            "details": {"category": "水管", "location": "home", "description": "漏水"},
-        },
+        json=repair_body(
+            resident["id"], details={"category": "水管", "location": "home", "description": "漏水"}
+        ),
     ).json()
     reply = chat.text("修水管的师傅态度太差了我要投诉")
     assert "投诉" in reply and "工作人员" in reply, reply
