@@ -7,6 +7,12 @@ SHELL := bash
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+# ../shared: data and notes kept beside the repository (sample audio, model checksums). A clone
+# made elsewhere (a temp dir) uses the one beside the checkout it was cloned from.
+LINLI_SHARED_DIR ?= $(shell d=../shared; \
+	[ -d "$$d" ] || d="$$(git config --get remote.origin.url 2>/dev/null)/../shared"; \
+	cd "$$d" 2>/dev/null && pwd || echo ../shared)
+export LINLI_SHARED_DIR
 
 VENV := .venv
 PY := $(VENV)/bin/python

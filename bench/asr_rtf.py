@@ -61,7 +61,8 @@ from voice.audio import (
 )
 
 OUT = ROOT / "var" / "bench" / "asr_rtf.json"
-AUDIO = ROOT.parent / "shared" / "audio" / "zh"
+SHARED = Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared")
+AUDIO = SHARED / "audio" / "zh"
 PACKET = TELEPHONE_RATE // 50  # 20 ms of G.711: one byte per sample
 BATCH = 5  # packets per recognition call (100 ms)
 TICK = os.sysconf("SC_CLK_TCK")

@@ -87,7 +87,8 @@ from workorders.models import Principal
 from workorders.security import issue_token
 
 OUT = ROOT / "var" / "bench" / "hotline_latency.json"
-SPEECH = [ROOT.parent / "shared" / "audio" / "zh" / f"BAC009S0764W012{i}.wav" for i in (1, 2)]
+SHARED = Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared")
+SPEECH = [SHARED / "audio" / "zh" / f"BAC009S0764W012{i}.wav" for i in (1, 2)]
 PREFIX = f"linli:bench:{RUN_ID}"
 LOUD = 300  # rms of a 20 ms frame that counts as sound (G.711 silence decodes to ~0)
 GOAL_P95_S = 1.0

@@ -24,6 +24,8 @@ from workorders.models import Principal
 from workorders.security import hash_password, issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
+# ../shared (sample audio, model checksums); `make test` points elsewhere for a clone elsewhere.
+SHARED = Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared")
 PASSWORD = "correct horse battery"
 
 # Service accounts as deployed: each with only the rights its job needs.

@@ -33,7 +33,7 @@ from channels.voice import DialogueClient, parse_turn
 from tests.dialogue_stack import DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
-from tests.support import Api, Backend
+from tests.support import SHARED, Api, Backend
 from voice.asr import Scripted, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
@@ -46,7 +46,7 @@ from workorders.models import Principal
 from workorders.security import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_AUDIO = ROOT.parent / "shared" / "audio" / "zh" / "BAC009S0764W0121.wav"
+SHARED_AUDIO = SHARED / "audio" / "zh" / "BAC009S0764W0121.wav"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TUESDAY_MORNING = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)  # staff at their desks
 FRIDAY_EVENING = datetime(2026, 11, 27, 20, 0, tzinfo=SHANGHAI)  # back on Monday 08:30

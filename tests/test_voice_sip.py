@@ -24,6 +24,7 @@ from tests.sip_clients import (
     have_programs,
     wav_samples,
 )
+from tests.support import SHARED
 from voice.audio import TELEPHONE_RATE, Codec, encode_g711, read_wav, resample, rms, write_wav
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip import transaction as sip_transaction
@@ -38,7 +39,7 @@ from voice.sip.message import (
 from voice.sip.rtp import DtmfEvent, RtpPacket, RtpSession, open_rtp_session
 from voice.sip.sdp import LocalSession, SessionDescription, choose_media
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "audio" / "zh" / "BAC009S0764W0121.wav"
+SPEECH = SHARED / "audio" / "zh" / "BAC009S0764W0121.wav"
 CALLER = "13800138000"
 FRAME = 320  # bytes of one 20 ms frame of 8 kHz linear PCM
 
