@@ -18,12 +18,18 @@ router = APIRouter(tags=["events"], responses={401: {"model": ErrorOut}, 403: {"
 
 @router.get("/events", response_model=EventPage, responses={503: {"model": ErrorOut}})
 async def read_events(
-    after: str = Query("0", regex=r"^(0|\$|\d{1,20}-\d{1,20})$", description="Last stream id seen"),
+    after: str = Query(
+        "0",
+        regex=r"^(0|\$|\d{1,20}-\d{1,20})$",
+        description='Last stream id seen; "$": only events from now on (`last_id` says where)',
+    ),
     limit: int = Query(100, ge=1, le=1000),
     wait_ms: int = Query(0, ge=0, le=30_000, description="Long-poll this long when nothing is new"),
     _caller: Caller = Depends(require("events:read")),
 ) -> EventPage:
     try:
+        if after == "$":  # "from now on" as a concrete id, so nothing between polls is lost
+            after = await run_in_threadpool(events.last_id)
         entries = await run_in_threadpool(events.read, after, limit, wait_ms or None)
     except redis.RedisError as exc:
         raise ApiError(503, "events_unavailable", "事件服务暂时不可用，请稍后再试。") from exc
