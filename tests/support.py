@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,24 @@ def make_backend(url: str, fresh_database: str | None = None) -> Backend:
         bind=engine.execution_options(linli_begin="IMMEDIATE"), expire_on_commit=False, future=True
     )
     return Backend(url, engine, factory, admin_url, fresh_database)
+
+
+def hotline_token(backend: Backend) -> str:
+    """A new `svc-hotline` account with exactly the rights the demo data gives it."""
+    community = json.loads((ROOT / "data" / "demo" / "community.json").read_text())
+    spec = next(s for s in community["services"] if s["username"] == "svc-hotline")
+    with backend.session() as session:
+        principal = Principal(
+            username=f"svc-hotline-{uuid.uuid4().hex[:8]}",
+            display_name=spec["display_name"],
+            role=Role.service,
+            scopes=spec["scopes"],
+        )
+        session.add(principal)
+        session.flush()
+        token = issue_token(session, principal, None)
+        session.commit()
+    return token
 
 
 def seed_principals(backend: Backend, suffix: str = "") -> dict[str, str]:

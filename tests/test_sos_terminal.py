@@ -36,7 +36,7 @@ from channels.sos_terminal.signing import Credentials, Signer
 from channels.sos_terminal.transport import Transport
 from tests.factories import resident_body, unique_phone
 from tests.servers import free_port
-from tests.support import ROOT, Api, ApiProcess, Backend, seed_principals
+from tests.support import ROOT, Api, ApiProcess, Backend, hotline_token, seed_principals
 from workorders import signing
 from workorders.contract import SosTrigger
 from workorders.models import EmergencyEscalation, Event, OrderHistory, Terminal, WorkOrder
@@ -747,6 +747,49 @@ def test_a_staff_acknowledgement_stops_the_chain(api: Api, backend: Backend) -> 
     _sweep(backend, q0 + 600 * S)
     assert _steps(backend, quick_id) == []
     assert history(backend, quick_id, "escalation_stopped") == []
+
+
+def test_a_family_contact_who_confirms_stops_the_chain_once(api: Api, backend: Backend) -> None:
+    """The hotline phoned the son at step 1 and he pressed 1: recorded once (the hotline may
+    report again after a restart), and nobody further is called."""
+    home = provision(api)
+    order_id, t0 = _raise(api, backend, home)
+    _sweep(backend, t0 + 60 * S)
+    with backend.session() as session:
+        step_one = session.execute(
+            select(Event).where(Event.order_id == order_id, Event.type == "notification.requested")
+        ).scalars()
+        event = next(e for e in step_one if e.payload.get("step") == 1)
+        event_id, contact_id = event.id, event.payload["contact_id"]
+    headers = {"Authorization": f"Bearer {hotline_token(backend)}"}
+    path = f"{api.base_url}/work-orders/{order_id}/notifications"
+    body = {"event_id": event_id, "outcome": "acknowledged", "contact_id": contact_id}
+    first = httpx.post(path, json=body, headers=headers)
+    again = httpx.post(path, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, first.text
+    _sweep(backend, t0 + 600 * S)
+
+    assert len(_steps(backend, order_id)) == 1
+    son = home.resident["contacts"][0]
+    assert [h.reason for h in history(backend, order_id, "notification_result")] == [
+        f"电话通知紧急联系人{son['name']}（{son['relation']}）：已接听并按1确认收到"
+    ]
+    assert [h.reason for h in history(backend, order_id, "escalation_stopped")] == [
+        f"紧急联系人{son['name']}（{son['relation']}）已确认，停止逐级通知"
+    ]
+    with backend.session() as session:
+        chain = session.get(EmergencyEscalation, order_id)
+        assert chain.finish_reason == "acknowledged" and chain.acknowledged_at is not None
+        assert session.get(WorkOrder, order_id).status == "new"  # staff still take it on
+
+    changed = httpx.post(path, json={**body, "outcome": "answered"}, headers=headers)
+    assert changed.status_code == 422 and changed.json()["code"] == "idempotency_key_reused"
+    stranger = provision(api).resident["contacts"][0]["id"]
+    wrong = httpx.post(
+        path, json={**body, "event_id": event_id + 10_000, "contact_id": stranger}, headers=headers
+    )
+    assert wrong.status_code == 422 and wrong.json()["code"] == "contact_mismatch"
+    assert api.call("bot", "POST", path, json=body).status_code == 403  # telephony only
 
 
 # --- heartbeats and silence --------------------------------------------------------------------

@@ -140,6 +140,27 @@ class WorkOrdersClient:
             "POST", "/calls", json=jsonlib.loads(jsonlib.dumps(body, default=_iso))
         )
 
+    async def report_notification(self, order_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """How a `notification.requested` call went (idempotent by its `event_id`)."""
+        return await self.request("POST", f"/work-orders/{order_id}/notifications", json=body)
+
+    async def note(self, order_id: int, text: str) -> dict[str, Any]:
+        return await self.request("POST", f"/work-orders/{order_id}/notes", json={"text": text})
+
+    # --- what the telephony service reads -------------------------------------------------------
+
+    async def events(self, after: str, wait_ms: int = 0, limit: int = 100) -> dict[str, Any]:
+        """`GET /events` from `after` (a stream id), long-polling up to `wait_ms`."""
+        return await self.request(
+            "GET", "/events", params={"after": after, "wait_ms": wait_ms, "limit": limit}
+        )
+
+    async def resident(self, resident_id: int) -> dict[str, Any]:
+        return await self.request("GET", f"/residents/{resident_id}")
+
+    async def terminal(self, terminal_id: int) -> dict[str, Any]:
+        return await self.request("GET", f"/terminals/{terminal_id}")
+
     # --- appointments ---------------------------------------------------------------------------
 
     async def departments(self) -> list[str]:

@@ -361,6 +361,20 @@ class NoteIn(Strict):
     text: Text1000
 
 
+class NotificationResultIn(Strict):
+    """How a `notification.requested` event was delivered (the hotline's call to a family
+    contact). Idempotent by `event_id`: a worker that retries reports once."""
+
+    event_id: conint(ge=1, le=2**63 - 1) = Field(..., description="The event's `event_id`")
+    outcome: Literal["acknowledged", "answered", "no_answer", "failed"] = Field(
+        ...,
+        description="acknowledged: the person confirmed (key 1), which stops the escalation "
+        "chain; answered: heard it without confirming; no_answer; failed: could not be placed",
+    )
+    contact_id: conint(ge=1, le=2**31 - 1) | None = None
+    detail: constr(max_length=200) | None = None
+
+
 class HistoryOut(Out):
     at: datetime
     actor_id: int | None
@@ -538,6 +552,9 @@ class TerminalInfo(Strict):
     queue_depth: conint(ge=0, le=1_000_000) | None = None
     uptime_seconds: conint(ge=0, le=10**10) | None = None
     battery_percent: conint(ge=0, le=100) | None = None
+    sip_contact: constr(max_length=200, regex=r"^sip:[\x21-\x7e]+$") | None = Field(
+        None, description="Where the hotline calls the terminal back (SIP URI)"
+    )
 
 
 class TerminalEventIn(Strict):

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from workorders.contract import Kind, Priority, Role, Status
+from workorders.errors import ApiError
 from workorders.models import (
     EmergencyEscalation,
     Event,
@@ -35,7 +36,10 @@ from workorders.models import (
     Resident,
     WorkOrder,
 )
-from workorders.services import events, sla
+from workorders.schemas import NotificationResultIn
+from workorders.security import Caller
+from workorders.services import events, idempotency, sla
+from workorders.services.idempotency import request_hash
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
 
@@ -309,6 +313,61 @@ def advance(factory: sessionmaker[Session], policy: SlaPolicy, now: datetime) ->
         result.event_ids = [e.id for e in new]
         session.commit()
     return result
+
+
+_NOTIFICATION_TEXT = {
+    "acknowledged": "已接听并按1确认收到",
+    "answered": "已接听，但没有确认",
+    "no_answer": "无人接听",
+    "failed": "电话没有打出去",
+}
+
+
+def record_notification(
+    session: Session,
+    caller: Caller,
+    order_id: int,
+    result: NotificationResultIn,
+    key: str,
+    now: datetime,
+) -> tuple[WorkOrder, list[int]]:
+    """What came of a notification call, on the order; a family contact's confirmation is a
+    person acknowledging, so it stops the chain (staff still take the order on).
+
+    Idempotent by event id: the hotline may report again after a restart."""
+    order = session.execute(
+        select(WorkOrder).where(WorkOrder.id == order_id).with_for_update()
+    ).scalar_one_or_none()
+    if order is None:
+        raise ApiError(404, "order_not_found", "没有这张工单。")
+    if idempotency.claim(session, caller, key, "notification", request_hash(result.dict())):
+        session.rollback()
+        return order, []
+    contact = session.get(FamilyContact, result.contact_id) if result.contact_id else None
+    if contact is not None and contact.resident_id != order.resident_id:
+        raise ApiError(422, "contact_mismatch", "这位联系人不是该居民的紧急联系人。")
+    who = f"紧急联系人{contact.name}（{contact.relation}）" if contact else "联系人"
+    text = f"电话通知{who}：{_NOTIFICATION_TEXT[result.outcome]}"
+    if result.detail:
+        text += f"（{result.detail}）"
+    _note(session, order.id, now, "notification_result", text, caller.id)
+    new: list[Event] = []
+    chain = session.get(EmergencyEscalation, order_id)
+    if result.outcome == "acknowledged" and chain is not None and chain.finished_at is None:
+        chain.finished_at = chain.acknowledged_at = now
+        chain.finish_reason = "acknowledged"
+        chain.next_due_at = None
+        _note(session, order.id, now, "escalation_stopped", f"{who}已确认，停止逐级通知", None)
+        new.append(
+            events.record(
+                session, "emergency.escalation_stopped", order, reason="family_acknowledged"
+            )
+        )
+    idempotency.bind(session, caller, key, order.id)
+    session.flush()
+    ids = [e.id for e in new]
+    session.commit()
+    return order, ids
 
 
 def repair_missing(

@@ -24,6 +24,7 @@ from workorders.schemas import (
     AssignIn,
     ErrorOut,
     NoteIn,
+    NotificationResultIn,
     OrderCreate,
     OrderDetailOut,
     OrderPage,
@@ -31,7 +32,7 @@ from workorders.schemas import (
     TransitionIn,
 )
 from workorders.security import Caller, current_caller, require
-from workorders.services import orders
+from workorders.services import escalation, orders
 from workorders.services.sla import SlaPolicy
 
 router = APIRouter(
@@ -164,6 +165,22 @@ def add_note(
     clock: Clock = Depends(get_clock),
 ) -> Response:
     order = orders.add_note(session, caller, order_id, body.text, policy, clock())
+    return views.respond(views.order_detail_out(order, False))
+
+
+@router.post("/{order_id}/notifications", response_model=OrderDetailOut, responses=_ONE)
+def record_notification(
+    body: NotificationResultIn,
+    order_id: int = Path(..., ge=1, le=2**31 - 1),
+    caller: Caller = Depends(require("calls:write")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """The telephony service reports a notification call; a confirmation stops escalation."""
+    order, event_ids = escalation.record_notification(
+        session, caller, order_id, body, f"notification:{body.event_id}", clock()
+    )
+    publish(event_ids)
     return views.respond(views.order_detail_out(order, False))
 
 
