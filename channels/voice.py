@@ -2,6 +2,7 @@
 
     dialogue = DialogueClient("http://127.0.0.1:5005")
     conversation = dialogue.conversation(caller="13800138000")   # one per call
+    # (an SOS terminal calls as "terminal-<device id>": its resident, channel "terminal")
     turn = await conversation.send("厨房水管漏水了")   # or a keypad choice: "/report_repair"
     turn.replies        # what to say, in order (Reply.text, Reply.slow …)
     turn.expect         # what the dialogue expects next: "yes_no", "choice" or None
@@ -35,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from workorders.contract import Channel, IdentityKind
+from workorders.contract import TERMINAL_SIP_PREFIX, Channel, IdentityKind
 
 CHANNEL = Channel.hotline.value
 
@@ -133,6 +134,19 @@ def parse_turn(messages: list[dict[str, Any]]) -> Turn:
     )
 
 
+def caller_identity(caller: str) -> tuple[IdentityKind, str]:
+    """Who is on the line: an SOS terminal (its SIP user is terminal-<device id>) or a phone."""
+    if caller.startswith(TERMINAL_SIP_PREFIX) and len(caller) > len(TERMINAL_SIP_PREFIX):
+        return IdentityKind.terminal, caller[len(TERMINAL_SIP_PREFIX) :]
+    return IdentityKind.phone, caller
+
+
+def caller_channel(caller: str) -> Channel:
+    """Orders a terminal's voice session makes count as the terminal's, not the hotline's."""
+    kind, _ = caller_identity(caller)
+    return Channel.terminal if kind is IdentityKind.terminal else Channel.hotline
+
+
 class DialogueClient:
     """HTTP to the Rasa server, shared by every call of the hotline (one connection pool)."""
 
@@ -169,10 +183,11 @@ class VoiceConversation:
     def __init__(self, client: DialogueClient, sender_id: str, caller: str) -> None:
         self.client = client
         self.sender_id = sender_id
+        kind, value = caller_identity(caller)
         # What actions read: the resident behind the number, and which channel it came from.
         self.metadata: dict[str, Any] = {
-            "identity": {"kind": IdentityKind.phone.value, "value": caller},
-            "channel": CHANNEL,
+            "identity": {"kind": kind.value, "value": value},
+            "channel": caller_channel(caller).value,
         }
 
     async def send(self, text: str) -> Turn:

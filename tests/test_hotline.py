@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -28,22 +27,38 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from channels.sos_terminal.audio import RecordingSink
+from channels.sos_terminal.device import SPEECH, DeviceConfig, SosTerminal
+from channels.sos_terminal.queue import EventQueue
+from channels.sos_terminal.signing import Credentials, Signer
+from channels.sos_terminal.transport import Outcome, Transport
+from channels.sos_terminal.voice_line import (
+    ANSWERED,
+    DIALING,
+    ENDED,
+    TALKING,
+    UNREACHABLE,
+    RecordedAudio,
+    VoiceLine,
+    VoiceLineConfig,
+)
 from channels.voice import DialogueClient, parse_turn
 from tests.dialogue_stack import DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
-from tests.support import SHARED, Api, Backend
+from tests.support import SHARED, Api, Backend, hotline_token
 from voice.asr import Scripted, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
 from voice.hotline import Hotline, HotlineSettings, record_body
 from voice.office_hours import OfficeHours
+from voice.outbound import Outbound
 from voice.sip import EndReason, SipEndpoint
 from voice.tts import Synthesizer
 from workorders.client import WorkOrdersClient
-from workorders.models import Principal
-from workorders.security import issue_token
+from workorders.contract import TERMINAL_SIP_PREFIX, SosTrigger
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = SHARED / "audio" / "zh" / "BAC009S0764W0121.wav"
@@ -86,24 +101,6 @@ class Stack:
         return response.json()
 
 
-def hotline_token(backend: Backend) -> str:
-    """The svc-hotline account with exactly the rights the demo data gives it."""
-    community = json.loads((ROOT / "data" / "demo" / "community.json").read_text())
-    spec = next(s for s in community["services"] if s["username"] == "svc-hotline")
-    with backend.session() as session:
-        principal = Principal(
-            username=f"svc-hotline-{uuid.uuid4().hex[:8]}",
-            display_name=spec["display_name"],
-            role="service",
-            scopes=spec["scopes"],
-        )
-        session.add(principal)
-        session.flush()
-        token = issue_token(session, principal, None)
-        session.commit()
-    return token
-
-
 @pytest.fixture(scope="module")
 def stack(dialogue: DialogueStack, sqlite_backend: Backend) -> Stack:
     return Stack(Api(dialogue.api), dialogue.rasa_url, hotline_token(sqlite_backend))
@@ -133,7 +130,7 @@ async def running_hotline(
         settings=HotlineSettings(**settings),
         synthesizer=synth,
         dialogue=dialogue,
-        recogniser_for=lambda call: recognisers[call.caller],
+        recogniser_for=lambda call: recognisers[call.party],
         api=api,
         clock=lambda: clock,
     )
@@ -145,6 +142,37 @@ async def running_hotline(
     finally:
         await dialogue.aclose()
         await api.aclose()
+
+
+@contextlib.asynccontextmanager
+async def calling_out(
+    stack: Stack, hotline: Hotline, cursor: Path, trunk: str | None = None
+) -> AsyncIterator[Outbound]:
+    """The hotline's own calls (voice/outbound.py), driven by the API's event stream from now
+    on. It dials from an endpoint of its own (in production the hotline's, which is the same
+    code on the same host)."""
+    api = WorkOrdersClient(stack.api.base_url, stack.hotline_token)
+    stop = asyncio.Event()
+    try:
+        async with SipEndpoint(hotline, host="127.0.0.1", port=0) as endpoint:
+            outbound = Outbound(
+                hotline, endpoint, api, trunk=trunk, cursor=cursor, ring_seconds=10, retry_after=1
+            )
+            task = asyncio.ensure_future(outbound.run(stop))
+            try:
+                yield outbound
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+    finally:
+        await api.aclose()
+
+
+async def wait_handled(outbound: Outbound, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(outbound.handled) < count:
+        assert time.monotonic() < deadline, f"handled only {outbound.handled}"
+        await asyncio.sleep(0.1)
 
 
 # --- the caller ------------------------------------------------------------------------------
@@ -593,6 +621,223 @@ async def test_several_calls_at_once_each_for_its_own_resident(
         assert loud_seconds(caller.heard()) > 0.6 * (1.0 + reply_seconds)
 
 
+# --- the SOS terminal's voice line ------------------------------------------------------------
+
+
+class Home:
+    """An SOS terminal in a resident's home: provisioned in the API, then (`connected`) the
+    device program on mock pins with its voice line to the hotline. No sound card here: the
+    microphone plays Mandarin speech when the resident "says" something (RecordedAudio), the
+    speaker keeps what it got."""
+
+    def __init__(
+        self, stack: Stack, tmp_path: Path, contacts: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.device_id = f"sos-{uuid.uuid4().hex[:10]}"
+        self.caller = f"{TERMINAL_SIP_PREFIX}{self.device_id}"
+        self.queue_path = tmp_path / f"{self.device_id}.queue.db"
+        self.api_url = stack.api.base_url
+        body = resident_body(
+            identities=[{"kind": "terminal", "value": self.device_id}], contacts=contacts or []
+        )
+        made = stack.api.call("bot", "POST", "/residents", json=body)
+        assert made.status_code == 201, made.text
+        self.resident = made.json()
+        made = stack.api.call(
+            "agent",
+            "POST",
+            "/terminals",
+            json={"device_id": self.device_id, "resident_id": self.resident["id"]},
+        )
+        assert made.status_code == 201, made.text
+        self.terminal_id = made.json()["id"]
+        self.secret = made.json()["secret"]
+        self.audio = RecordedAudio()
+        self.lights: list[str] = []
+        self.spoken: list[str] = []
+
+    @contextlib.contextmanager
+    def connected(self, hotline_port: int) -> Iterator[Home]:
+        pins = MockFactory()
+        config = DeviceConfig()
+        self.button = pins.pin(config.button_pin)
+        self.device = SosTerminal(
+            config,
+            EventQueue(self.queue_path),
+            Transport(self.api_url, Signer(Credentials(self.device_id, self.secret))),
+            pin_factory=pins,
+            sink=RecordingSink(),
+            speak=self.spoken.append,
+            on_light=self.lights.append,
+        )
+        self.line = VoiceLine(
+            VoiceLineConfig(f"sip:hotline@127.0.0.1:{hotline_port}", sip_host="127.0.0.1"),
+            self.device_id,
+            lambda: self.audio,
+        )
+        self.line.start()
+        self.device.use_voice(self.line)
+        self.device.start(heartbeat=False, reminders=False)
+        try:
+            yield self
+        finally:
+            self.device.close()
+
+    async def press(self) -> None:
+        """One short press (the device decides "short" after its press gap)."""
+        self.button.drive_low()
+        await asyncio.sleep(0.15)
+        self.button.drive_high()
+
+    async def say(self, flow: CallFlow, seconds: float = 1.6) -> list[FlowEvent]:
+        """Speak into the terminal once the hotline listens; the events up to its next wait."""
+        since = len(flow.events)
+        self.audio.say(speech_clip(seconds))
+        heard, _ = await flow.wait_event("heard", since=since, timeout=20)
+        listening, _ = await flow.wait_event(("listening", "ended"), since=heard, timeout=60)
+        return flow.events[heard : listening + 1]
+
+    async def wait_state(self, state: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while state not in self.line.states:
+            assert time.monotonic() < deadline, f"no {state}: {self.line.states}"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_short_press_on_the_terminal_talks_to_the_hotline_as_its_resident(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """No number, no name asked: the terminal's SIP identity is its resident. A second press
+    ends the call; the order is the terminal's."""
+    home = Home(stack, tmp_path)
+    script = {home.caller: ["厨房水管漏水了"]}
+    async with running_hotline(stack, synthesizer, script) as (hotline, port):
+        with home.connected(port):
+            await home.press()
+            flow = await hotline.wait_flow(home.caller)
+            await home.wait_state(TALKING)
+            assert home.device.light == "talking"
+            await flow.wait_event("say", detail="greeting")
+            await asyncio.sleep(1.0)
+            reply = await home.say(flow)
+            await home.press()  # done: the same button hangs up
+            await home.wait_state(ENDED)
+            record = await stored_record(hotline, flow)
+
+    assert home.line.states == [DIALING, TALKING, ENDED]
+    assert home.lights == ["talking", "off"]
+    answer = next(e for e in reply if e.kind == "answered")
+    assert "报修记下了" in answer.detail, answer.detail
+    [order] = stack.orders(home.resident["id"])
+    assert (order["kind"], order["channel"]) == ("repair", "terminal")
+    assert flow.call.end_reason is EndReason.REMOTE_HANGUP
+    # The resident heard the greeting's start and the whole answer through the speaker.
+    assert loud_seconds(bytes(home.audio.heard)) > 0.6 * (1.0 + said_seconds(reply))
+    detail = stack.call_record(record["id"])
+    assert (detail["channel"], detail["resident_id"], detail["order_ids"]) == (
+        "terminal",
+        home.resident["id"],
+        [order["id"]],
+    )
+
+
+async def test_a_terminal_that_cannot_reach_the_hotline_says_so(
+    stack: Stack, tmp_path: Path
+) -> None:
+    async def never(call: object) -> None:
+        raise AssertionError("a full hotline answers no call")
+
+    home = Home(stack, tmp_path)
+    async with SipEndpoint(never, host="127.0.0.1", port=0, max_calls=0) as full:  # 486 Busy
+        with home.connected(full.port):
+            await home.press()
+            await home.wait_state(UNREACHABLE)
+            home.device.audio.flush(5)
+    assert home.line.states == [DIALING, UNREACHABLE]
+    assert home.spoken == [SPEECH["voice_unreachable"]] and home.lights == ["talking", "off"]
+
+
+def history(stack: Stack, order_id: int, action: str) -> list[str]:
+    order = stack.api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    return [h["reason"] for h in order["history"] if h["action"] == action]
+
+
+async def test_after_an_sos_the_hotline_calls_the_terminal_back(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """The SOS order's `callback.requested` makes the hotline call the terminal at the address
+    its heartbeat reported; the terminal answers by itself and the resident talks."""
+    home = Home(stack, tmp_path)
+    script = {home.caller: ["好的，谢谢"]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        calling_out(stack, hotline, tmp_path / "cursor") as outbound,
+    ):
+        with home.connected(port):
+            assert home.device.send_heartbeat().outcome is Outcome.delivered
+            home.device.raise_sos(SosTrigger.hold)
+            flow = await hotline.wait_flow(home.caller, timeout=30)
+            await home.wait_state(TALKING)
+            _, opening = await flow.wait_event("say", detail="callback_sos")
+            await flow.wait_event("listening", timeout=30)
+            await home.say(flow)
+            await home.press()  # the resident is done: the button hangs up
+            await home.wait_state(ENDED)
+            await wait_handled(outbound, 1)
+            record = await stored_record(hotline, flow)
+
+    assert home.line.states == [ANSWERED, TALKING, ENDED]
+    assert outbound.handled == [("callback.requested", "talked")]
+    [order] = stack.orders(home.resident["id"])
+    assert (order["kind"], order["priority"], order["channel"]) == ("emergency", "P0", "terminal")
+    [note] = [n for n in history(stack, order["id"], "note") if n.startswith("已回拨")]
+    assert note.startswith("已回拨一键呼叫终端，与居民通话") and f"#{record['id']}" in note
+    detail = stack.call_record(record["id"])
+    assert (detail["channel"], detail["resident_id"]) == ("terminal", home.resident["id"])
+    assert ("caller", "好的，谢谢") in [(t["speaker"], t["text"]) for t in detail["transcript"]]
+    assert loud_seconds(bytes(home.audio.heard)) > 0.8 * opening.value  # heard in full
+
+
+async def test_a_family_contact_is_phoned_and_pressing_1_stops_the_escalation(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """Through the trunk (a baresip phone here), the daughter hears who pressed the button
+    and where, presses 1; the order records it and the chain stops. No heartbeat came from
+    the terminal, so the callback cannot be placed: the order says so."""
+    phone = unique_phone()
+    daughter = {"name": "王丽", "relation": "女儿", "phone": phone}
+    home = Home(stack, tmp_path, contacts=[daughter])
+    family_port = free_sip_port()
+    async with (
+        Caller(tmp_path / "family", phone, sip_port=family_port, answermode="auto") as family,
+        running_hotline(stack, synthesizer, {}) as (hotline, port),
+        calling_out(
+            stack, hotline, tmp_path / "cursor", trunk=f"127.0.0.1:{family_port}"
+        ) as outbound,
+    ):
+        with home.connected(port):
+            home.device.raise_sos(SosTrigger.triple)
+            await family.phone.wait_event("CALL_ESTABLISHED", timeout=30)
+            await asyncio.sleep(6.0)  # who, where: the message's first sentences
+            await family.press("1")
+            await family.phone.wait_event("CALL_CLOSED", timeout=30)
+            await wait_handled(outbound, 2)
+
+    assert sorted(outbound.handled) == [
+        ("callback.requested", "no_contact"),
+        ("notification.requested", "acknowledged"),
+    ]
+    [order] = stack.orders(home.resident["id"])
+    assert history(stack, order["id"], "notification_result") == [
+        "电话通知紧急联系人王丽（女儿）：已接听并按1确认收到"
+    ]
+    assert history(stack, order["id"], "escalation_stopped") == [
+        "紧急联系人王丽（女儿）已确认，停止逐级通知"
+    ]
+    assert any("没有报告通话地址" in n for n in history(stack, order["id"], "note"))
+    assert loud_seconds(family.heard()) > 4.0
+
+
 # --- pieces without a telephone ----------------------------------------------------------------
 
 
@@ -612,7 +857,7 @@ def test_the_call_record_masks_numbers_in_the_transcript() -> None:
     )
 
     class FakeCall:
-        call_id, caller = "abc@127.0.0.1", "13800138000"
+        call_id, party = "abc@127.0.0.1", "13800138000"
 
     body = record_body(FakeCall(), result, 7, [5])  # type: ignore[arg-type]
     texts = [line["text"] for line in body["transcript"]]
@@ -623,6 +868,11 @@ def test_the_call_record_masks_numbers_in_the_transcript() -> None:
     ]
     assert body["caller"] == "13800138000"  # stored encrypted by the API, shown masked
     assert (body["keypad"], body["order_ids"], body["resident_id"]) == ("3*", [5], 7)
+    assert body["channel"] == "hotline"
+
+    FakeCall.party = f"{TERMINAL_SIP_PREFIX}sos-0007"  # a terminal: no number; its resident
+    terminal = record_body(FakeCall(), result, 7, [5])  # type: ignore[arg-type]
+    assert (terminal["channel"], terminal["caller"]) == ("terminal", None)
 
 
 def test_office_hours_and_when_the_call_back_comes() -> None:

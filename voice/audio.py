@@ -50,6 +50,23 @@ def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     return converted
 
 
+class StreamResampler:
+    """`resample` for a stream of small blocks (20 ms from a sound card): the filter state
+    carries over from block to block, so block edges do not click."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate, self.to_rate = from_rate, to_rate
+        self._state: tuple | None = None  # audioop's own
+
+    def __call__(self, pcm: bytes) -> bytes:
+        if self.from_rate == self.to_rate:
+            return pcm
+        converted, self._state = audioop.ratecv(
+            pcm, SAMPLE_WIDTH, 1, self.from_rate, self.to_rate, self._state
+        )
+        return converted
+
+
 def rms(pcm: bytes) -> int:
     """Root-mean-square level of linear PCM (0 for silence; speech is typically > 300)."""
     return audioop.rms(pcm, SAMPLE_WIDTH) if pcm else 0

@@ -179,13 +179,16 @@ class CallResult:
 class CallFlow:
     """The conversation on one call (see the module docstring)."""
 
-    def __init__(self, hotline: Hotline, call: Call, recogniser: Recogniser) -> None:
+    def __init__(
+        self, hotline: Hotline, call: Call, recogniser: Recogniser, greeting: str = "greeting"
+    ) -> None:
         self.hotline = hotline
+        self.greeting = greeting  # the prompt the call opens with
         self.settings = hotline.settings
         self.synth = hotline.synthesizer
         self.call = call
         self.recogniser = recogniser
-        self.conversation: VoiceConversation = hotline.dialogue.conversation(call.caller)
+        self.conversation: VoiceConversation = hotline.dialogue.conversation(call.party)
         self.result = CallResult(started_at=datetime.now(timezone.utc))
         if self.settings.keep_audio:
             self.result.audio = bytearray()
@@ -253,7 +256,7 @@ class CallFlow:
                 asyncio.ensure_future(self._keys()),
                 asyncio.ensure_future(self._watch_end()),
             ]
-            await self._prompt("greeting")
+            await self._prompt(self.greeting)
             await self._loop()
         except DialogueUnavailable as exc:
             log.error("call %s: the dialogue core failed: %s", self.call.caller_masked, exc)
@@ -605,7 +608,7 @@ class CallFlow:
         )
 
     async def _repeat(self) -> bool:
-        said = self.last_said or [Said(self.synth.prompts["greeting"], "greeting")]
+        said = self.last_said or [Said(self.synth.prompts[self.greeting], self.greeting)]
         return await self._speak(said, slower=True)
 
     async def _speak(

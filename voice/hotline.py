@@ -30,6 +30,12 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_FILLER_DELAY` | `0.6` | a turn slower than this gets a filler ("请稍等…") |
 | `HOTLINE_KEEP_AUDIO` | `0` | `1`: keep the caller's audio under `HOTLINE_AUDIO_DIR` |
 | `HOTLINE_MAX_CALLS` | `32` | calls at once; more get 486 Busy |
+| `HOTLINE_TRUNK` | – | `host:port` of the SIP trunk/PBX that family phones are dialled through |
+| `HOTLINE_OUTBOUND` | `1` | `0`: place no calls of our own (SOS callbacks, family notifications) |
+| `HOTLINE_EVENTS_CURSOR` | `var/hotline/events.cursor` | how far the event stream was handled |
+
+Calls of its own (voice/outbound.py): after an SOS from a terminal it calls the terminal back,
+and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`.
 
 The dialogue core itself hands over after two misunderstood turns in a row
 (actions/conversation.py); `HOTLINE_MAX_FAILURES` only matters if that ever changes.
@@ -56,7 +62,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from channels.voice import DialogueClient
+from channels.voice import DialogueClient, caller_channel, caller_identity
 from voice.asr import (
     ELDERLY,
     Endpointing,
@@ -69,6 +75,7 @@ from voice.asr import (
 from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow, CallResult
 from voice.office_hours import OfficeHours
+from voice.outbound import Outbound
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.tts import Synthesizer
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
@@ -111,6 +118,9 @@ class HotlineSettings:
     keep_audio: bool = False
     audio_dir: Path = field(default_factory=lambda: ROOT / "var" / "calls")
     max_calls: int = 32
+    trunk: str | None = None
+    outbound: bool = True
+    events_cursor: Path = field(default_factory=lambda: ROOT / "var" / "hotline" / "events.cursor")
 
     def __post_init__(self) -> None:
         if self.asr not in ("vosk", "scripted"):
@@ -154,6 +164,11 @@ class HotlineSettings:
             keep_audio=_flag(env.get("HOTLINE_KEEP_AUDIO")),
             audio_dir=Path(env.get("HOTLINE_AUDIO_DIR", ROOT / "var" / "calls")),
             max_calls=int(env.get("HOTLINE_MAX_CALLS", cls.max_calls)),
+            trunk=env.get("HOTLINE_TRUNK") or None,
+            outbound=_flag(env.get("HOTLINE_OUTBOUND", "1")),
+            events_cursor=Path(
+                env.get("HOTLINE_EVENTS_CURSOR", ROOT / "var" / "hotline" / "events.cursor")
+            ),
         )
         return replace(settings, **overrides)
 
@@ -203,13 +218,21 @@ class Hotline:
     # --- calls ---------------------------------------------------------------------------
 
     async def __call__(self, call: Call) -> None:
+        """An incoming call: a phone, or an SOS terminal's short press."""
+        kind, _ = caller_identity(call.party)
+        await self.converse(
+            call, "greeting_terminal" if kind is IdentityKind.terminal else "greeting"
+        )
+
+    async def converse(self, call: Call, greeting: str = "greeting") -> CallResult:
+        """The conversation on an answered call, in or out, then its record."""
         self._answered[call.call_id] = None
         if self._recogniser is not None:
             recogniser = self._recogniser
         else:
             assert self._recogniser_for is not None
             recogniser = self._recogniser_for(call)
-        flow = CallFlow(self, call, recogniser)
+        flow = CallFlow(self, call, recogniser, greeting)
         self.flows[call.call_id] = flow
         self._arrived.set()
         log.info("call from %s answered", call.caller_masked)
@@ -225,6 +248,7 @@ class Hotline:
             await self.record(call, result)
         finally:
             self._forget_old()
+        return result
 
     def _forget_old(self) -> None:
         """A hotline runs for months: keep only the newest finished calls in memory."""
@@ -253,7 +277,7 @@ class Hotline:
         async def find() -> CallFlow:
             while True:
                 for flow in self.flows.values():
-                    if caller is None or flow.call.caller == caller:
+                    if caller is None or flow.call.party == caller:
                         return flow
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -296,16 +320,17 @@ class Hotline:
         the orders the call made: those the dialogue reported, and any other order of this
         resident from the hotline since the call began (the callback order of a hand-over)."""
         order_ids = list(result.order_ids)
-        if self.api is None or not call.caller:
+        if self.api is None or not call.party:
             return None, order_ids
+        channel = caller_channel(call.party).value
         try:
-            resident = await self.api.find_resident(IdentityKind.phone, call.caller)
+            resident = await self.api.find_resident(*caller_identity(call.party))
             if resident is None:
                 return None, order_ids
             since = result.started_at - timedelta(seconds=2)
             for order in await self.api.orders_of(resident["id"]):
                 created = datetime.fromisoformat(order["created_at"])
-                if order.get("channel") == "hotline" and created >= since:
+                if order.get("channel") == channel and created >= since:
                     order_ids.append(int(order["id"]))
         except (ApiError, ApiUnavailable, KeyError, ValueError) as exc:
             log.warning("call %s: resident or orders not found: %s", call.caller_masked, exc)
@@ -326,11 +351,13 @@ class Hotline:
 def record_body(
     call: Call, result: CallResult, resident_id: int | None, order_ids: list[int]
 ) -> dict[str, Any]:
-    """The body of `POST /calls`; every transcript line masked before it leaves."""
+    """The body of `POST /calls`; every transcript line masked before it leaves. A terminal's
+    call has no caller number: the channel and the resident say whose it was."""
+    kind, _ = caller_identity(call.party)
     return {
         "call_id": call.call_id,
-        "channel": "hotline",
-        "caller": call.caller or None,
+        "channel": caller_channel(call.party).value,
+        "caller": (call.party or None) if kind is IdentityKind.phone else None,
         "resident_id": resident_id,
         "started_at": result.started_at.isoformat(),
         "ended_at": (result.ended_at or result.started_at).isoformat(),
@@ -404,7 +431,13 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                 f"(ASR {settings.asr}, dialogue {settings.rasa_url}); Ctrl-C stops",
                 flush=True,
             )
-            await stop.wait()
+            if api is not None and settings.outbound:
+                outbound = Outbound(
+                    hotline, endpoint, api, trunk=settings.trunk, cursor=settings.events_cursor
+                )
+                await outbound.run(stop)
+            else:
+                await stop.wait()
     finally:
         await dialogue.aclose()
         if api is not None:

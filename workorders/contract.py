@@ -61,6 +61,11 @@ class IdentityKind(StrEnum):
     terminal = "terminal"
 
 
+# The SIP user an SOS terminal calls the hotline as, and is called back at: terminal-<device id>.
+# A prefix, because device ids may be all digits and must never be taken for a phone number.
+TERMINAL_SIP_PREFIX = "terminal-"
+
+
 class TerminalEventType(StrEnum):
     """What a one-button SOS terminal reports (signed, see workorders/signing.py)."""
 

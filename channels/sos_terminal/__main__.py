@@ -31,8 +31,10 @@ from channels.sos_terminal.simulator import (
     build,
     credentials,
     provision,
+    voice_line,
 )
 from channels.sos_terminal.transport import Transport
+from channels.sos_terminal.voice_line import SoundDeviceAudio
 
 log = logging.getLogger("channels.sos_terminal")
 
@@ -59,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--button-pin", type=int, default=17)
     parser.add_argument("--led-pin", type=int, default=27)
     parser.add_argument("--no-heartbeat", action="store_true")
+    parser.add_argument(
+        "--hotline",
+        default=os.environ.get("LINLI_HOTLINE_URI", "sip:hotline@127.0.0.1:5070"),
+        help="the hotline a short press calls (LINLI_HOTLINE_URI)",
+    )
+    parser.add_argument(
+        "--sip-port",
+        type=int,
+        default=int(os.environ.get("LINLI_TERMINAL_SIP_PORT", "0")),
+        help="UDP port for calls (0: any; the heartbeat tells the server where to call back)",
+    )
+    parser.add_argument("--no-voice", action="store_true", help="no voice line: presses only")
     parser.add_argument("--staff-user", default="admin", help="simulator: who provisions")
     parser.add_argument("--resident-id", type=int, help="simulator: provision for this resident")
     return parser
@@ -126,6 +140,8 @@ def run_device(args: argparse.Namespace) -> None:
         Transport(args.api, Signer(creds)),
         sink=SoundDeviceSink(),
     )
+    if not args.no_voice:
+        terminal.use_voice(voice_line(args, creds, SoundDeviceAudio))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

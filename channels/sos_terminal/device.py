@@ -4,8 +4,9 @@ The button (gpiozero `Button`, pull-up, pressed = low):
 
 - held for 2 s or more → SOS (`hold`);
 - three presses within ~1.5 s → SOS (`triple`), for those who cannot hold it;
-- one short press (or two) → talk to the assistant: the `on_talk` hook (the hotline's voice
-  session plugs in here); during a self-test, the press is the test instead.
+- one short press (or two) → talk to the assistant: the `on_talk` hook, which `use_voice`
+  points at the voice line (voice_line.py: a call to the hotline; a press during the call ends
+  it); during a self-test, the press is the test instead.
 
 An SOS is written to the persistent queue before anything else happens, then sent (signed) by
 the sender thread, retried until the server confirms. The light blinks while sending and stays
@@ -39,6 +40,7 @@ from channels.sos_terminal.audio import (
 )
 from channels.sos_terminal.queue import Backoff, EventQueue, QueuedEvent, Sender, event_body
 from channels.sos_terminal.transport import Outcome, SendResult, Transport
+from channels.sos_terminal.voice_line import ANSWERED, DIALING, ENDED, UNREACHABLE, VoiceLine
 from workorders.contract import SosTrigger, TerminalEventType
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ SPEECH = {
     "unconfirmed": "网络暂时不通，求助会在恢复后自动送出。如有危险，请直接拨打120。",
     "rejected": "求助没有发送成功，请直接拨打120或社区电话。",
     "talk_unavailable": "语音助手暂未开通。如需紧急求助，请按住按钮两秒。",
+    "voice_unreachable": "现在接不通语音助手，请过一会儿再按。如需紧急求助，请按住按钮两秒。",
     "reminder": "每月自检提醒：请现在按一下大按钮，测试一键呼叫是否正常。",
     "self_test_ok": "自检成功，设备工作正常。",
     "self_test_failed": "自检没有成功，请联系社区工作人员检查设备。",
@@ -100,6 +103,7 @@ class SosTerminal:
         on_talk: Callable[[], None] | None = None,
         on_light: Light | None = None,
         on_confirmed: Confirmed | None = None,
+        on_voice: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
@@ -109,6 +113,8 @@ class SosTerminal:
         self.on_talk = on_talk
         self.on_light = on_light
         self.on_confirmed = on_confirmed
+        self.on_voice = on_voice
+        self.voice: VoiceLine | None = None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.audio = AudioOut(sink or SoundDeviceSink(), speak)
         self.sender = Sender(
@@ -168,6 +174,8 @@ class SosTerminal:
         self.sender.stop()
         for thread in self._threads:
             thread.join(5)
+        if self.voice is not None:
+            self.voice.close()
         self.audio.flush(2)
         self.audio.close()
         self.button.close()
@@ -231,6 +239,31 @@ class SosTerminal:
         except Exception:  # the voice session is someone else's; the button keeps working
             log.exception("talk hook failed")
 
+    # --- talking to the assistant ----------------------------------------------------------
+
+    def use_voice(self, line: VoiceLine) -> None:
+        """Short presses call the hotline on `line`; how the call goes shows on the light and
+        in sounds; heartbeats tell the server where to call the terminal back."""
+        self.voice = line
+        self.on_talk = line.talk
+        line.on_state = self.voice_state
+
+    def voice_state(self, state: str) -> None:
+        """The light pulses slowly while a call is up; an SOS's light always wins."""
+        if state in (DIALING, ANSWERED):
+            if state == DIALING:
+                self.audio.tone(PRESS_BEEP)
+            if self.light == "off":
+                self._set_light("talking")
+        elif state in (ENDED, UNREACHABLE):
+            if self.light == "talking":
+                self._set_light("off")
+            if state == UNREACHABLE:
+                self.audio.tone(ERROR_TONE)
+                self.audio.say(SPEECH["voice_unreachable"])
+        if self.on_voice is not None:
+            self.on_voice(state)
+
     # --- SOS --------------------------------------------------------------------------------
 
     def now(self) -> datetime:
@@ -280,10 +313,12 @@ class SosTerminal:
             self._set_light("off")
 
     def _set_light(self, mode: str) -> None:
-        """off, sending (slow blink), confirmed (steady), fault (fast blink)."""
+        """off, sending (blink), confirmed (steady), fault (fast blink), talking (slow pulse)."""
         self.light = mode
         if mode == "sending":
             self.led.blink(on_time=0.25, off_time=0.25)
+        elif mode == "talking":
+            self.led.blink(on_time=1.0, off_time=1.0)
         elif mode == "fault":
             self.led.blink(on_time=0.1, off_time=0.1)
         elif mode == "confirmed":
@@ -305,15 +340,14 @@ class SosTerminal:
 
     def send_heartbeat(self) -> SendResult:
         """Direct, not queued: an old heartbeat delivered late would only mislead."""
-        _, body = event_body(
-            TerminalEventType.heartbeat.value,
-            self.now(),
-            info={
-                "firmware": self.config.firmware,
-                "queue_depth": self.queue.depth(),
-                "uptime_seconds": int(time.monotonic() - self._started),
-            },
-        )
+        info: dict[str, Any] = {
+            "firmware": self.config.firmware,
+            "queue_depth": self.queue.depth(),
+            "uptime_seconds": int(time.monotonic() - self._started),
+        }
+        if self.voice is not None and self.voice.contact:
+            info["sip_contact"] = self.voice.contact
+        _, body = event_body(TerminalEventType.heartbeat.value, self.now(), info=info)
         result = self.transport.send(body)
         asked = result.body.get("heartbeat_seconds")
         if result.outcome == Outcome.delivered and self.config.follow_server_heartbeat:

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,19 @@ from channels.sos_terminal.device import DeviceConfig, SosTerminal
 from channels.sos_terminal.queue import EventQueue, QueuedEvent
 from channels.sos_terminal.signing import Credentials, Signer
 from channels.sos_terminal.transport import Transport
+from channels.sos_terminal.voice_line import (
+    ANSWERED,
+    DIALING,
+    ENDED,
+    TALKING,
+    UNREACHABLE,
+    AudioDevice,
+    RecordedAudio,
+    SoundDeviceAudio,
+    VoiceLine,
+    VoiceLineConfig,
+    has_sound_card,
+)
 
 if TYPE_CHECKING:
     from gpiozero.pins.mock import MockFactory
@@ -33,6 +47,14 @@ LIGHTS = {
     "confirmed": "常亮（服务器已确认）",
     "fault": "快闪（发送失败，请直接打电话）",
     "off": "熄灭",
+    "talking": "慢闪（正在和邻里助手通话）",
+}
+VOICE_STATES = {
+    DIALING: "短按：正在接通邻里助手……",
+    ANSWERED: "社区热线打来电话，已自动接听",
+    TALKING: "通话中（再短按一次挂断）",
+    ENDED: "通话结束",
+    UNREACHABLE: "接不通语音热线",
 }
 # A short press, and the pause between the three presses of an SOS: well inside the device's
 # press gap (0.6 s) and triple window (1.5 s), as a person's quick presses are.
@@ -101,6 +123,7 @@ class Panel:
         self.last_answer: dict[str, Any] | None = None
         self.confirmed = 0
         self.talks = 0
+        self.voice = "idle"
 
     def speak(self, text: str) -> None:
         with self._lock:
@@ -119,10 +142,12 @@ class Panel:
             f"  ✅ 服务器已确认：工单 #{body.get('order_id')}（{body.get('status')}）", flush=True
         )
 
-    def on_talk(self) -> None:
-        with self._lock:
-            self.talks += 1
-        print("  🎙 短按：开始和邻里助手对话（语音会话由热线接入后在此接通）", flush=True)
+    def on_voice(self, state: str) -> None:
+        if state == DIALING:
+            with self._lock:
+                self.talks += 1
+        self.voice = state
+        print(f"  🎙 {VOICE_STATES.get(state, state)}", flush=True)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -134,6 +159,7 @@ class Panel:
                 "last_answer": self.last_answer,
                 "confirmed": self.confirmed,
                 "talks": self.talks,
+                "voice": self.voice,
             }
 
 
@@ -168,8 +194,23 @@ class Finger:
             self._down_up(self._hold)
 
 
+def voice_line(
+    args: argparse.Namespace, creds: Credentials, audio: Callable[[], AudioDevice]
+) -> VoiceLine:
+    """The terminal's telephone to the hotline, listening for the callback."""
+    line = VoiceLine(
+        VoiceLineConfig(args.hotline, sip_host="0.0.0.0", sip_port=args.sip_port),
+        creds.device_id,
+        audio,
+    )
+    line.start()
+    return line
+
+
 def build(args: argparse.Namespace, creds: Credentials, panel: Panel) -> tuple[SosTerminal, Finger]:
-    """The device program on mock pins, started; its light, speech and answers go to `panel`."""
+    """The device program on mock pins, started; its light, speech and answers go to `panel`.
+    A short press calls the hotline: through the sound card when there is one, otherwise
+    with a silent microphone (the hotline then offers its keypad menu)."""
     from gpiozero.pins.mock import MockFactory
 
     factory = MockFactory()
@@ -181,9 +222,13 @@ def build(args: argparse.Namespace, creds: Credentials, panel: Panel) -> tuple[S
         pin_factory=factory,
         sink=RecordingSink(echo=True),
         speak=panel.speak,
-        on_talk=panel.on_talk,
         on_light=panel.show_light,
         on_confirmed=panel.on_confirmed,
+        on_voice=panel.on_voice,
     )
+    if not args.no_voice:
+        terminal.use_voice(
+            voice_line(args, creds, SoundDeviceAudio if has_sound_card() else RecordedAudio)
+        )
     terminal.start(heartbeat=not args.no_heartbeat)
     return terminal, Finger(factory, config)

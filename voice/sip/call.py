@@ -112,6 +112,11 @@ class Call:
         return mask_number(self.caller)
 
     @property
+    def party(self) -> str:
+        """The other end's user: who called us, or whom we called (a number, terminal-…)."""
+        return self.caller if self.direction == "inbound" else self.called
+
+    @property
     def on_hold(self) -> bool:
         return self.media is not None and self.media.on_hold
 
@@ -146,6 +151,13 @@ class Call:
         if self.state is CallState.ENDED:
             return False
         return await self.rtp.play(resample(pcm, rate, TELEPHONE_RATE))
+
+    def send_frame(self, pcm: bytes) -> None:
+        """Live audio (a microphone): one 20 ms frame of 8 kHz linear PCM, sent on the next
+        tick after anything `play` queued; a late or bursty source loses its oldest frames,
+        never its latency. Call it on the endpoint's event loop."""
+        if self.state is not CallState.ENDED:
+            self.rtp.write_frame(pcm)
 
     def stop_playing(self) -> None:
         """Barge-in: silence at once; every pending `play()` returns False."""

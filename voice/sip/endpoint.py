@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from voice.audio import Codec
 from voice.sip.call import Call, CallState, EndReason, caller_number
@@ -88,6 +88,10 @@ class SipEndpoint:
     `advertised_host` is the address put in Via, Contact and SDP when the one we bind to is
     not what the PBX should use (0.0.0.0, NAT); by default the bound address, or for 0.0.0.0
     the local address of the route towards the peer.
+
+    `trusted_peers` (IP addresses): when given, INVITEs from anywhere else get 403. A device
+    that answers by itself (the SOS terminal: its microphone is in someone's home) takes calls
+    from its hotline only.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class SipEndpoint:
         max_calls: int = 32,
         dtmf_events: bool = True,
         user_agent: str = "Linli-Hotline/0.1",
+        trusted_peers: Collection[str] | None = None,
     ) -> None:
         self.on_call = on_call
         self.on_ended = on_ended
@@ -124,6 +129,7 @@ class SipEndpoint:
         self.max_calls = max_calls
         self.dtmf_events = dtmf_events  # RFC 4733 in SDP; False: the far end must use INFO
         self.user_agent = user_agent
+        self.trusted_peers = None if trusted_peers is None else frozenset(trusted_peers)
         self.calls: dict[DialogId, Call] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._server_transactions: dict[tuple[str, ...], ServerTransaction] = {}
@@ -502,6 +508,10 @@ class SipEndpoint:
         ]
         if unsupported:
             reject(420, [("Unsupported", ", ".join(unsupported))])
+            return
+        if self.trusted_peers is not None and transaction.destination[0] not in self.trusted_peers:
+            log.warning("call from an untrusted address refused")
+            reject(403)
             return
         remote_tag = request.from_.tag or ""
         if any(
