@@ -798,6 +798,37 @@ async def test_after_an_sos_the_hotline_calls_the_terminal_back(
     assert loud_seconds(bytes(home.audio.heard)) > 0.8 * opening.value  # heard in full
 
 
+async def test_a_callback_the_resident_does_not_speak_in_asks_staff_to_go_at_once(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """The terminal answers by itself, so silence may mean the resident cannot speak: no
+    keypad menu (it has no keys), and the order asks for a visit now."""
+    home = Home(stack, tmp_path)
+    async with (
+        running_hotline(stack, synthesizer, {home.caller: []}, silence_timeout=1.0) as (
+            hotline,
+            port,
+        ),
+        calling_out(stack, hotline, tmp_path / "cursor") as outbound,
+    ):
+        with home.connected(port):
+            assert home.device.send_heartbeat().outcome is Outcome.delivered
+            home.device.raise_sos(SosTrigger.triple)
+            flow = await hotline.wait_flow(home.caller, timeout=30)
+            await home.wait_state(ENDED, timeout=90)
+            await wait_handled(outbound, 1)
+
+    assert outbound.handled == [("callback.requested", "silent")]
+    assert [e.detail for e in spoken(flow, "prompt")] == [
+        "callback_sos",
+        "silence_first",
+        "silence_second_spoken",
+        "silence_goodbye",
+    ]
+    [order] = stack.orders(home.resident["id"])
+    assert any("居民没有说话：请立即上门查看" in n for n in history(stack, order["id"], "note"))
+
+
 async def test_a_family_contact_is_phoned_and_pressing_1_stops_the_escalation(
     stack: Stack, synthesizer: Synthesizer, tmp_path: Path
 ) -> None:

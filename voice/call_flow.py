@@ -180,10 +180,16 @@ class CallFlow:
     """The conversation on one call (see the module docstring)."""
 
     def __init__(
-        self, hotline: Hotline, call: Call, recogniser: Recogniser, greeting: str = "greeting"
+        self,
+        hotline: Hotline,
+        call: Call,
+        recogniser: Recogniser,
+        greeting: str = "greeting",
+        keypad: bool = True,
     ) -> None:
         self.hotline = hotline
         self.greeting = greeting  # the prompt the call opens with
+        self.keypad = keypad  # False: an SOS terminal, one button and no keys to offer
         self.settings = hotline.settings
         self.synth = hotline.synthesizer
         self.call = call
@@ -424,8 +430,8 @@ class CallFlow:
         if self.silences == 1:
             await self._prompt("silence_first")
         elif self.silences == 2:
-            await self._prompt("silence_second")
-        elif self.silences <= 2 + MENU_TIMES:
+            await self._prompt("silence_second" if self.keypad else "silence_second_spoken")
+        elif self.keypad and self.silences <= 2 + MENU_TIMES:
             await self._prompt("menu")
         else:
             await self._prompt("silence_goodbye", remember=False, interruptible=False)

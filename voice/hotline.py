@@ -220,19 +220,23 @@ class Hotline:
     async def __call__(self, call: Call) -> None:
         """An incoming call: a phone, or an SOS terminal's short press."""
         kind, _ = caller_identity(call.party)
-        await self.converse(
-            call, "greeting_terminal" if kind is IdentityKind.terminal else "greeting"
-        )
+        if kind is IdentityKind.terminal:
+            await self.converse(call, "greeting_terminal", keypad=False)
+        else:
+            await self.converse(call)
 
-    async def converse(self, call: Call, greeting: str = "greeting") -> CallResult:
-        """The conversation on an answered call, in or out, then its record."""
+    async def converse(
+        self, call: Call, greeting: str = "greeting", *, keypad: bool = True
+    ) -> CallResult:
+        """The conversation on an answered call, in or out, then its record. `keypad`: the
+        other end has keys to press (a phone, not an SOS terminal)."""
         self._answered[call.call_id] = None
         if self._recogniser is not None:
             recogniser = self._recogniser
         else:
             assert self._recogniser_for is not None
             recogniser = self._recogniser_for(call)
-        flow = CallFlow(self, call, recogniser, greeting)
+        flow = CallFlow(self, call, recogniser, greeting, keypad)
         self.flows[call.call_id] = flow
         self._arrived.set()
         log.info("call from %s answered", call.caller_masked)

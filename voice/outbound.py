@@ -180,12 +180,19 @@ class Outbound:
             self.handled.append(("callback.requested", "no_answer"))
             return
         began = datetime.now(timezone.utc)
-        result = await self.hotline.converse(call, "callback_sos")
+        result = await self.hotline.converse(call, "callback_sos", keypad=False)
         seconds = int(((result.ended_at or began) - began).total_seconds())
         record = self.hotline.stored.get(call.call_id) or {}
         where = f"，通话记录#{record['id']}" if record.get("id") else ""
-        await self._note(order_id, f"已回拨一键呼叫终端，与居民通话{seconds}秒{where}")
-        self.handled.append(("callback.requested", "talked"))
+        if any(line.speaker == "caller" for line in result.transcript):
+            await self._note(order_id, f"已回拨一键呼叫终端，与居民通话{seconds}秒{where}")
+            self.handled.append(("callback.requested", "talked"))
+        else:  # the terminal answers by itself: a silent resident may be unable to speak
+            await self._note(
+                order_id,
+                f"已回拨一键呼叫终端（{seconds}秒），但居民没有说话：请立即上门查看{where}",
+            )
+            self.handled.append(("callback.requested", "silent"))
 
     # --- a family contact --------------------------------------------------------------------
 
