@@ -117,10 +117,11 @@ class Headless:
         if terminal is None or finger is None:
             return None
         getattr(finger, gesture)()
+        # The device decides what the gesture was only after its press gap: answer after it,
+        # so the state shows the call being placed or the SOS being sent.
+        time.sleep(terminal.config.press_gap + 0.1)
         if wait > 0:
             deadline = time.monotonic() + wait
-            # The device decides "SOS" only after the gesture; give it the press gap to do so.
-            time.sleep(terminal.config.press_gap)
             while terminal.queue.pending(TerminalEventType.sos.value):
                 if time.monotonic() >= deadline:
                     break

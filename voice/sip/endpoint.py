@@ -724,7 +724,7 @@ class SipEndpoint:
         request.add("Allow", ALLOW)
         request.add("Content-Type", "application/sdp")
         request.body = sdp.offer(self.codecs, dtmf_events=self.dtmf_events)
-        masked = mask_digits(uri.user)
+        masked = mask_number(uri.user)
         invite = asyncio.ensure_future(self.send_request(request, destination))
         done, _ = await asyncio.wait({invite}, timeout=timeout)
         cancelled = not done
