@@ -143,6 +143,43 @@ def test_emergency_carries_address_and_health_notes(api: Api) -> None:
     )
 
 
+def test_a_second_emergency_of_a_resident_joins_the_open_one(api: Api) -> None:
+    """After an SOS the hotline calls back and the resident says 我摔倒了: staff get a fresh
+    alert on the same order, not a second P0. Once it is over, a new emergency is new."""
+    resident = make_resident(api)
+
+    def emergency(channel: str, said: str) -> Any:
+        return api.call(
+            "bot",
+            "POST",
+            "/work-orders",
+            json={
+                "kind": "emergency",
+                "channel": channel,
+                "resident_id": resident["id"],
+                "details": {"description": said},
+            },
+        )
+
+    first = emergency("terminal", "长按求助")
+    again = emergency("hotline", "我摔倒了起不来")
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["id"] == first.json()["id"]
+    order_id = first.json()["id"]
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert [h["reason"] for h in order["history"] if h["action"] == "emergency_repeated"] == [
+        "再次求助（热线）：我摔倒了起不来"
+    ]
+    listed = api.call("agent", "GET", "/work-orders", params={"resident_id": resident["id"]}).json()
+    assert [o["id"] for o in listed["items"]] == [order_id]
+
+    for to in ("accepted", "in_progress", "resolved"):
+        moved = api.call("agent", "POST", f"/work-orders/{order_id}/transitions", json={"to": to})
+        assert moved.status_code == 200, moved.text
+    later = emergency("wechat", "又不舒服了")
+    assert later.status_code == 201 and later.json()["id"] != order_id
+
+
 def test_complaint_links_the_order_it_is_about(api: Api) -> None:
     resident = make_resident(api)
     repair = api.call("bot", "POST", "/work-orders", json=repair_body(resident["id"])).json()

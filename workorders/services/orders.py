@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from workorders.contract import Kind, Priority, Role, Status
+from workorders.contract import Channel, Kind, Priority, Role, Status
 from workorders.errors import ApiError, not_found
 from workorders.hospital.base import HospitalAdapter, HospitalUnavailable, SlotUnavailable
 from workorders.models import OrderHistory, Principal, Resident, WorkOrder
@@ -125,6 +125,54 @@ def _enrich(
     return details
 
 
+CHANNEL_LABELS = {
+    "wechat": "微信",
+    "hotline": "热线",
+    "terminal": "一键呼叫终端",
+    "console": "工作台",
+}
+
+
+def _join_open_emergency(
+    session: Session,
+    caller: Caller,
+    body: OrderCreate,
+    resident: Resident,
+    idem_key: str | None,
+    now: datetime,
+) -> Outcome | None:
+    """One emergency per resident at a time: what they say on the callback after an SOS, or
+    a second call, joins the open one (a note and a fresh staff alert), never a second P0."""
+    session.execute(
+        select(Resident.id).where(Resident.id == resident.id).with_for_update(key_share=True)
+    )
+    open_order = session.execute(
+        select(WorkOrder)
+        .where(
+            WorkOrder.resident_id == resident.id,
+            WorkOrder.kind == Kind.emergency,
+            WorkOrder.status.in_([s.value for s in sla.OPEN]),
+        )
+        .order_by(WorkOrder.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if open_order is None:
+        return None
+    said = str(body.details.get("description") or "").strip()
+    channel = Channel(body.channel).value
+    reason = f"再次求助（{CHANNEL_LABELS.get(channel, channel)}）：{said}"[:1000]
+    _history(open_order, caller, "emergency_repeated", now, reason=reason)
+    event = events.record(
+        session, "emergency.repeated", open_order, to_role=Role.agent, channel=channel
+    )
+    if idem_key is not None:
+        idempotency.bind(session, caller, idem_key, open_order.id)
+    session.flush()
+    ids = [event.id]
+    session.commit()
+    return Outcome(open_order, False, ids)
+
+
 def create(
     session: Session,
     caller: Caller,
@@ -145,6 +193,10 @@ def create(
             return Outcome(get(session, existing_id), False, [])
     resident = _resident(session, body.resident_id)
     kind = Kind(body.kind)
+    if kind == Kind.emergency and resident is not None:
+        joined = _join_open_emergency(session, caller, body, resident, idem_key, now)
+        if joined is not None:
+            return joined
     priority = Priority.P0 if kind == Kind.emergency else (body.priority or Priority.P2)
     # Without a client key, bookings still get a stable identifier for the hospital's side.
     details = _enrich(

@@ -48,7 +48,11 @@ _ONE = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
     response_model=OrderDetailOut,
     status_code=201,
     responses={
-        200: {"model": OrderDetailOut, "description": "Replay of an idempotent create"},
+        200: {
+            "model": OrderDetailOut,
+            "description": "Replay of an idempotent create, or an emergency joined to the "
+            "resident's open one (one emergency per resident at a time)",
+        },
         409: {"model": ErrorOut},
         503: {"model": ErrorOut},
     },
