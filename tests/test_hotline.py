@@ -236,6 +236,15 @@ class Caller:
         return self.phone.received_audio()
 
 
+async def greeted(caller: Caller, hotline: Hotline, port: int, listen: float = 1.0) -> CallFlow:
+    """The caller dials and listens to the first `listen` seconds of the greeting."""
+    await caller.dial(port)
+    flow = await hotline.wait_flow(caller.number)
+    await flow.wait_event("say", detail="greeting")
+    await asyncio.sleep(listen)
+    return flow
+
+
 async def turn(caller: Caller, flow: CallFlow, seconds: float = 1.6) -> list[FlowEvent]:
     """The caller says something once the hotline listens; the events up to its next wait."""
     since = len(flow.events)
@@ -278,10 +287,8 @@ async def test_a_repair_by_phone_becomes_a_hotline_order_for_the_caller(
         running_hotline(stack, synthesizer, script) as (hotline, port),
         Caller(tmp_path, number) as caller,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(2.0)  # the caller knows what to say: interrupts the greeting
+        # The caller knows what to say: interrupts the greeting.
+        flow = await greeted(caller, hotline, port, listen=2.0)
         reply = await turn(caller, flow)
         goodbye = await turn(caller, flow)
         await caller.phone.wait_event("CALL_CLOSED", timeout=15)  # the hotline hung up
@@ -403,10 +410,7 @@ async def test_star_and_saying_it_again_repeat_the_last_reply_more_slowly(
         running_hotline(stack, synthesizer, {number: ["谢谢你啊", "再说一遍"]}) as (hotline, port),
         Caller(tmp_path, number) as caller,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         first = await turn(caller, flow)
         since = len(flow.events)
         await caller.press("*")
@@ -439,10 +443,7 @@ async def test_a_booking_by_keypad_and_yes_with_the_grammar_the_dialogue_expects
         running_hotline(stack, synthesizer, script) as (hotline, port),
         Caller(tmp_path, number) as caller,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         since = len(flow.events)
         await caller.say(1.6)
         _, offer = await flow.wait_event("say", since=since, detail="第几个", timeout=30)
@@ -480,10 +481,7 @@ async def test_repeated_misunderstanding_goes_to_staff_by_refer_in_office_hours(
         Caller(tmp_path / "caller", number) as caller,
         Caller(tmp_path / "staff", "staff", sip_port=staff_port, answermode="auto") as staff,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         confirm = await turn(caller, flow)
         since = len(flow.events)
         await caller.say(1.6)  # 不是 (no need to let the question finish)
@@ -522,10 +520,7 @@ async def test_0_in_bridge_mode_puts_the_caller_through_to_staff(
         Caller(tmp_path / "caller", number) as caller,
         Caller(tmp_path / "staff", "staff", sip_port=staff_port, answermode="auto") as staff,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         await caller.press("0")
         answered = await staff.phone.wait_event("CALL_ESTABLISHED", timeout=30)
         await asyncio.sleep(0.5)
@@ -563,10 +558,7 @@ async def test_outside_office_hours_the_caller_hears_when_staff_will_call_back(
         ) as (hotline, port),
         Caller(tmp_path, number) as caller,
     ):
-        await caller.dial(port)
-        flow = await hotline.wait_flow(number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         await caller.press("0")  # 转人工
         await caller.phone.wait_event("CALL_CLOSED", timeout=40)  # told, then hung up on
         record = await stored_record(hotline, flow)
@@ -592,10 +584,7 @@ async def test_several_calls_at_once_each_for_its_own_resident(
     scripts: dict[str, list[str | Scripted]] = {n: [text] for n, (text, _) in said.items()}
 
     async def one_call(caller: Caller, hotline: Hotline, port: int) -> tuple[CallFlow, float]:
-        await caller.dial(port)
-        flow = await hotline.wait_flow(caller.number)
-        await flow.wait_event("say", detail="greeting")
-        await asyncio.sleep(1.0)
+        flow = await greeted(caller, hotline, port)
         events = await turn(caller, flow)
         await caller.hang_up()
         await stored_record(hotline, flow)
