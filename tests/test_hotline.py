@@ -168,9 +168,12 @@ async def calling_out(
         await api.aclose()
 
 
-async def wait_handled(outbound: Outbound, count: int, timeout: float = 60.0) -> None:
+async def wait_handled(
+    outbound: Outbound, count: int, timeout: float = 60.0, kind: str | None = None
+) -> None:
+    """Until `count` events (of `kind`, if given) have been handled."""
     deadline = time.monotonic() + timeout
-    while len(outbound.handled) < count:
+    while len([h for h in outbound.handled if kind is None or h[0] == kind]) < count:
         assert time.monotonic() < deadline, f"handled only {outbound.handled}"
         await asyncio.sleep(0.1)
 
@@ -856,6 +859,48 @@ async def test_a_family_contact_is_phoned_and_pressing_1_stops_the_escalation(
     ]
     assert any("没有报告通话地址" in n for n in history(stack, order["id"], "note"))
     assert loud_seconds(family.heard()) > 4.0
+
+
+async def test_a_notification_cut_off_by_a_restart_is_made_again(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """At least once: the hotline stops while the daughter's phone rings; the stream position
+    stays before that event, so the restarted hotline rings her again and she confirms."""
+    phone = unique_phone()
+    home = Home(stack, tmp_path, contacts=[{"name": "王丽", "relation": "女儿", "phone": phone}])
+    family_port = free_sip_port()
+    trunk, cursor = f"127.0.0.1:{family_port}", tmp_path / "cursor"
+
+    def rings() -> int:
+        return sum(e.get("type") == "CALL_INCOMING" for e in family.phone.events)
+
+    async with (
+        Caller(tmp_path / "family", phone, sip_port=family_port) as family,  # answers by hand
+        running_hotline(stack, synthesizer, {}) as (hotline, port),
+    ):
+        async with calling_out(stack, hotline, cursor, trunk=trunk) as first:
+            with home.connected(port):
+                home.device.raise_sos(SosTrigger.triple)
+                await family.phone.wait_event("CALL_INCOMING", timeout=30)
+        stopped_at = cursor.read_text()
+        async with calling_out(stack, hotline, cursor, trunk=trunk) as again:
+            deadline = time.monotonic() + 30
+            while rings() < 2:
+                assert time.monotonic() < deadline, "the restarted hotline did not call again"
+                await asyncio.sleep(0.1)
+            await family.phone.command("accept")
+            await family.phone.wait_event("CALL_ESTABLISHED", timeout=10)
+            await family.press("1")
+            await wait_handled(again, 1, kind="notification.requested")
+
+    assert [h for h in first.handled if h[0] == "notification.requested"] == []
+    # (The callback event after it is handled again too: at least once, not exactly once.)
+    assert ("notification.requested", "acknowledged") in again.handled
+    assert cursor.read_text() > stopped_at  # now past it
+    [order] = stack.orders(home.resident["id"])
+    assert history(stack, order["id"], "notification_result") == [
+        "电话通知紧急联系人王丽（女儿）：已接听并按1确认收到"
+    ]
 
 
 # --- pieces without a telephone ----------------------------------------------------------------

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,41 +99,42 @@ class Outbound:
                 continue
             for item in page["items"]:
                 self._dispatch(item)
+            if page["last_id"] != after and not self._pending:
+                self._save_cursor(page["last_id"])
             after = page["last_id"]
-            if not self._pending:
-                self._save_cursor(after)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _dispatch(self, item: dict[str, Any]) -> None:
         data, kind = item["data"], item["type"]
-        work: Coroutine[Any, Any, None] | None = None
-        if kind == "callback.requested" and data.get("terminal_id"):
-            work = self.call_back(item)
-        elif kind == "notification.requested" and data.get("audience") == "family":
-            work = self.notify_family(item)
-        if work is None:
+        ours = (kind == "callback.requested" and data.get("terminal_id")) or (
+            kind == "notification.requested" and data.get("audience") == "family"
+        )
+        if not ours:
             self._done_upto(item["id"])
             return
-        at = datetime.fromisoformat(data["at"])
-        if datetime.now(timezone.utc) - at > self.max_age:
+        if datetime.now(timezone.utc) - datetime.fromisoformat(data["at"]) > self.max_age:
             log.info("outbound: %s of order %s is too old to act on", kind, item["order_id"])
             self.handled.append((kind, "too_old"))
-            work.close()
             self._done_upto(item["id"])
             return
+        work = self.call_back(item) if kind == "callback.requested" else self.notify_family(item)
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         self._pending.append((item["id"], task))
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        """Move the cursor past the events handled so far, in stream order. A call cut off by
+        a shutdown (cancelled) holds it back: that event is handled again after the restart."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("outbound call failed", exc_info=task.exception())
         done_id = None
         while self._pending and self._pending[0][1].done():
+            if self._pending[0][1].cancelled():
+                break
             done_id = self._pending.pop(0)[0]
         if done_id is not None:
             self._save_cursor(done_id)

@@ -726,7 +726,14 @@ class SipEndpoint:
         request.body = sdp.offer(self.codecs, dtmf_events=self.dtmf_events)
         masked = mask_number(uri.user)
         invite = asyncio.ensure_future(self.send_request(request, destination))
-        done, _ = await asyncio.wait({invite}, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait({invite}, timeout=timeout)
+        except asyncio.CancelledError:  # shut down while it rings: leave no phone ringing
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cancel(request, destination), 2.0)
+            invite.cancel()
+            await rtp.close()
+            raise
         cancelled = not done
         if cancelled:
             await self._cancel(request, destination)
