@@ -45,7 +45,14 @@ from sqlalchemy.orm import Session
 
 # Imported before `workorders`: it sets a throwaway data key and event stream for this run (see
 # its header); its database and API helpers serve both benches.
-from bench.workorders_api import POSTGRES_URL, RUN_ID, ApiServer, Database, fresh_database
+from bench.workorders_api import (
+    POSTGRES_URL,
+    RUN_ID,
+    ApiServer,
+    Database,
+    fresh_database,
+    services_answer,
+)
 from channels.sos_terminal.audio import RecordingSink
 from channels.sos_terminal.device import DeviceConfig, SosTerminal
 from channels.sos_terminal.queue import Backoff, EventQueue, QueuedEvent
@@ -341,24 +348,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> int:
     started = time.monotonic()
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        print(f"bench: Redis does not answer at {settings.redis_url} ({exc})", file=sys.stderr)
+    client = services_answer(BACKENDS)
+    if client is None:
         return 1
-    if "postgresql" in BACKENDS:
-        import psycopg2
-
-        try:
-            psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
-        except Exception as exc:  # whatever the driver raised: say where, and stop
-            print(
-                f"bench: PostgreSQL does not answer at BENCH_POSTGRES_URL={POSTGRES_URL}: "
-                f"{str(exc).strip()}",
-                file=sys.stderr,
-            )
-            return 1
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     print(
         f"bench: SOS press → staff alert, backends {','.join(BACKENDS)}, {PRESSES} sequential "

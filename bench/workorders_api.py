@@ -41,7 +41,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/workorders_api.py`
@@ -828,6 +831,36 @@ def print_tables(phases: list[Phase], tool: str, best: dict[str, int | None]) ->
         )
 
 
+def services_answer(backends: list[str]) -> redis.Redis | None:
+    """Redis (returned, to be used) and, when asked for, PostgreSQL answer; else say which."""
+    import psycopg2
+    import redis
+
+    from workorders.settings import get_settings
+
+    url = get_settings().redis_url
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        print(
+            f"bench: Redis does not answer at {url} ({exc}); scripts/ensure-redis starts one",
+            file=sys.stderr,
+        )
+        return None
+    if "postgresql" in backends:
+        try:
+            psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
+        except Exception as exc:  # whatever the driver raised: say where, and stop
+            print(
+                f"bench: PostgreSQL does not answer at BENCH_POSTGRES_URL={POSTGRES_URL}: "
+                f"{str(exc).strip()}",
+                file=sys.stderr,
+            )
+            return None
+    return client
+
+
 def main() -> int:
     started = time.monotonic()
     tool = CLIENT if CLIENT != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
@@ -837,35 +870,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    import redis
-
     from workorders.settings import get_settings
 
     settings = get_settings()
-    redis_client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=3, socket_timeout=5
-    )
-    try:
-        redis_client.ping()
-    except redis.RedisError as exc:
-        print(
-            f"bench: Redis does not answer at {settings.redis_url} ({exc}); "
-            "scripts/ensure-redis starts one",
-            file=sys.stderr,
-        )
+    redis_client = services_answer(BACKENDS)
+    if redis_client is None:
         return 1
-    if "postgresql" in BACKENDS:
-        import psycopg2
-
-        try:
-            psycopg2.connect(POSTGRES_URL, connect_timeout=5).close()
-        except Exception as exc:  # whatever the driver raised: say where, and stop
-            print(
-                f"bench: PostgreSQL does not answer at BENCH_POSTGRES_URL={POSTGRES_URL}: "
-                f"{str(exc).strip()}",
-                file=sys.stderr,
-            )
-            return 1
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for backend in BACKENDS:
