@@ -133,6 +133,24 @@ CHANNEL_LABELS = {
 }
 
 
+def open_emergency(session: Session, resident_id: int) -> WorkOrder | None:
+    """The resident's open emergency, with the resident locked first: two presses or calls at
+    the same moment decide one after the other whether to join or to create."""
+    session.execute(
+        select(Resident.id).where(Resident.id == resident_id).with_for_update(key_share=True)
+    )
+    return session.execute(
+        select(WorkOrder)
+        .where(
+            WorkOrder.resident_id == resident_id,
+            WorkOrder.kind == Kind.emergency,
+            WorkOrder.status.in_([s.value for s in sla.OPEN]),
+        )
+        .order_by(WorkOrder.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 def _join_open_emergency(
     session: Session,
     caller: Caller,
@@ -143,19 +161,7 @@ def _join_open_emergency(
 ) -> Outcome | None:
     """One emergency per resident at a time: what they say on the callback after an SOS, or
     a second call, joins the open one (a note and a fresh staff alert), never a second P0."""
-    session.execute(
-        select(Resident.id).where(Resident.id == resident.id).with_for_update(key_share=True)
-    )
-    open_order = session.execute(
-        select(WorkOrder)
-        .where(
-            WorkOrder.resident_id == resident.id,
-            WorkOrder.kind == Kind.emergency,
-            WorkOrder.status.in_([s.value for s in sla.OPEN]),
-        )
-        .order_by(WorkOrder.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    open_order = open_emergency(session, resident.id)
     if open_order is None:
         return None
     said = str(body.details.get("description") or "").strip()

@@ -60,7 +60,6 @@ from workorders.settings import get_settings
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Iterable[int]], None]
-_OPEN = [s.value for s in sla.OPEN]
 # A press delivered this much later than it happened is noted on the order (an outage).
 _LATE = timedelta(seconds=60)
 
@@ -402,23 +401,9 @@ def _sos(
     if seen is not None:
         return _duplicate(session, verified, seen, body_hash, policy, now, publish)
     # One emergency per resident at a time: serialise that resident's presses, then decide.
-    session.execute(
-        select(Resident.id)
-        .where(Resident.id == verified.resident_id)
-        .with_for_update(key_share=True)
-    )
+    open_order = orders.open_emergency(session, verified.resident_id)
     terminal = get(session, verified.id, lock=True)
     touched = _touch(session, terminal, now)
-    open_order = session.execute(
-        select(WorkOrder)
-        .where(
-            WorkOrder.resident_id == verified.resident_id,
-            WorkOrder.kind == Kind.emergency,
-            WorkOrder.status.in_(_OPEN),
-        )
-        .order_by(WorkOrder.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
     if open_order is not None:
         earlier = idempotency.claim(session, caller, key, "work_order", body_hash)
         if earlier is not None:  # the same event, delivered twice at once: the other won
