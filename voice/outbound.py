@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+KEEP_HANDLED = 256
 POLL_MS = 3000  # long-poll of GET /events (the API client's time-out is 5 s)
 ACK_KEY = "1"
 REPEAT_KEY = "*"
@@ -81,7 +82,8 @@ class Outbound:
         self.ring_seconds = ring_seconds
         self.callback_attempts = callback_attempts
         self.retry_after = retry_after
-        self.handled: list[tuple[str, str]] = []  # (event type, what came of it): tests, logs
+        # (event type, what came of it), the newest KEEP_HANDLED: for tests and a debugger.
+        self.handled: list[tuple[str, str]] = []
         self._pending: list[tuple[str, asyncio.Future[None]]] = []  # stream order
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -116,7 +118,7 @@ class Outbound:
             return
         if datetime.now(timezone.utc) - datetime.fromisoformat(data["at"]) > self.max_age:
             log.info("outbound: %s of order %s is too old to act on", kind, item["order_id"])
-            self.handled.append((kind, "too_old"))
+            self._handled(kind, "too_old")
             self._done_upto(item["id"])
             return
         work = self.call_back(item) if kind == "callback.requested" else self.notify_family(item)
@@ -156,6 +158,10 @@ class Outbound:
         temporary.write_text(stream_id)
         os.replace(temporary, self.cursor_path)
 
+    def _handled(self, kind: str, outcome: str) -> None:
+        self.handled.append((kind, outcome))
+        del self.handled[:-KEEP_HANDLED]  # a hotline runs for months
+
     # --- the callback to a terminal ----------------------------------------------------------
 
     async def call_back(self, item: dict[str, Any]) -> None:
@@ -164,7 +170,7 @@ class Outbound:
         contact = (terminal.get("status") or {}).get("sip_contact")
         if not contact:
             await self._note(order_id, "无法回拨一键呼叫终端：终端没有报告通话地址，请电话联系居民")
-            self.handled.append(("callback.requested", "no_contact"))
+            self._handled("callback.requested", "no_contact")
             return
         call: Call | None = None
         for attempt in range(self.callback_attempts):
@@ -177,7 +183,7 @@ class Outbound:
             await self._note(
                 order_id, f"回拨一键呼叫终端{self.callback_attempts}次都没有接通，请上门查看"
             )
-            self.handled.append(("callback.requested", "no_answer"))
+            self._handled("callback.requested", "no_answer")
             return
         began = datetime.now(timezone.utc)
         result = await self.hotline.converse(call, "callback_sos", keypad=False)
@@ -186,13 +192,13 @@ class Outbound:
         where = f"，通话记录#{record['id']}" if record.get("id") else ""
         if any(line.speaker == "caller" for line in result.transcript):
             await self._note(order_id, f"已回拨一键呼叫终端，与居民通话{seconds}秒{where}")
-            self.handled.append(("callback.requested", "talked"))
+            self._handled("callback.requested", "talked")
         else:  # the terminal answers by itself: a silent resident may be unable to speak
             await self._note(
                 order_id,
                 f"已回拨一键呼叫终端（{seconds}秒），但居民没有说话：请立即上门查看{where}",
             )
-            self.handled.append(("callback.requested", "silent"))
+            self._handled("callback.requested", "silent")
 
     # --- a family contact --------------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class Outbound:
             )
             report["outcome"] = await self._tell(f"sip:{contact['phone']}@{self.trunk}", text)
         await self._retrying(self.api.report_notification, order_id, report)
-        self.handled.append(("notification.requested", report["outcome"]))
+        self._handled("notification.requested", report["outcome"])
 
     async def _tell(self, target: str, text: str) -> str:
         """Say `text` (three times at most) until the person presses 1; how it went."""
