@@ -180,6 +180,71 @@ def test_a_second_emergency_of_a_resident_joins_the_open_one(api: Api) -> None:
     assert later.status_code == 201 and later.json()["id"] != order_id
 
 
+def emergency(api: Api, channel: str, said: str, **fields: Any) -> dict[str, Any]:
+    body = {"kind": "emergency", "channel": channel, "details": {"description": said}}
+    if "resident_id" in fields:
+        body["resident_id"] = fields.pop("resident_id")
+    body["details"].update(fields)  # type: ignore[union-attr]
+    created = api.call("bot", "POST", "/work-orders", json=body)
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def test_an_unknown_senders_emergency_gets_whereabouts_one_answer_at_a_time(api: Api) -> None:
+    """A first-time sender's emergency has no resident: what they then say about where they
+    are and how to reach them goes onto the order at once, and saying it again is a no-op."""
+    order = emergency(api, "wechat", "我家厨房有股煤气味儿", danger="gas")
+    path = f"/work-orders/{order['id']}/whereabouts"
+    where = {"address": {"building": "5", "unit": "1", "room": "301"}, "location": "5号楼1单元301"}
+    first = api.call("bot", "PATCH", path, json=where)
+    assert first.status_code == 200, first.text
+    assert first.json()["details"]["address"]["text"] == "5号楼*单元***"  # masked for the bot
+    assert first.json()["details"]["location"] == "5号***"
+    assert api.call("bot", "PATCH", path, json=where).status_code == 200
+    phoned = api.call("bot", "PATCH", path, json={"phone": "13912345678"})
+    assert phoned.status_code == 200, phoned.text
+
+    staff = api.call("agent", "GET", f"/work-orders/{order['id']}", params={"reveal": "true"})
+    details = staff.json()["details"]
+    assert (details["danger"], details["location"], details["caller_phone"]) == (
+        "gas",
+        "5号楼1单元301",
+        "13912345678",
+    )
+    assert details["address"] == {"building": "5", "unit": "1", "room": "301"}
+    assert [h["reason"] for h in staff.json()["history"] if h["action"] == "whereabouts"] == [
+        "居民补充了地址，位置",
+        "居民补充了电话",
+    ]
+
+    assert api.call("bot", "PATCH", path, json={}).json()["code"] == "invalid_request"
+    assert api.call("bot", "PATCH", path, json={"phone": "123"}).status_code == 422
+    repair = api.call("bot", "POST", "/work-orders", json=repair_body(make_resident(api)["id"]))
+    not_emergency = api.call(
+        "bot",
+        "PATCH",
+        f"/work-orders/{repair.json()['id']}/whereabouts",
+        json={"phone": "13912345678"},
+    )
+    assert (not_emergency.status_code, not_emergency.json()["code"]) == (409, "not_an_emergency")
+
+
+def test_a_resident_away_from_home_drops_the_home_address(api: Api) -> None:
+    resident = make_resident(api)
+    order = emergency(api, "hotline", "我摔倒了", resident_id=resident["id"])
+    assert order["details"]["address"]["room"] == "502"
+    path = f"/work-orders/{order['id']}/whereabouts"
+    away = api.call("bot", "PATCH", path, json={"at_home": False, "location": "菜市场门口"})
+    assert away.status_code == 200, away.text
+    details = api.call("agent", "GET", f"/work-orders/{order['id']}", params={"reveal": "true"})
+    assert "address" not in details.json()["details"]
+    assert details.json()["details"]["location"] == "菜市场门口"
+    home = api.call("bot", "PATCH", path, json={"at_home": True})
+    revealed = api.call("agent", "GET", f"/work-orders/{order['id']}", params={"reveal": "true"})
+    assert home.status_code == 200
+    assert revealed.json()["details"]["address"] == {"building": "3", "unit": "2", "room": "502"}
+
+
 def test_complaint_links_the_order_it_is_about(api: Api) -> None:
     resident = make_resident(api)
     repair = api.call("bot", "POST", "/work-orders", json=repair_body(resident["id"])).json()

@@ -144,6 +144,10 @@ class WorkOrdersClient:
         """How a `notification.requested` call went (idempotent by its `event_id`)."""
         return await self.request("POST", f"/work-orders/{order_id}/notifications", json=body)
 
+    async def whereabouts(self, order_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """Add where the person in an emergency is, or a number to reach them (idempotent)."""
+        return await self.request("PATCH", f"/work-orders/{order_id}/whereabouts", json=body)
+
     async def note(self, order_id: int, text: str) -> dict[str, Any]:
         return await self.request("POST", f"/work-orders/{order_id}/notes", json={"text": text})
 

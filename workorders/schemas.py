@@ -283,12 +283,40 @@ class CallbackDetails(Strict):
 class EmergencyDetails(Strict):
     description: Text1000 | None = None
     source: constr(max_length=64) | None = Field(None, description="e.g. the SOS terminal id")
-    # Filled by the service from the resident's profile at creation.
+    danger: constr(max_length=32) | None = Field(
+        None, description="The danger recognised (data/emergencies.yml): gas, fire, fall …"
+    )
+    during_takeover: bool | None = Field(
+        None, description="Raised while staff owned the conversation: they see it flagged"
+    )
+    # Filled by the service from the resident's profile at creation, or by PATCH …/whereabouts.
     address: Address | None = None
+    location: Text200 | None = Field(None, description="Where the person is, in their words")
+    at_home: bool | None = Field(None, description="Said whether they are at the address")
     service_notes: ServiceNotes | None = None
     caller_phone: str | None = None
 
     _phone = validator("caller_phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+
+
+class WhereaboutsIn(Strict):
+    """Where the person in an emergency is and how to reach them, as they say it, one answer
+    at a time: what is given replaces what the order had, the rest stays."""
+
+    address: Address | None = None
+    location: Text200 | None = Field(None, description="Free words: 小区东门, 菜市场旁边")
+    at_home: bool | None = Field(
+        None, description="true: at the address on file; false: somewhere else (say where)"
+    )
+    phone: str | None = Field(None, description="A number that reaches them now")
+
+    _phone = validator("phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+
+    @root_validator(skip_on_failure=True)
+    def _something(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if all(values.get(k) is None for k in ("address", "location", "at_home", "phone")):
+            raise ValueError("请至少提供地址、位置、是否在家或电话中的一项")
+        return values
 
 
 DETAILS_BY_KIND: dict[Kind, type[Strict]] = {

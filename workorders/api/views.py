@@ -90,6 +90,8 @@ def details_out(details: dict[str, Any], reveal: bool) -> dict[str, Any]:
     for key in _FREE_TEXT:
         if key in out:
             out[key] = mask_text(out[key])
+    if out.get("location"):  # an emergency's whereabouts in the person's words: an address
+        out["location"] = out["location"][:2] + "***"
     out.pop("service_notes", None)  # health data: only for those who reveal
     return out
 

@@ -13,7 +13,7 @@ from workorders.contract import Channel, Kind, Priority, Role, Status
 from workorders.errors import ApiError, not_found
 from workorders.hospital.base import HospitalAdapter, HospitalUnavailable, SlotUnavailable
 from workorders.models import OrderHistory, Principal, Resident, WorkOrder
-from workorders.schemas import OrderCreate
+from workorders.schemas import OrderCreate, WhereaboutsIn
 from workorders.security import Caller
 from workorders.services import events, idempotency, sla, state_machine
 from workorders.services.sla import SlaPolicy
@@ -345,6 +345,44 @@ def add_note(
     _history(order, caller, "note", now, reason=text)
     session.commit()
     return order
+
+
+def update_whereabouts(
+    session: Session, caller: Caller, order_id: int, body: WhereaboutsIn, now: datetime
+) -> Outcome:
+    """Where the person in an open emergency is and how to reach them, added the moment they
+    say it (staff see `emergency.updated` live). Saying the same again changes nothing."""
+    order = get(session, order_id, lock=True)
+    if order.kind != Kind.emergency:
+        raise ApiError(409, "not_an_emergency", "只有紧急求助工单可以补充位置和电话。")
+    if Status(order.status) not in sla.OPEN:
+        raise ApiError(409, "order_closed", "这张紧急求助工单已经办结，请新建工单。")
+    details = dict(order.details)
+    given = body.dict(exclude_none=True)
+    if "phone" in given:
+        given["caller_phone"] = given.pop("phone")
+    if given.get("at_home") and order.resident_id is not None:
+        resident = session.get(Resident, order.resident_id)
+        if resident is not None and resident.address:
+            given.setdefault("address", resident.address)
+    changed = sorted(k for k, v in given.items() if details.get(k) != v)
+    if not changed:
+        return Outcome(order, False, [])
+    if given.get("at_home") is False and "address" not in given:
+        details.pop("address", None)  # not at the address on file: staff must not go there
+    details.update(given)
+    order.details = details
+    order.updated_at = now
+    said = "，".join(
+        {"address": "地址", "location": "位置", "at_home": "是否在家", "caller_phone": "电话"}[k]
+        for k in changed
+    )
+    _history(order, caller, "whereabouts", now, reason=f"居民补充了{said}")
+    event = events.record(session, "emergency.updated", order, to_role=Role.agent, fields=changed)
+    session.flush()
+    event_id = event.id
+    session.commit()
+    return Outcome(order, True, [event_id])
 
 
 def rate(

@@ -30,6 +30,7 @@ from workorders.schemas import (
     OrderPage,
     RatingIn,
     TransitionIn,
+    WhereaboutsIn,
 )
 from workorders.security import Caller, current_caller, require
 from workorders.services import escalation, orders
@@ -170,6 +171,22 @@ def add_note(
 ) -> Response:
     order = orders.add_note(session, caller, order_id, body.text, policy, clock())
     return views.respond(views.order_detail_out(order, False))
+
+
+@router.patch("/{order_id}/whereabouts", response_model=OrderDetailOut, responses=_ONE)
+def update_whereabouts(
+    body: WhereaboutsIn,
+    order_id: int = Path(..., ge=1, le=2**31 - 1),
+    caller: Caller = Depends(require("orders:update")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Where the person in an open emergency is and a number that reaches them, as they say
+    it: each answer is on the order at once (`emergency.updated`). Idempotent: the same
+    answer again changes nothing."""
+    outcome = orders.update_whereabouts(session, caller, order_id, body, clock())
+    publish(outcome.event_ids)
+    return views.respond(views.order_detail_out(outcome.order, False))
 
 
 @router.post("/{order_id}/notifications", response_model=OrderDetailOut, responses=_ONE)
