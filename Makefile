@@ -55,7 +55,7 @@ lock: ## recompile requirements/lock.txt from requirements/base.in
 	$(UV) pip compile requirements/base.in --python-version 3.10 \
 		--python-platform x86_64-manylinux_2_28 -o requirements/lock.txt
 
-run: venv model ## start everything (Redis, migrations, demo data, Procfile under honcho); Ctrl-C stops all
+run: venv model ## start everything (Redis, migrations, demo data, Procfile under supervisord: a crashed process restarts alone); Ctrl-C stops all
 	@exec scripts/run
 
 # Fails clearly when PostgreSQL does not answer at TEST_POSTGRES_URL.

@@ -1,0 +1,123 @@
+"""`make run`'s process manager: supervisord configured from the Procfile (ops/supervisor.py),
+the terminal's log (ops/console.py) and the back-off for processes that keep failing
+(ops/watchdog.py). The rules on their own, then a real supervisord with small processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.console import Console
+from ops.supervisor import ProcfileError, read_procfile, write
+from ops.watchdog import Policy
+from tests.supervised import Supervised, until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_procfile_is_the_one_list_and_every_placeholder_must_be_set(tmp_path: Path) -> None:
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("# comment\n\napi: serve --port ${PORT}\nsos: press 100%\n")
+    programs = read_procfile(procfile, {"PORT": "8123"})
+    assert [(p.name, p.command) for p in programs] == [
+        ("api", "serve --port 8123"),
+        ("sos", "press 100%"),
+    ]
+    with pytest.raises(ProcfileError, match=r"\$\{PORT\} is not set"):
+        read_procfile(procfile, {})
+    for bad in ("api serve\n", "api: one\napi: two\n", "# nothing\n"):
+        procfile.write_text(bad)
+        with pytest.raises(ProcfileError):
+            read_procfile(procfile, {})
+
+
+def test_make_run_s_procfile_names_every_process_of_the_readme() -> None:
+    env = {name: "1" for name in ("LINLI_FHIR_PORT", "LINLI_API_PORT", "LINLI_ACTIONS_PORT")}
+    env |= {"LINLI_RASA_PORT": "1", "LINLI_SOS_PORT": "1", "LINLI_RUN_DIR": "/run"}
+    names = [p.name for p in read_procfile(ROOT / "Procfile", env)]
+    assert names == [
+        *("fhir", "api", "scheduler", "actions", "rasa", "outbox", "health", "sos", "hotline")
+    ]
+
+
+def test_the_console_prefixes_whole_lines_with_the_process_name() -> None:
+    out = io.StringIO()
+    console = Console(out, width=7, color=False)
+    console.feed("api", "started\nhalf a ")
+    console.feed("hotline", "ringing\n")
+    console.feed("api", "line\nEpochs 1%\rEpochs 50%\rEpochs 100%\n")
+    lines = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        "api     | started",
+        "hotline | ringing",
+        "api     | half a line",
+        "api     | Epochs 100%",
+    ]
+
+
+def test_the_watchdog_backs_off_a_process_that_keeps_failing_and_forgives_it_later() -> None:
+    policy = Policy(hold=30, max_hold=100, window=600, crashes=3)
+    assert policy.crashed("api", 0) is None
+    assert policy.crashed("api", 10) is None
+    assert policy.crashed("api", 20) == 30  # the third crash in ten minutes: held 30 s
+    assert policy.due(49) == [] and policy.due(50) == ["api"] and policy.due(51) == []
+    assert policy.gave_up("api", 60) == 60  # and it failed again: twice as long
+    assert policy.gave_up("api", 130) == 100  # never more than max_hold
+    assert policy.crashed("rasa", 130) is None  # each process on its own
+    assert policy.gave_up("api", 130 + 601) == 30  # ten quiet minutes: forgiven
+    assert policy.crashed("api", 2000) is None  # an old crash no longer counts
+
+
+def _supervisord(tmp_path: Path, procfile: str, **env: str) -> Supervised:
+    run_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"linli-sv-{tmp_path.name[-20:]}"
+    (tmp_path / "Procfile").write_text(procfile)
+    conf = write(tmp_path / "Procfile", run_dir, {**os.environ, **env}, hold=2)
+    binary = str(Path(sys.executable).parent / "supervisord")
+    return Supervised(
+        [binary, "--nodaemon", "--configuration", str(conf)], run_dir, dict(os.environ)
+    )
+
+
+def test_a_crash_restarts_that_process_alone_and_one_that_keeps_failing_is_retried_later(
+    tmp_path: Path,
+) -> None:
+    procfile = (
+        "steady: sh -c 'echo \"hello ${WHO}\"; exec sleep 600'\n"
+        "other: sh -c 'exec sleep 600'\n"
+        "broken: sh -c 'echo cannot start; exit 3'\n"
+    )
+    supervised = _supervisord(tmp_path, procfile, WHO="world")
+    supervised.start()
+    try:
+        before = until("steady and other up", lambda: supervised.running("steady", "other"), 30)
+        os.kill(before["steady"], signal.SIGKILL)
+        after = until(
+            "steady restarted",
+            lambda: (p := supervised.running("steady")) and p["steady"] != before["steady"] and p,
+            30,
+        )
+        assert after["other"] == before["other"], "only the crashed process is restarted"
+
+        # supervisord retries `broken` after 1, 2, … 5 s, gives up; the watchdog starts it again.
+        until(
+            "supervisord gave up", lambda: "gave up: broken entered FATAL" in supervised.text(), 60
+        )
+        until("the watchdog's retry", lambda: "starting broken again" in supervised.text(), 30)
+        assert supervised.pids()["other"] == before["other"]
+    finally:
+        status = supervised.stop()
+    text = supervised.text()
+    assert status == 0, text
+    assert re.search(r"\d\d:\d\d:\d\d steady +\| hello world", text), text
+    assert re.search(r"broken +\| cannot start", text), text
+    assert (
+        "broken keeps failing to start; supervisord gave up, the watchdog tries again in 2 s"
+        in text
+    )
+    assert "cannot start" in supervised.log("broken")  # each process's own log file too
