@@ -1,0 +1,301 @@
+"""`make run` as a newcomer runs it: scripts/run (migrations, demo data, every Procfile process
+under supervisord), on ports, a database, a run directory and Redis keys of its own. Then the
+work-order API is killed (SIGKILL) while a resident is on the phone and another is booking a
+doctor in the chat: supervisord restarts the API alone, nothing else stops, and what was asked
+while it was down is done exactly once when it is back.
+
+Everything is real: baresip calls the hotline over SIP/RTP (the hotline's recogniser is
+scripted, HOTLINE_ASR=scripted, as scripts/run sets when there is no Chinese Vosk model), Rasa
+serves the trained model, the SOS terminal simulator is pressed over its control port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import RUN_ID
+from tests.dialogue_stack import MODEL, Chat
+from tests.factories import resident_body, unique_phone
+from tests.servers import free_port
+from tests.sip_clients import free_sip_port
+from tests.supervised import Squatter, Supervised, until
+from tests.test_hotline import Caller, loud_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = ("fhir", "api", "scheduler", "actions", "rasa", "outbox", "health", "sos", "hotline")
+PASSWORD = "make-run-test-" + secrets.token_hex(4)
+SUN_DEMING = "15947042776"  # the demo resident with the SOS terminal sos-0000
+SCRIPT = ["你好", "厨房水管漏水了", "好的，再见"]  # what the caller "says", in order
+OUTBOX_REPLY = "您的请求已经记下了"  # actions/common.py: the API was down
+T = TypeVar("T")
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Run:
+    supervised: Supervised
+    ports: dict[str, int]
+    tokens: dict[str, str]
+    outbox: str  # Redis key of the action server's outbox
+    rasa_prefix: str
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        bearer = token or self.tokens["LINLI_TOKEN_ACTIONS"]
+        return httpx.Client(
+            base_url=self.api_url, headers={"Authorization": f"Bearer {bearer}"}, timeout=30
+        )
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def sos(self, method: str = "GET", path: str = "/state") -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.ports['sos']}{path}"
+        response = httpx.request(method, url, timeout=30)
+        return response.json() if response.status_code < 500 else {}
+
+    def orders(self, **params: Any) -> list[dict[str, Any]]:
+        with self.api() as api:
+            response = api.get("/work-orders", params={"limit": 100, **params})
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+
+@pytest.fixture
+def make_run(redis_client: redis.Redis) -> Iterator[Run]:
+    assert MODEL.exists(), "make test trains models/current.tar.gz first"
+    run_dir = Path(tempfile.mkdtemp(prefix="linli-run-"))  # short: supervisor.sock lives here
+    ports = {name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos")}
+    ports["sip"] = free_sip_port()
+    tokens = {
+        f"LINLI_TOKEN_{name}": secrets.token_urlsafe(24)
+        for name in ("ACTIONS", "WECHAT", "HOTLINE", "TERMINAL")
+    }
+    script = run_dir / "hotline-script.txt"
+    script.write_text("\n".join(SCRIPT) + "\n", encoding="utf-8")
+    prefix, rasa_prefix = f"linli:test:{RUN_ID}:run", f"linlitest{RUN_ID}run"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # scripts/run derives these from the ports below
+        if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_"))
+        and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL")
+    }
+    env.update(
+        tokens,
+        LINLI_RUN_DIR=str(run_dir),
+        LINLI_API_PORT=str(ports["api"]),
+        LINLI_FHIR_PORT=str(ports["fhir"]),
+        LINLI_ACTIONS_PORT=str(ports["actions"]),
+        LINLI_RASA_PORT=str(ports["rasa"]),
+        LINLI_SOS_PORT=str(ports["sos"]),
+        HOTLINE_SIP_PORT=str(ports["sip"]),
+        HOTLINE_ASR="scripted",
+        HOTLINE_SCRIPT=str(script),
+        DATABASE_URL=f"sqlite:///{run_dir}/workorders.db",
+        EVENT_STREAM=f"{prefix}:events",
+        LINLI_REDIS_PREFIX=prefix,
+        RASA_REDIS_PREFIX=rasa_prefix,
+        LINLI_DEMO_PASSWORD=PASSWORD,
+        HEALTH_TIMEOUT="600",
+    )
+    supervised = Supervised([str(ROOT / "scripts" / "run")], run_dir, env)
+    supervised.start()
+    run = Run(supervised, ports, tokens, f"{prefix}:outbox", rasa_prefix)
+    try:
+        yield run
+    finally:
+        status = supervised.stop()
+        for key in redis_client.scan_iter(f"{rasa_prefix}*"):
+            redis_client.delete(key)
+    assert status == 0, supervised.tail()
+
+
+async def eventually(what: str, check: Callable[[], T | None], seconds: float) -> T:
+    """`until` for async tests: checks run in a thread, the event loop (phones) goes on."""
+    return await asyncio.to_thread(until, what, check, seconds)
+
+
+def up(run: Run) -> dict[str, int]:
+    """The pids once everything answers: the banner, the SOS terminal, the hotline."""
+    until("the 'Linli is up' banner", lambda: "Linli is up" in run.supervised.text(), 600)
+    until("the SOS terminal registered", lambda: run.sos().get("ready"), 120)
+    until("the hotline listening", lambda: "Linli hotline on udp" in run.supervised.text(), 120)
+    return until("every process RUNNING", lambda: run.supervised.running(*PROGRAMS), 60)
+
+
+def restarted(run: Run, old_pid: int) -> int | None:
+    """The new pid of the API, once it answers again."""
+    pid = run.supervised.pids()["api"]
+    return pid if pid not in (0, old_pid) and run.healthy() else None
+
+
+def kill_and_keep_down(run: Run) -> Squatter:
+    """SIGKILL the API, and hold its port before the restarted API listens (imports take it a
+    second): until released, connections are refused and supervisord's restarts fail."""
+    for _ in range(3):
+        squatter = Squatter(run.ports["api"])
+        os.kill(run.supervised.pids()["api"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if squatter.take():
+                return squatter
+            time.sleep(0.002)
+        squatter.release()  # the new API was quicker: kill that one
+    raise AssertionError("could not hold the API's port")
+
+
+def resident(run: Run, **identity: str) -> dict[str, Any]:
+    body = resident_body(identities=[identity])
+    if identity["kind"] == "phone":
+        body["phone"] = identity["value"]
+    with run.api() as api:
+        response = api.post("/residents", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def tracker_knows(run: Run, resident_id: int) -> bool:
+    """Some conversation in Rasa's tracker store has this resident (the call's session began
+    while the API was up)."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        for key in client.scan_iter(f"{run.rasa_prefix}*"):
+            raw = client.get(key) if client.type(key) == b"string" else None
+            events = json.loads(raw).get("events", []) if raw else []
+            if any(
+                e.get("event") == "slot"
+                and e.get("name") == "resident_id"
+                and e.get("value") == resident_id
+                for e in events
+            ):
+                return True
+        return False
+    finally:
+        client.close()
+
+
+def queued(run: Run) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        return [json.loads(raw) for raw in client.lrange(run.outbox, 0, -1)]
+    finally:
+        client.close()
+
+
+def staff_token(run: Run) -> str:
+    response = httpx.post(
+        f"{run.api_url}/auth/token",
+        json={"username": "zhang.supervisor", "password": PASSWORD},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def call_transcript(run: Run, resident_id: int) -> list[dict[str, Any]] | None:
+    with run.api(staff_token(run)) as api:
+        page = api.get("/calls", params={"resident_id": resident_id}).json()
+        if not page["items"]:
+            return None
+        [record] = page["items"]
+        return api.get(f"/calls/{record['id']}").json()["transcript"]
+
+
+async def test_killing_the_api_restarts_it_alone_and_loses_nothing(
+    make_run: Run, tmp_path: Path
+) -> None:
+    run = make_run
+    first = pids = await asyncio.to_thread(up, run)
+
+    # A crash: the API alone is started again, at once.
+    killed_at = time.monotonic()
+    os.kill(pids["api"], signal.SIGKILL)
+    await eventually("the API back", lambda: restarted(run, pids["api"]), 60)
+    restart_seconds = time.monotonic() - killed_at
+    pids = run.supervised.pids()
+    print(f"API answered again {restart_seconds:.1f} s after SIGKILL")  # in the test report
+
+    # A doctor's booking in the chat, up to its confirmation; a caller on the hotline.
+    chat_sender = f"wx-{secrets.token_hex(6)}"
+    booker = resident(run, kind="wechat_openid", value=chat_sender)
+    chat = Chat(f"http://127.0.0.1:{run.ports['rasa']}", chat_sender)
+    offer = await asyncio.to_thread(chat.text, "帮我挂个下礼拜二的内科")
+    assert "第1个" in offer, offer
+    confirm = await asyncio.to_thread(chat.text, "第一个")
+    assert "对吗" in confirm, confirm
+    number = unique_phone()
+    caller_resident = resident(run, kind="phone", value=number)
+    async with Caller(tmp_path / "caller", number) as caller:
+        await caller.dial(run.ports["sip"])
+        await eventually("the greeting heard", lambda: loud_seconds(caller.heard()) > 0.5, 30)
+        await caller.say()  # 你好: the call's conversation begins while the API is up
+        await eventually("the caller known", lambda: tracker_knows(run, caller_resident["id"]), 60)
+
+        squatter = await asyncio.to_thread(kill_and_keep_down, run)
+        try:
+            done = await asyncio.to_thread(chat.text, "对")
+            assert OUTBOX_REPLY in done, done
+            await caller.say()  # 厨房水管漏水了
+            await eventually(
+                "the caller's repair in the outbox",
+                lambda: any(e["body"]["resident_id"] == caller_resident["id"] for e in queued(run)),
+                60,
+            )
+            pressed = await asyncio.to_thread(run.sos, "POST", "/sos")
+            assert pressed["state"]["ready"], pressed
+            await eventually("the SOS queued", lambda: run.sos().get("queue_length") == 1, 30)
+            assert not run.healthy() and len(queued(run)) == 2
+        finally:
+            squatter.release()
+
+        # supervisord's next start (after its back-off, or the watchdog's) brings it back.
+        await eventually("the API back", lambda: restarted(run, pids["api"]), 180)
+        await eventually("the outbox replayed", lambda: not queued(run), 60)
+        await eventually("the SOS delivered", lambda: run.sos().get("queue_length") == 0, 120)
+
+        # The call went on all along: the caller says goodbye, the hotline hangs up.
+        await caller.say()  # 好的，再见
+        await caller.phone.wait_event("CALL_CLOSED", timeout=60)
+
+    transcript = await eventually(
+        "the call record", lambda: call_transcript(run, caller_resident["id"]), 60
+    )
+    bot = [line["text"] for line in transcript if line["speaker"] == "bot"]
+    assert any(OUTBOX_REPLY in text for text in bot), bot
+    [booking] = run.orders(resident_id=booker["id"])
+    assert (booking["kind"], booking["details"]["department"]) == ("medical_appointment", "内科")
+    [repair] = run.orders(resident_id=caller_resident["id"])
+    assert (repair["kind"], repair["channel"]) == ("repair", "hotline")
+    with run.api() as api:
+        sun = api.get("/residents/lookup", params={"kind": "phone", "value": SUN_DEMING}).json()
+    [emergency] = run.orders(resident_id=sun["id"], kind="emergency")
+    assert emergency["channel"] == "terminal"
+
+    after = run.supervised.pids()
+    assert after["api"] not in (first["api"], pids["api"])
+    assert {n: p for n, p in after.items() if n != "api"} == {
+        n: p for n, p in first.items() if n != "api"
+    }, "only the API was restarted"
+    assert "exited: hotline" not in run.supervised.text()
