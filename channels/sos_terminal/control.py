@@ -1,5 +1,5 @@
 """The headless simulator: the simulated terminal with a tiny HTTP control server instead of
-the keyboard, so it runs under honcho (`make run`) and anyone can press the button with curl.
+the keyboard, so it runs under `make run` and anyone can press the button with curl.
 
     curl -X POST 127.0.0.1:8095/sos      three quick presses: SOS
     curl -X POST 127.0.0.1:8095/hold     held for 2 s: SOS
@@ -11,9 +11,10 @@ waits up to N seconds for the server to confirm what is queued. It listens on lo
 refuses requests that come from a web page (they carry `Origin`, or a foreign `Host` after DNS
 rebinding): a page the developer happens to open must not be able to raise an emergency.
 
-Under honcho the API may start after this process, and honcho stops everything when one
-process exits: so it never exits on its own; until the terminal is registered (provisioned
-once the API answers) /state says why it is not ready and presses get 503.
+Under `make run` the API may start (or be restarted) after this process, and supervisord
+would start an exited process again and again: so it never exits on its own; until the
+terminal is registered (provisioned once the API answers) /state says why it is not ready and
+presses get 503.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Headless:
             terminal.close()
 
     def _set_problem(self, problem: str) -> None:
-        if problem != self.problem:  # once per change, not every retry, in honcho's log
+        if problem != self.problem:  # once per change, not every retry, in make run's log
             print(f"  ⏳ {problem}", flush=True)
         self.problem = problem
 
@@ -213,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(args: argparse.Namespace) -> None:
-    """Run until SIGINT or SIGTERM (honcho's Ctrl-C), then stop cleanly."""
+    """Run until SIGINT or SIGTERM (Ctrl-C in make run), then stop cleanly."""
     headless = Headless(args)
     try:
         server = _Server((HOST, args.control_port), _Handler)
