@@ -76,8 +76,14 @@ class Baresip:
         codecs: str = "PCMU,PCMA",
         sip_port: int = 0,
         answermode: str = "manual",
+        host: str = "127.0.0.1",
+        auth_pass: str | None = None,
+        account_params: str = "",
     ) -> None:
         self.directory = directory
+        self.host = host  # another loopback address (127.0.0.2) is an untrusted host
+        self.auth_pass = auth_pass  # answers digest challenges as `user`
+        self.account_params = account_params  # e.g. ";mediaenc=srtp-mand"
         self.user = user
         self.audio_in = audio_in
         self.codecs = codecs
@@ -95,7 +101,7 @@ class Baresip:
 
     @property
     def uri(self) -> str:
-        return f"sip:{self.user}@127.0.0.1:{self.sip_port}"
+        return f"sip:{self.user}@{self.host}:{self.sip_port}"
 
     async def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,7 @@ class Baresip:
         ctrl_port = free_port(socket.SOCK_STREAM)
         config = f"""
 poll_method epoll
-sip_listen 127.0.0.1:{self.sip_port}
+sip_listen {self.host}:{self.sip_port}
 call_local_timeout 30
 call_max_calls 4
 audio_player alsa,null
@@ -121,9 +127,10 @@ module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{ctrl_port}
 """
         (self.directory / "config").write_text(config)
+        auth = f";auth_pass={self.auth_pass}" if self.auth_pass is not None else ""
         account = (
-            f"<sip:{self.user}@127.0.0.1>;regint=0;audio_codecs={self.codecs}"
-            f";answermode={self.answermode}\n"
+            f"<sip:{self.user}@{self.host}>;regint=0;audio_codecs={self.codecs}"
+            f";answermode={self.answermode}{auth}{self.account_params}\n"
         )
         (self.directory / "accounts").write_text(account)
         log = self.log_path.open("wb")
@@ -132,7 +139,7 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
             "-f",
             str(self.directory),
             "-n",
-            "127.0.0.1",
+            self.host,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,16 @@ from tests.dialogue_stack import DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
 from tests.support import SHARED, Api, Backend, hotline_token
-from voice.asr import Scripted, ScriptedRecogniser
-from voice.audio import TELEPHONE_RATE, read_wav, resample, rms, write_wav
+from voice.asr import AsrEvent, GrammarSpec, Recogniser, Scripted, ScriptedRecogniser
+from voice.audio import TELEPHONE_RATE, Codec, encode_g711, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
-from voice.hotline import Hotline, HotlineSettings, record_body
+from voice.hotline import Hotline, HotlineSettings, open_endpoint, record_body
 from voice.office_hours import OfficeHours
 from voice.outbound import Outbound
 from voice.sip import EndReason, SipEndpoint
+from voice.sip.rtp import RtpPacket
 from voice.tts import Synthesizer
+from workorders import signing
 from workorders.client import WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, SosTrigger
 
@@ -120,10 +123,13 @@ async def running_hotline(
     scripts: dict[str, list[str | Scripted]],
     *,
     clock: datetime = TUESDAY_MORNING,
+    recognisers: dict[str, Recogniser] | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Hotline, int]]:
-    """The hotline on a free port; each caller number has its own scripted recogniser."""
-    recognisers = {number: ScriptedRecogniser(lines) for number, lines in scripts.items()}
+    """The hotline on a free port; each caller number has its own scripted recogniser
+    (`recognisers` instead: given ones)."""
+    if recognisers is None:
+        recognisers = {number: ScriptedRecogniser(lines) for number, lines in scripts.items()}
     dialogue = DialogueClient(stack.rasa_url)
     api = WorkOrdersClient(stack.api.base_url, stack.hotline_token)
     hotline = Hotline(
@@ -135,9 +141,7 @@ async def running_hotline(
         clock=lambda: clock,
     )
     try:
-        async with SipEndpoint(
-            hotline, on_ended=hotline.on_ended, host="127.0.0.1", port=0
-        ) as endpoint:
+        async with open_endpoint(hotline, replace(hotline.settings, sip_port=0), api) as endpoint:
             yield hotline, endpoint.port
     finally:
         await dialogue.aclose()
@@ -649,7 +653,11 @@ class Home:
         self.spoken: list[str] = []
 
     @contextlib.contextmanager
-    def connected(self, hotline_port: int) -> Iterator[Home]:
+    def connected(
+        self, hotline_port: int, *, host: str = "127.0.0.1", secret: str | None = None
+    ) -> Iterator[Home]:
+        """`host`: where the terminal's SIP and RTP come from; `secret`: a different one than
+        provisioned (a forged terminal)."""
         pins = MockFactory()
         config = DeviceConfig()
         self.button = pins.pin(config.button_pin)
@@ -663,9 +671,10 @@ class Home:
             on_light=self.lights.append,
         )
         self.line = VoiceLine(
-            VoiceLineConfig(f"sip:hotline@127.0.0.1:{hotline_port}", sip_host="127.0.0.1"),
+            VoiceLineConfig(f"sip:hotline@127.0.0.1:{hotline_port}", sip_host=host),
             self.device_id,
             lambda: self.audio,
+            secret=self.secret if secret is None else secret,
         )
         self.line.start()
         self.device.use_voice(self.line)
@@ -718,6 +727,8 @@ async def test_a_short_press_on_the_terminal_talks_to_the_hotline_as_its_residen
 
     assert home.line.states == [DIALING, TALKING, ENDED]
     assert home.lights == ["talking", "off"]
+    # Even from the trusted host, a terminal-… caller proved who it is (SIP digest).
+    assert hotline.stats() == {"calls_answered": 1, "challenged": 1, "admitted_authenticated": 1}
     answer = next(e for e in reply if e.kind == "answered")
     assert "报修记下了" in answer.detail, answer.detail
     [order] = stack.orders(home.resident["id"])
@@ -731,6 +742,111 @@ async def test_a_short_press_on_the_terminal_talks_to_the_hotline_as_its_residen
         home.resident["id"],
         [order["id"]],
     )
+
+
+async def test_a_terminal_on_an_untrusted_network_is_its_resident_only_with_its_secret(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """From 127.0.0.2 (not a trusted peer): a device with another secret is challenged and
+    refused (403), nothing is answered; the provisioned one is challenged, answers with the
+    password derived from its secret (the hotline checks it with HA1 from the API) and
+    talks as its resident."""
+    home = Home(stack, tmp_path)
+    async with running_hotline(stack, synthesizer, {home.caller: []}) as (hotline, port):
+        with home.connected(port, host="127.0.0.2", secret=signing.new_secret()):
+            await home.press()
+            await home.wait_state(UNREACHABLE)
+        assert hotline.stats() == {"calls_answered": 0, "challenged": 1, "refused_auth": 1}
+        with home.connected(port, host="127.0.0.2"):
+            await home.press()
+            flow = await hotline.wait_flow(home.caller)
+            await flow.wait_event("say", detail="greeting")
+            await asyncio.sleep(1.5)
+            await home.press()
+            await home.wait_state(ENDED)
+            record = await stored_record(hotline, flow)
+        assert hotline.stats() == {
+            "calls_answered": 1,
+            "challenged": 2,
+            "refused_auth": 1,
+            "admitted_authenticated": 1,
+        }
+    assert (flow.call.caller, flow.call.peer_host) == (home.caller, "127.0.0.2")
+    detail = stack.call_record(record["id"])
+    assert (detail["channel"], detail["resident_id"]) == ("terminal", home.resident["id"])
+    assert loud_seconds(bytes(home.audio.heard)) > 0.5  # RTP both ways from 127.0.0.2
+
+
+class Listening:
+    """A scripted recogniser that keeps every byte of audio it was given, so a test can say
+    exactly what the recogniser heard."""
+
+    def __init__(self) -> None:
+        self.scripted = ScriptedRecogniser()
+        self.endpointing = self.scripted.endpointing
+        self.audio = bytearray()
+
+    def session(self, sample_rate: int, grammar: GrammarSpec = None) -> Listening.Session:
+        return Listening.Session(self, self.scripted.session(sample_rate, grammar))
+
+    class Session:
+        def __init__(self, owner: Listening, inner: Any) -> None:
+            self.owner, self.inner = owner, inner
+            self.sample_rate = inner.sample_rate
+
+        def accept(self, pcm: bytes) -> list[AsrEvent]:
+            self.owner.audio += pcm
+            return self.inner.accept(pcm)
+
+        def set_grammar(self, grammar: GrammarSpec) -> list[AsrEvent]:
+            return self.inner.set_grammar(grammar)
+
+        def finish(self) -> list[AsrEvent]:
+            return self.inner.finish()
+
+
+async def test_rtp_injected_from_other_addresses_never_reaches_the_recogniser(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """A caller on a silent line; loud speech sent to the call's RTP port from another host
+    and from another port of the caller's host is dropped and counted: the recogniser got
+    silence and nothing but silence."""
+    number = unique_phone()
+    stack.resident(number)
+    listening = Listening()
+    speech = encode_g711(speech_clip(2.0), Codec.PCMU)
+    async with (
+        running_hotline(stack, synthesizer, {}, recognisers={number: listening}) as (
+            hotline,
+            port,
+        ),
+        Caller(tmp_path, number) as caller,
+    ):
+        flow = await greeted(caller, hotline, port, listen=0.5)
+        target = ("127.0.0.1", flow.call.rtp.local_port)
+        sent = 0
+        for host in ("127.0.0.2", "127.0.0.1"):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as injector:
+                injector.bind((host, 0))
+                for i in range(0, len(speech), 160):
+                    packet = RtpPacket(0, i // 160, i, 0xBAD, speech[i : i + 160])
+                    injector.sendto(packet.encode(), target)
+                    sent += 1
+        deadline = time.monotonic() + 10
+        while flow.call.rtp.foreign_packets < sent:
+            assert time.monotonic() < deadline, (flow.call.rtp.foreign_packets, sent)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # what was received so far has gone on to the recogniser
+        await caller.hang_up()
+        await stored_record(hotline, flow)
+        counted = hotline.stats()["rtp_foreign_dropped"]
+
+    assert (flow.call.rtp.foreign_packets, counted) == (sent, sent)
+    heard = bytes(listening.audio)
+    assert len(heard) > 2 * TELEPHONE_RATE  # over a second of the caller's line
+    assert heard == bytes(len(heard)), "the recogniser heard something other than silence"
+    assert not [e for e in flow.events if e.kind in ("heard", "barge_in")]
+    assert listening.scripted.delivered == []
 
 
 async def test_a_terminal_that_cannot_reach_the_hotline_says_so(

@@ -585,6 +585,17 @@ def test_forged_wrong_key_stale_and_replayed_events_are_refused(api: Api, backen
     assert emergencies(backend, other.resident_id) == []
 
 
+def audited(api: Api, home: Home) -> list[str]:
+    """What the audit log says was done to the terminal, oldest first."""
+    entries = api.call(
+        "admin",
+        "GET",
+        "/audit",
+        params={"resource_type": "terminal", "resource_id": home.terminal_id},
+    ).json()["items"]
+    return [e["action"] for e in sorted(entries, key=lambda e: e["id"])]
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_provisioning_shows_the_secret_once_and_keeps_it_encrypted(
     api: Api, backend: Backend
@@ -621,17 +632,65 @@ def test_provisioning_shows_the_secret_once_and_keeps_it_encrypted(
         json={"device_id": f"sos-{uuid.uuid4().hex[:8]}", "resident_id": home.resident_id},
     )
     assert bot.status_code == 403
-    audit = api.call(
-        "admin",
-        "GET",
-        "/audit",
-        params={"resource_type": "terminal", "resource_id": home.terminal_id},
-    ).json()
-    assert [e["action"] for e in audit["items"]] == ["provision_terminal"]
+    assert audited(api, home) == ["provision_terminal"]
     post_event(api.base_url, home.device_id, home.secret, sos_body())
     log = api.process.log_text()
     assert home.secret not in log and home.device_id not in log
     assert "POST /terminals/events 201" in log
+
+
+def test_the_hotline_reads_a_terminals_sip_digest_never_its_secret(
+    api: Api, backend: Backend
+) -> None:
+    """GET /terminals/sip-digest: HA1 of the derived SIP password for one realm, for the
+    telephony service only, audited; rotating the secret changes it."""
+    home = provision(api)
+    headers = {"Authorization": f"Bearer {hotline_token(backend)}"}
+    path = f"{api.base_url}/terminals/sip-digest"
+
+    def read(device_id: str, token_headers: dict[str, str] = headers) -> httpx.Response:
+        return httpx.get(
+            path,
+            params={"realm": "linli"},
+            headers={**token_headers, "X-Linli-Terminal": device_id},
+        )
+
+    answer = read(home.device_id)
+    assert answer.status_code == 200, answer.text
+    user = f"terminal-{home.device_id}"
+    password = signing.sip_password(home.secret)
+    assert answer.json() == {
+        "terminal_id": home.terminal_id,
+        "resident_id": home.resident_id,
+        "username": user,
+        "realm": "linli",
+        "ha1": {
+            "MD5": signing.digest_ha1(user, "linli", password, "MD5"),
+            "SHA-256": signing.digest_ha1(user, "linli", password, "SHA-256"),
+        },
+    }
+    assert home.secret not in answer.text and password not in answer.text
+    assert password != home.secret and len(password) == 64
+
+    unknown = read(f"sos-{uuid.uuid4().hex[:10]}")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "terminal_not_found")
+    for account in ("agent", "bot"):  # staff and other services may not
+        refused = api.call(
+            account,
+            "GET",
+            "/terminals/sip-digest",
+            params={"realm": "linli"},
+            headers={"X-Linli-Terminal": home.device_id},
+        )
+        assert refused.status_code == 403, (account, refused.text)
+    assert audited(api, home) == ["provision_terminal", "read_terminal_sip_digest"]
+
+    rotated = api.call("agent", "POST", f"/terminals/{home.terminal_id}/secret").json()["secret"]
+    after = read(home.device_id).json()["ha1"]["MD5"]
+    new_password = signing.sip_password(rotated)
+    assert after == signing.digest_ha1(user, "linli", new_password, "MD5")
+    assert after != answer.json()["ha1"]["MD5"]
+    assert home.device_id not in api.process.log_text()
 
 
 # --- escalation chain, on a controllable clock ---------------------------------------------------

@@ -419,9 +419,9 @@ class RawPeer(asyncio.DatagramProtocol):
         self.sources: dict[int, tuple[str, int]] = {}
 
     @classmethod
-    async def open(cls) -> RawPeer:
+    async def open(cls, host: str = "127.0.0.1") -> RawPeer:
         loop = asyncio.get_running_loop()
-        transport, peer = await loop.create_datagram_endpoint(cls, local_addr=("127.0.0.1", 0))
+        transport, peer = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
         peer.transport = transport  # type: ignore[assignment]
         peer.port = transport.get_extra_info("sockname")[1]
         return peer
@@ -820,6 +820,8 @@ async def test_rtp_reorders_decodes_and_dedupes_dtmf() -> None:
     )
     assert session.local_port % 2 == 0
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    session.start(sender.getsockname())  # the negotiated address: RTP only from there
     try:
         frames = [tone(300 + 100 * i, 0.02) for i in range(6)]
         packets = [

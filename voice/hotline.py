@@ -1,6 +1,6 @@
 """The hotline: the community's telephone number answered by the assistant.
 
-    .venv/bin/python -m voice.hotline            # SIP on udp 0.0.0.0:5070; settings below
+    .venv/bin/python -m voice.hotline            # SIP on udp 127.0.0.1:5070; settings below
     baresip: /dial sip:hotline@127.0.0.1:5070
 
 A PBX or SIP trunk routes the number to this process (voice/sip). Each call gets a `CallFlow`
@@ -13,7 +13,9 @@ Settings come from the environment (`HotlineSettings.from_env`):
 
 | variable | default | meaning |
 |---|---|---|
-| `HOTLINE_SIP_HOST` / `HOTLINE_SIP_PORT` | `0.0.0.0` / `5070` | where SIP listens (UDP) |
+| `HOTLINE_SIP_HOST` / `HOTLINE_SIP_PORT` | `127.0.0.1` / `5070` | where SIP listens (UDP) |
+| `HOTLINE_TRUSTED_PEERS` | `127.0.0.1,::1` | PBX/trunk hosts or CIDRs: calls without auth |
+| `HOTLINE_SIP_REALM` | `linli` | digest realm terminals authenticate in |
 | `HOTLINE_ADVERTISED_HOST` | the bound address | address put in Contact/SDP (NAT, 0.0.0.0) |
 | `HOTLINE_RTP_PORTS` | any | RTP port range, e.g. `20000-20999` (firewalls) |
 | `HOTLINE_ASR` | `vosk` | `vosk` (VOSK_MODEL_PATH, `make models`) or `scripted` |
@@ -33,6 +35,13 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_TRUNK` | – | `host:port` of the SIP trunk/PBX that family phones are dialled through |
 | `HOTLINE_OUTBOUND` | `1` | `0`: place no calls of our own (SOS callbacks, family notifications) |
 | `HOTLINE_EVENTS_CURSOR` | `var/hotline/events.cursor` | how far the event stream was handled |
+
+Who may call (voice/sip/admission.py): a trusted peer, for any number it sends; an SOS
+terminal (`terminal-…`) only with SIP digest, from whatever host, with the password derived
+from its provisioned secret (`workorders.signing.sip_password`); the hotline fetches the HA1
+for its realm from the API (`GET /terminals/sip-digest`, svc-hotline). Anyone else gets 403.
+RTP is taken only from the address the SDP negotiated (voice/sip/rtp.py). `Hotline.stats()`
+counts admissions, refusals and dropped RTP.
 
 Calls of its own (voice/outbound.py): after an SOS from a terminal it calls the terminal back,
 and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`.
@@ -77,9 +86,10 @@ from voice.call_flow import CallFlow, CallResult
 from voice.office_hours import OfficeHours
 from voice.outbound import Outbound
 from voice.sip import Call, EndReason, SipEndpoint
+from voice.sip.admission import LOOPBACK, Admission, Lookup, LookupUnavailable, networks
 from voice.tts import Synthesizer
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
-from workorders.contract import IdentityKind
+from workorders.contract import TERMINAL_SIP_PREFIX, IdentityKind
 from workorders.crypto import mask_text
 
 log = logging.getLogger("voice.hotline")
@@ -97,8 +107,10 @@ def _flag(value: str | None) -> bool:
 class HotlineSettings:
     """Everything the hotline can be told (see the table in the module docstring)."""
 
-    sip_host: str = "0.0.0.0"
+    sip_host: str = "127.0.0.1"
     sip_port: int = 5070
+    trusted_peers: tuple[str, ...] = LOOPBACK
+    realm: str = "linli"
     advertised_host: str | None = None
     rtp_ports: tuple[int, int] | None = None
     asr: str = "vosk"
@@ -131,6 +143,10 @@ class HotlineSettings:
             )
         if self.silence_timeout <= 0 or self.filler_delay < 0 or self.max_failures < 1:
             raise ValueError("silence timeout must be positive, filler delay not negative")
+        try:
+            networks(self.trusted_peers)
+        except ValueError as exc:
+            raise ValueError(f"HOTLINE_TRUSTED_PEERS: {exc}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> HotlineSettings:
@@ -144,6 +160,12 @@ class HotlineSettings:
         settings = cls(
             sip_host=env.get("HOTLINE_SIP_HOST", cls.sip_host),
             sip_port=int(env.get("HOTLINE_SIP_PORT", cls.sip_port)),
+            trusted_peers=tuple(
+                peer.strip()
+                for peer in env.get("HOTLINE_TRUSTED_PEERS", ",".join(LOOPBACK)).split(",")
+                if peer.strip()
+            ),
+            realm=env.get("HOTLINE_SIP_REALM", cls.realm),
             advertised_host=env.get("HOTLINE_ADVERTISED_HOST") or None,
             rtp_ports=rtp_ports,
             asr=env.get("HOTLINE_ASR", cls.asr).strip().lower(),
@@ -207,9 +229,16 @@ class Hotline:
         self.stored: dict[str, dict[str, Any]] = {}  # what the API answered
         self._arrived = asyncio.Event()
         self._answered: dict[str, None] = {}  # ids of calls that reached __call__ (ordered)
+        self.endpoint: SipEndpoint | None = None  # set by `open_endpoint`
 
     def now(self) -> datetime:
         return self._clock() if self._clock else datetime.now(timezone.utc)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for monitoring: calls answered, and the SIP endpoint's admissions,
+        refusals and dropped RTP (see `SipEndpoint.stats`)."""
+        counted = self.endpoint.stats() if self.endpoint is not None else {}
+        return {"calls_answered": len(self._answered), **counted}
 
     async def warm(self) -> int:
         """Render every prompt (normal and slower) at 8 kHz now, not during the first call."""
@@ -402,6 +431,48 @@ def endpointing_for(settings: HotlineSettings) -> Endpointing:
     return replace(ELDERLY, trailing_silence=settings.trailing_silence)
 
 
+def terminal_digests(api: WorkOrdersClient | None) -> Lookup:
+    """HA1 of an SOS terminal's SIP password, from the API; None for anyone else."""
+
+    async def lookup(user: str, realm: str) -> dict[str, str] | None:
+        kind, device_id = caller_identity(user)
+        if kind is not IdentityKind.terminal or api is None:
+            return None
+        try:
+            found = await api.terminal_sip_digest(device_id, realm)
+        except (ApiError, ApiUnavailable) as exc:
+            raise LookupUnavailable(str(exc)) from exc
+        if found is None or found.get("username") != user:
+            return None
+        return {str(k): str(v) for k, v in found["ha1"].items()}
+
+    return lookup
+
+
+def open_endpoint(
+    hotline: Hotline, settings: HotlineSettings, api: WorkOrdersClient | None
+) -> SipEndpoint:
+    """The hotline's SIP endpoint: trusted peers, digest for terminals, its settings."""
+    admission = Admission(
+        trusted=settings.trusted_peers,
+        must_authenticate=lambda user: user.startswith(TERMINAL_SIP_PREFIX),
+        lookup=terminal_digests(api),
+        realm=settings.realm,
+    )
+    endpoint = SipEndpoint(
+        hotline,
+        on_ended=hotline.on_ended,
+        host=settings.sip_host,
+        port=settings.sip_port,
+        advertised_host=settings.advertised_host,
+        rtp_port_range=settings.rtp_ports,
+        max_calls=settings.max_calls,
+        admission=admission,
+    )
+    hotline.endpoint = endpoint
+    return endpoint
+
+
 async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio.Event) -> None:
     synthesizer = Synthesizer()
     dialogue = DialogueClient(settings.rasa_url)
@@ -420,19 +491,11 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
         log.info("%d prompts synthesised", ready)
         if not await dialogue.healthy():  # Rasa takes a minute to load under `make run`
             log.warning("the dialogue core at %s does not answer yet", settings.rasa_url)
-        endpoint = SipEndpoint(
-            hotline,
-            on_ended=hotline.on_ended,
-            host=settings.sip_host,
-            port=settings.sip_port,
-            advertised_host=settings.advertised_host,
-            rtp_port_range=settings.rtp_ports,
-            max_calls=settings.max_calls,
-        )
-        async with endpoint:
+        async with open_endpoint(hotline, settings, api) as endpoint:
             print(
                 f"Linli hotline on udp {settings.sip_host}:{endpoint.port} "
-                f"(ASR {settings.asr}, dialogue {settings.rasa_url}); Ctrl-C stops",
+                f"(ASR {settings.asr}, dialogue {settings.rasa_url}; trusted peers "
+                f"{','.join(settings.trusted_peers)}, terminals by digest); Ctrl-C stops",
                 flush=True,
             )
             if api is not None and settings.outbound:
@@ -442,6 +505,7 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                 await outbound.run(stop)
             else:
                 await stop.wait()
+            log.info("hotline counters: %s", hotline.stats())
     finally:
         await dialogue.aclose()
         if api is not None:

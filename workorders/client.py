@@ -53,8 +53,9 @@ class WorkOrdersClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         key: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"Idempotency-Key": key} if key else None
+        headers = {**(headers or {}), **({"Idempotency-Key": key} if key else {})} or None
         try:
             response = await self._http.request(
                 method, path, json=json, params=params, headers=headers
@@ -164,6 +165,20 @@ class WorkOrdersClient:
 
     async def terminal(self, terminal_id: int) -> dict[str, Any]:
         return await self.request("GET", f"/terminals/{terminal_id}")
+
+    async def terminal_sip_digest(self, device_id: str, realm: str) -> dict[str, Any] | None:
+        """What checking a terminal's SIP digest needs (HA1 per algorithm); None: unknown."""
+        try:
+            return await self.request(
+                "GET",
+                "/terminals/sip-digest",
+                params={"realm": realm},
+                headers={"X-Linli-Terminal": device_id},
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # --- appointments ---------------------------------------------------------------------------
 

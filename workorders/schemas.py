@@ -568,6 +568,18 @@ class TerminalSecretOut(TerminalOut):
     signing: dict[str, str] = Field(..., description="How to sign requests with it")
 
 
+class TerminalSipDigestOut(Out):
+    """For the hotline to check a terminal's SIP digest answer (RFC 2617/8760)."""
+
+    terminal_id: int
+    resident_id: int
+    username: str = Field(..., description="The SIP user the terminal calls as: terminal-<id>")
+    realm: str
+    ha1: dict[str, str] = Field(
+        ..., description="Algorithm (MD5, SHA-256) -> hex H(username:realm:password)"
+    )
+
+
 class TerminalPage(Out):
     items: list[TerminalOut]
     total: int

@@ -24,6 +24,10 @@ The key is the provisioned secret string, encoded as ASCII. The event id inside 
 idempotency key: a retry re-signs the same body with a new timestamp and nonce, so the server
 recognises it as the same event (never a second order), while a byte-for-byte replay of a
 captured request is refused by its nonce.
+
+The same secret gives the terminal's SIP password (`sip_password`): an HMAC of the secret with
+a fixed label, so the secret itself never leaves the API and the device. The hotline only ever
+sees `digest_ha1` of that password for its own realm (GET /terminals/sip-digest).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ HEADER_TIMESTAMP = "X-Linli-Timestamp"
 HEADER_NONCE = "X-Linli-Nonce"
 HEADER_SIGNATURE = "X-Linli-Signature"
 EVENTS_PATH = "/terminals/events"
+SIP_PASSWORD_LABEL = "LINLI-SIP-DIGEST-1"
+DIGEST_ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
 # Header formats; use fullmatch (a "$" would let a trailing newline through).
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -67,6 +73,18 @@ def sign(secret: str, canonical: str) -> str:
 def verify(secret: str, canonical: str, signature: str) -> bool:
     """Constant-time comparison, so a forger learns nothing from response timing."""
     return hmac.compare_digest(sign(secret, canonical), signature.lower())
+
+
+def sip_password(secret: str) -> str:
+    """The terminal's SIP digest password: derived, so a leaked SIP password is not the
+    signing key (change the label only together with every terminal)."""
+    return sign(secret, SIP_PASSWORD_LABEL)
+
+
+def digest_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """HA1 of HTTP/SIP digest (RFC 2617, RFC 8760): hash of "username:realm:password"."""
+    hash_ = DIGEST_ALGORITHMS[algorithm.upper()]
+    return hash_(f"{username}:{realm}:{password}".encode()).hexdigest()
 
 
 def new_secret() -> str:

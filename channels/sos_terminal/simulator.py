@@ -202,6 +202,7 @@ def voice_line(
         VoiceLineConfig(args.hotline, sip_host="0.0.0.0", sip_port=args.sip_port),
         creds.device_id,
         audio,
+        secret=creds.secret,
     )
     line.start()
     return line

@@ -7,7 +7,8 @@ terminal-<device id> (workorders.contract TERMINAL_SIP_PREFIX), so the hotline k
 resident without asking, and the orders the conversation makes are the terminal's. The same
 user, at the address the heartbeat reports (`contact`), is where the hotline calls back. It
 answers only calls from the hotline's address: a phone that answers by itself is a microphone
-in someone's home.
+in someone's home. The hotline believes no `terminal-…` caller on its word: it challenges
+with SIP digest, and the line answers with the password derived from the device's secret.
 
 Audio: the microphone and speaker are opened for a call and closed after it (privacy), at
 16 kHz (what USB sound cards take), 20 ms blocks, converted to and from the telephone's
@@ -30,7 +31,9 @@ from urllib.parse import urlsplit
 
 from voice.audio import SAMPLE_WIDTH, TELEPHONE_RATE, WIDEBAND_RATE, StreamResampler
 from voice.sip import Call, CallState, SipEndpoint
+from voice.sip.digest import Credentials
 from workorders.contract import TERMINAL_SIP_PREFIX
+from workorders.signing import sip_password
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +185,16 @@ class VoiceLine:
         device_id: str,
         audio: Callable[[], AudioDevice],
         on_state: Callable[[str], None] | None = None,
+        *,
+        secret: str | None = None,
     ) -> None:
         self.config = config
         self.user = f"{TERMINAL_SIP_PREFIX}{device_id}"
+        # The hotline challenges every terminal-… caller: the SIP password is derived from the
+        # provisioned secret, so the secret itself never goes into SIP.
+        self._credentials = (
+            Credentials(self.user, sip_password(secret)) if secret is not None else None
+        )
         self._audio = audio
         self.on_state = on_state
         self.states: list[str] = []
@@ -206,9 +216,9 @@ class VoiceLine:
         host = self.config.hotline_host
         try:  # a name (pbx.local) is trusted as the addresses it stands for
             found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-            trusted = {info[4][0] for info in found} | {host}
+            trusted = {str(info[4][0]) for info in found}
         except OSError:
-            trusted = {host}
+            trusted = set()  # unresolvable: no call is answered until it resolves
         self._endpoint = SipEndpoint(
             self._answered,
             host=self.config.sip_host,
@@ -217,6 +227,7 @@ class VoiceLine:
             user=self.user,
             max_calls=1,  # a second call while one is up gets 486 Busy
             trusted_peers=trusted,
+            credentials=self._credentials,
             user_agent="Linli-SOS-Terminal/1.0",
         )
         await self._endpoint.start()

@@ -8,7 +8,8 @@
         await asyncio.Event().wait()
 
 A PBX (Asterisk, FreeSWITCH) or a SIP trunk on the private network routes the community
-number to this endpoint over UDP; there is no registration and no digest authentication.
+number to this endpoint over UDP; there is no registration. `admission.py` says who may call
+(trusted peers; digest for callers that must prove who they are).
 `endpoint.py` lists what of RFC 3261 is implemented; `python -m voice.sip` runs a demo.
 """
 

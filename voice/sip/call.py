@@ -79,8 +79,10 @@ class Call:
         caller: str,
         called: str,
         state: CallState,
+        peer_host: str,
     ) -> None:
         self.endpoint = endpoint
+        self.peer_host = peer_host  # where the INVITE came from or went: signalling's address
         self.dialog = dialog
         self.direction = direction  # "inbound" or "outbound"
         self.caller = caller  # the full number: for look-ups only, never for logs

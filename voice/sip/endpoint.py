@@ -17,8 +17,11 @@ What of RFC 3261 this implements (UDP only, IPv4 and IPv6):
   (rport) and section 18.2.2.
 - Dialogs with loose routing (Record-Route/Route), Contact as remote target.
 
-Left out on purpose: digest authentication (the PBX trusts us on a private network; we never
-register), TCP/TLS/WebSocket (our messages stay far below the UDP size limit of section
+Who may call is the `admission`'s business (voice/sip/admission.py: trusted peers, SIP digest
+for the rest); in-dialog requests are taken only from the call's own signalling host.
+
+Left out on purpose: registration (we never register; `credentials` only answer challenges to
+our own INVITEs), TCP/TLS/WebSocket (our messages stay far below the UDP size limit of section
 18.1.1), SRTP, DNS NAPTR/SRV (hosts are IP literals or A records), reliable provisional
 responses (100rel/PRACK), session timers, forking, early media, Max-Forwards checks, acting on
 an incoming REFER (we transfer others, nobody transfers us).
@@ -30,11 +33,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 
 from voice.audio import Codec
+from voice.sip.admission import Admission
 from voice.sip.call import Call, CallState, EndReason, caller_number
 from voice.sip.dialog import Dialog, DialogId
+from voice.sip.digest import Credentials, authorization
 from voice.sip.message import (
     SipParseError,
     SipRequest,
@@ -89,9 +95,14 @@ class SipEndpoint:
     not what the PBX should use (0.0.0.0, NAT); by default the bound address, or for 0.0.0.0
     the local address of the route towards the peer.
 
-    `trusted_peers` (IP addresses): when given, INVITEs from anywhere else get 403. A device
-    that answers by itself (the SOS terminal: its microphone is in someone's home) takes calls
-    from its hotline only.
+    `admission` decides who may call (voice/sip/admission.py: trusted peers, digest for the
+    rest); `trusted_peers` (hosts or CIDRs) is short for an admission that trusts only those.
+    Without either every INVITE is answered. With one, in-dialog requests are taken only from
+    the host the call's INVITE came from (or a trusted peer). A device that answers by itself
+    (the SOS terminal: its microphone is in someone's home) takes calls from its hotline only.
+
+    `credentials` answer digest challenges to the calls we place (`dial`).
+    `stats()` counts admissions, refusals and RTP dropped for coming from elsewhere.
     """
 
     def __init__(
@@ -113,6 +124,8 @@ class SipEndpoint:
         dtmf_events: bool = True,
         user_agent: str = "Linli-Hotline/0.1",
         trusted_peers: Collection[str] | None = None,
+        admission: Admission | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.on_call = on_call
         self.on_ended = on_ended
@@ -129,7 +142,11 @@ class SipEndpoint:
         self.max_calls = max_calls
         self.dtmf_events = dtmf_events  # RFC 4733 in SDP; False: the far end must use INFO
         self.user_agent = user_agent
-        self.trusted_peers = None if trusted_peers is None else frozenset(trusted_peers)
+        if admission is None and trusted_peers is not None:
+            admission = Admission(trusted=trusted_peers)
+        self.admission = admission
+        self.counters: Counter[str] = admission.counters if admission else Counter()
+        self.credentials = credentials
         self.calls: dict[DialogId, Call] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._server_transactions: dict[tuple[str, ...], ServerTransaction] = {}
@@ -177,6 +194,12 @@ class SipEndpoint:
             await asyncio.wait_for(self.send_bye(call, EndReason.SHUTDOWN), 2.0)
         else:
             await call._finish(EndReason.SHUTDOWN)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: admitted_trusted, admitted_authenticated, challenged,
+        refused_untrusted, refused_auth, refused_unavailable, refused_in_dialog,
+        rtp_foreign_dropped (packets from anywhere but the negotiated address)."""
+        return dict(self.counters)
 
     # --- addresses -----------------------------------------------------------------------
 
@@ -362,7 +385,7 @@ class SipEndpoint:
 
         key = server_key(request)
         if request.method == "ACK":
-            self._on_ack(request, key)
+            self._on_ack(request, key, addr)
             return
         existing = self._server_transactions.get(key)
         if existing is not None:
@@ -402,6 +425,9 @@ class SipEndpoint:
         if call is None:
             self._respond(request, transaction, 481)
             return
+        if not self._from_call_peer(call, addr[0]):
+            self._respond(request, transaction, 403)
+            return
         if not call.dialog.accept_remote_cseq(request):
             self._respond(request, transaction, 500, headers=[("Retry-After", "1")])
             return
@@ -434,7 +460,16 @@ class SipEndpoint:
             status = 405 if method in ("REFER", "MESSAGE", "SUBSCRIBE", "PRACK") else 501
             self._respond(request, transaction, status, headers=[("Allow", ALLOW)])
 
-    def _on_ack(self, request: SipRequest, key: tuple[str, ...]) -> None:
+    def _from_call_peer(self, call: Call, host: str) -> bool:
+        """In-dialog requests (BYE, re-INVITE with a new media address, ACK with SDP) only from
+        the host the call was set up with, or a trusted peer: Call-ID and tags are no secret."""
+        if self.admission is None or host == call.peer_host or self.admission.trusts(host):
+            return True
+        self.counters["refused_in_dialog"] += 1
+        log.warning("call %s: in-dialog request from another host refused", call.caller_masked)
+        return False
+
+    def _on_ack(self, request: SipRequest, key: tuple[str, ...], addr: HostPort) -> None:
         transaction = self._server_transactions.get(key)
         final = transaction.final_status if transaction is not None else None
         if transaction is not None and final is not None and final >= 300:
@@ -443,6 +478,8 @@ class SipEndpoint:
         to_tag = request.to.tag
         call = self.calls.get((request.call_id, to_tag or "", request.from_.tag or ""))
         if call is None or call._invite_transaction is None:
+            return
+        if not self._from_call_peer(call, addr[0]):
             return
         invite = call._invite_transaction
         if invite.request.cseq[0] != request.cseq[0] or invite.acknowledged.is_set():
@@ -509,10 +546,16 @@ class SipEndpoint:
         if unsupported:
             reject(420, [("Unsupported", ", ".join(unsupported))])
             return
-        if self.trusted_peers is not None and transaction.destination[0] not in self.trusted_peers:
-            log.warning("call from an untrusted address refused")
-            reject(403)
-            return
+        peer = transaction.destination[0]
+        caller = caller_number(request)
+        if self.admission is not None:
+            verdict = await self.admission.admit(request, peer, caller)
+            if transaction.final_status is not None:
+                return  # CANCEL came while we looked the caller up
+            if verdict.status is not None:
+                reject(verdict.status, verdict.headers)
+                return
+            caller = verdict.caller or caller
         remote_tag = request.from_.tag or ""
         if any(
             call.dialog.call_id == request.call_id and call.dialog.remote_tag == remote_tag
@@ -542,10 +585,11 @@ class SipEndpoint:
         codec = chosen[1].codec if chosen else self.codecs[0]
         payload_type = chosen[1].payload_type if chosen else codec.payload_type
         dtmf_pt = chosen[1].dtmf_payload_type if chosen else None
-        peer = transaction.destination[0]
         rtp = await open_rtp_session(
             self.rtp_host,
-            lambda: RtpSession(codec, payload_type, dtmf_pt, lambda _digit: None),
+            lambda: RtpSession(
+                codec, payload_type, dtmf_pt, lambda _digit: None, counters=self.counters
+            ),
             self.rtp_port_range,
         )
         if transaction.final_status is not None:  # CANCEL came while we were binding RTP
@@ -559,9 +603,10 @@ class SipEndpoint:
             rtp,
             local_sdp,
             direction="inbound",
-            caller=caller_number(request),
+            caller=caller,
             called=SipUri.parse(request.uri).user or request.to.uri.user,
             state=CallState.RINGING,
+            peer_host=peer,
         )
         call._invite_transaction = transaction
         self.calls[dialog.id] = call
@@ -620,14 +665,25 @@ class SipEndpoint:
     def _start_media(self, call: Call) -> None:
         media = call.media
         assert media is not None
+        remote = self._media_address(call, media)
         call.rtp.update(
-            media.codec,
-            media.payload_type,
-            media.dtmf_payload_type,
-            (media.remote_host, media.remote_port),
-            media.we_may_send,
+            media.codec, media.payload_type, media.dtmf_payload_type, remote, media.we_may_send
         )
-        call.rtp.start((media.remote_host, media.remote_port))
+        call.rtp.start(remote)
+
+    def _media_address(self, call: Call, media: MediaChoice) -> tuple[str, int]:
+        """Where the far end's RTP comes from and ours goes: the SDP's address and port. An
+        address of the other IP family than our RTP socket (linphone offers its IPv6 address
+        in an IPv4 call) cannot be the source of packets we receive: then the host the call is
+        signalled with stands in, with the SDP's port. Never where the first packet came from."""
+        host = media.remote_host
+        if host != "0.0.0.0" and (":" in host) != (":" in self.rtp_host):
+            log.info(
+                "call %s: SDP address of the other family, using the signalling host",
+                call.caller_masked,
+            )
+            host = call.peer_host
+        return host, media.remote_port
 
     def _apply_answer(self, call: Call, body: bytes) -> None:
         try:
@@ -707,7 +763,13 @@ class SipEndpoint:
         local_host = self.local_host(destination[0])
         rtp = await open_rtp_session(
             self.rtp_host,
-            lambda: RtpSession(self.codecs[0], self.codecs[0].payload_type, None, lambda _d: None),
+            lambda: RtpSession(
+                self.codecs[0],
+                self.codecs[0].payload_type,
+                None,
+                lambda _d: None,
+                counters=self.counters,
+            ),
             self.rtp_port_range,
         )
         sdp = LocalSession(local_host, rtp.local_port)
@@ -725,25 +787,36 @@ class SipEndpoint:
         request.add("Content-Type", "application/sdp")
         request.body = sdp.offer(self.codecs, dtmf_events=self.dtmf_events)
         masked = mask_number(uri.user)
-        invite = asyncio.ensure_future(self.send_request(request, destination))
-        try:
-            done, _ = await asyncio.wait({invite}, timeout=timeout)
-        except asyncio.CancelledError:  # shut down while it rings: leave no phone ringing
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._cancel(request, destination), 2.0)
-            invite.cancel()
-            await rtp.close()
-            raise
-        cancelled = not done
-        if cancelled:
-            await self._cancel(request, destination)
-            try:  # the INVITE transaction goes on: 487 (which it ACKs) or a 2xx that crossed
-                await asyncio.wait_for(asyncio.shield(invite), TIMEOUT)
-            except asyncio.TimeoutError:
+        deadline = asyncio.get_running_loop().time() + timeout
+        challenged = False
+        while True:
+            invite = asyncio.ensure_future(self.send_request(request, destination))
+            left = max(deadline - asyncio.get_running_loop().time(), 0.0)
+            try:
+                done, _ = await asyncio.wait({invite}, timeout=left)
+            except asyncio.CancelledError:  # shut down while it rings: leave no phone ringing
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._cancel(request, destination), 2.0)
                 invite.cancel()
                 await rtp.close()
-                return None
-        response = invite.result()
+                raise
+            cancelled = not done
+            if cancelled:
+                await self._cancel(request, destination)
+                try:  # the INVITE transaction goes on: 487 (which it ACKs) or a crossed 2xx
+                    await asyncio.wait_for(asyncio.shield(invite), TIMEOUT)
+                except asyncio.TimeoutError:
+                    invite.cancel()
+                    await rtp.close()
+                    return None
+            response = invite.result()
+            if response.status not in (401, 407) or cancelled or challenged:
+                break
+            self._ack_failure(request, response, destination)
+            answered = self._answer_challenge(request, response)
+            if answered is None:
+                break
+            request, challenged = answered, True
         if not 200 <= response.status < 300:
             if response.status != 408:
                 self._ack_failure(request, response, destination)
@@ -751,12 +824,15 @@ class SipEndpoint:
             log.info("outgoing call to %s not answered (%d)", masked, response.status)
             return None
         dialog = Dialog.for_outgoing(request, response)
-        ack = dialog.request("ACK", self._via(destination[0]), self.contact(destination[0]), cseq=1)
+        cseq = request.cseq[0]
+        ack = dialog.request(
+            "ACK", self._via(destination[0]), self.contact(destination[0]), cseq=cseq
+        )
         ack_destination = await self._resolve(dialog.next_hop())
         ack_bytes = ack.encode()
         self._send(ack_bytes, ack_destination)
-        self._acks[(dialog.call_id, 1)] = (ack_bytes, ack_destination)
-        self._forget_later(self._acks, (dialog.call_id, 1))
+        self._acks[(dialog.call_id, cseq)] = (ack_bytes, ack_destination)
+        self._forget_later(self._acks, (dialog.call_id, cseq))
         call = Call(
             self,
             dialog,
@@ -766,6 +842,7 @@ class SipEndpoint:
             caller=from_user,
             called=uri.user,
             state=CallState.ACTIVE,
+            peer_host=destination[0],
         )
         self.calls[dialog.id] = call
         try:
@@ -779,6 +856,30 @@ class SipEndpoint:
         self._start_media(call)
         log.info("outgoing call to %s answered (%s)", masked, chosen[1].codec.value)
         return call
+
+    def _answer_challenge(self, request: SipRequest, response: SipResponse) -> SipRequest | None:
+        """The INVITE again with our digest credentials (RFC 3261 22.2): same Call-ID and
+        tags, next CSeq, new branch. None when we have none or know no offered algorithm."""
+        if self.credentials is None:
+            return None
+        asked, answer = (
+            ("WWW-Authenticate", "Authorization")
+            if response.status == 401
+            else ("Proxy-Authenticate", "Proxy-Authorization")
+        )
+        value = authorization(response.get_all(asked), self.credentials, "INVITE", request.uri)
+        if value is None:
+            return None
+        again = SipRequest("INVITE", request.uri)
+        for name, header in request.headers:
+            if name == "Via":
+                header = header.replace(request.vias[0].branch or "", new_branch())
+            elif name == "CSeq":
+                header = f"{request.cseq[0] + 1} INVITE"
+            again.add(name, header)
+        again.add(answer, value)
+        again.body = request.body
+        return again
 
     def _ack_failure(
         self, request: SipRequest, response: SipResponse, destination: HostPort

@@ -10,6 +10,13 @@ G.711 decoding, and re-chunking into 20 ms frames of 8 kHz linear PCM whatever t
 ptime. RFC 4733 events are turned into digits once per event, however many times the end
 packet is repeated.
 
+Source pinning: packets are taken only from the negotiated address (`remote`: the far end's
+SDP connection address and port, set by the endpoint from each offer/answer); anything from
+elsewhere — injected audio, a stray stream — is dropped and counted (`foreign_packets`, the
+endpoint's `rtp_foreign_dropped`), never decoded. There is no latching onto where the first
+packet came from: behind NAT the far end must put its public address in its SDP (or a PBX/SBC
+anchors the media).
+
 Not implemented: RTCP reports (the RTCP port is bound and drained only), SRTP, comfort noise
 generation, RTP header extensions on send.
 """
@@ -22,7 +29,7 @@ import logging
 import secrets
 import socket
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -187,14 +194,16 @@ class RtpSession(asyncio.DatagramProtocol):
         dtmf_payload_type: int | None,
         on_dtmf: Callable[[str], None],
         *,
-        symmetric: bool = True,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.codec = codec
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self.on_dtmf = on_dtmf
-        self.symmetric = symmetric  # latch onto where RTP really comes from (NAT, comedia)
+        # Where the far end's media is, as negotiated: packets from anywhere else are dropped.
         self.remote: tuple[str, int] | None = None
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.foreign_packets = 0  # dropped: not from `remote`
         self.sending = True  # False while the far end holds the call (sendonly/inactive)
         self.audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.forward_to: RtpSession | None = None  # bridged: received frames go straight there
@@ -344,9 +353,8 @@ class RtpSession(asyncio.DatagramProtocol):
                     self._transport.sendto(packet.encode(), self.remote)
                     self.packets_sent += 1
                 except (OSError, ValueError) as exc:
-                    # An SDP address we cannot reach from our socket (linphone offers its
-                    # IPv6 address to an IPv4 endpoint): drop the frame; latching onto the
-                    # address the peer's RTP really comes from usually repairs it.
+                    # An SDP address we cannot reach from our socket (the endpoint replaces
+                    # one of the other IP family by the signalling host): drop the frame.
                     self._send_failures += 1
                     if self._send_failures == 1:
                         log.warning("RTP to %s failed: %s", self.remote, exc)
@@ -370,8 +378,9 @@ class RtpSession(asyncio.DatagramProtocol):
             return
         if 200 <= data[1] <= 204:
             return  # RTCP multiplexed on the RTP port
-        if self.symmetric and self.remote != addr and self.packets_received == 0:
-            self.remote = addr
+        if self.remote is None or (addr[0], addr[1]) != self.remote:
+            self._drop_foreign(addr)
+            return
         self.packets_received += 1
         if self._remote_ssrc != packet.ssrc:
             self._remote_ssrc = packet.ssrc  # a new source (e.g. after a transfer): start afresh
@@ -398,6 +407,13 @@ class RtpSession(asyncio.DatagramProtocol):
             self._flush_timer = asyncio.get_running_loop().call_later(
                 REORDER_WAIT, self._flush_reorder
             )
+
+    def _drop_foreign(self, addr: tuple[str, int]) -> None:
+        """Injected or stray RTP (not from the negotiated address): never heard, counted."""
+        self.foreign_packets += 1
+        self.counters["rtp_foreign_dropped"] += 1
+        if self.foreign_packets == 1:
+            log.warning("RTP from %s dropped: not the negotiated %s", addr[0], self.remote)
 
     def _flush_reorder(self) -> None:
         self._flush_timer = None

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from workorders import signing
 from workorders.contract import (
     SOS_TRIGGER_LABELS,
+    TERMINAL_SIP_PREFIX,
     Channel,
     IdentityKind,
     Kind,
@@ -227,6 +228,42 @@ def search(
         select(Terminal).where(*conditions).order_by(Terminal.id).limit(limit).offset(offset)
     ).scalars()
     return list(rows), int(total)
+
+
+@dataclass(frozen=True)
+class SipDigest:
+    """What a SIP server needs to check one terminal's digest answer in one realm."""
+
+    terminal_id: int
+    resident_id: int
+    username: str
+    realm: str
+    ha1: dict[str, str]  # algorithm (MD5, SHA-256) -> hex HA1
+
+
+def sip_digest(session: Session, caller: Caller, device_id: str, realm: str) -> SipDigest:
+    """HA1 of the terminal's derived SIP password for `realm`, audited: enough to verify its
+    calls to that realm, never the secret or the password themselves."""
+    terminal = session.execute(
+        select(Terminal).where(
+            Terminal.device_hash == device_hash(device_id), Terminal.active.is_(True)
+        )
+    ).scalar_one_or_none()
+    if terminal is None:
+        raise ApiError(404, "terminal_not_found", "该终端没有登记或已停用。")
+    username = f"{TERMINAL_SIP_PREFIX}{device_id}"
+    password = signing.sip_password(terminal.secret)
+    audit.record(session, caller, "read_terminal_sip_digest", "terminal", terminal.id)
+    return SipDigest(
+        terminal_id=terminal.id,
+        resident_id=terminal.resident_id,
+        username=username,
+        realm=realm,
+        ha1={
+            algorithm: signing.digest_ha1(username, realm, password, algorithm)
+            for algorithm in signing.DIGEST_ALGORITHMS
+        },
+    )
 
 
 # --- authentication of device requests -------------------------------------------------------

@@ -7,6 +7,7 @@ the access log.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Request, Response
@@ -19,6 +20,7 @@ from workorders.api.deps import Clock, get_clock, get_hospital, get_policy, publ
 from workorders.api.views import _mask_identity
 from workorders.contract import IdentityKind
 from workorders.db import get_read_session, get_session, session_factory
+from workorders.errors import ApiError
 from workorders.hospital.base import HospitalAdapter
 from workorders.models import Terminal
 from workorders.schemas import (
@@ -29,6 +31,7 @@ from workorders.schemas import (
     TerminalOut,
     TerminalPage,
     TerminalSecretOut,
+    TerminalSipDigestOut,
 )
 from workorders.security import Caller, require
 from workorders.services import terminals
@@ -135,6 +138,26 @@ def list_terminals(
         items=[terminal_out(t, shown, now) for t in rows], total=total, limit=limit, offset=offset
     )
     return views.respond(page)
+
+
+@router.get("/sip-digest", response_model=TerminalSipDigestOut, responses=_ONE)
+def read_sip_digest(
+    terminal: str = Header(
+        ..., alias=signing.HEADER_TERMINAL, description="Device id, as provisioned"
+    ),
+    realm: str = Query(..., min_length=1, max_length=64, regex=r"^[\x21-\x7e]+$"),
+    caller: Caller = Depends(require("calls:write")),
+    session: Session = Depends(get_session),
+) -> Response:
+    """The telephony service checks a terminal's SIP digest: HA1 of the terminal's derived
+    SIP password for `realm` (the secret and the password never leave the API). Needs
+    `calls:write`, which only the telephony service holds; every read is audited. The device
+    id travels in a header, out of URLs and the access log."""
+    if len(terminal) > 64:
+        raise ApiError(404, "terminal_not_found", "该终端没有登记或已停用。")
+    digest = terminals.sip_digest(session, caller, terminal, realm)
+    session.commit()
+    return views.respond(TerminalSipDigestOut(**dataclasses.asdict(digest)))
 
 
 @router.get("/{terminal_id}", response_model=TerminalOut, responses=_ONE)
