@@ -36,8 +36,20 @@ def _redis() -> aioredis.Redis:
     return aioredis.Redis.from_url(settings().redis_url)
 
 
-async def keep(method: str, path: str, body: dict[str, Any], key: str, conversation: str) -> None:
+async def keep(
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    key: str,
+    conversation: str,
+    *,
+    order_of: str | None = None,
+) -> None:
+    """Queue a request. `order_of`: the key of an earlier queued create whose order this
+    request is about; `{order_id}` in `path` becomes that order's id when it is replayed."""
     entry = {"method": method, "path": path, "body": body, "key": key, "conversation": conversation}
+    if order_of is not None:
+        entry["order_of"] = order_of
     client = _redis()
     try:
         # One entry per key even if the action runs again while the API is still down.
@@ -52,10 +64,14 @@ async def replay_once(api: WorkOrdersClient, client: aioredis.Redis) -> int:
     done = 0
     while raw := await client.lindex(queue(), 0):
         entry = json.loads(raw)
+        path = entry["path"]
+        if entry.get("order_of"):
+            created = json.loads(await client.hget(done_key(), entry["order_of"]) or "{}")
+            path = path.format(order_id=created.get("order_id"))
         try:
-            result = await api.request(
-                entry["method"], entry["path"], json=entry["body"], key=entry["key"]
-            )
+            if "{" in path or "None" in path:  # the order it is about was never created
+                raise ApiError(409, "order_not_created", "所属工单没有建成，这条补充无法送达。")
+            result = await api.request(entry["method"], path, json=entry["body"], key=entry["key"])
             outcome = {
                 "ok": True,
                 "order_id": result.get("id") if isinstance(result, dict) else None,

@@ -10,16 +10,9 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.common import answering, submit
+from actions.dangers import catalogue
 from actions.residents import ResidentFormValidation
 
-SAFETY = {
-    "燃气": "请马上关掉燃气总阀，打开窗户通风，千万别开关电器、别点火，人先到屋外去。",
-    "电路": "请先把家里的电闸拉下来，别用手碰冒火花的地方，离远一点。",
-    "水管": "请先关上家里的总水阀，把插座和电器挪到高处，别踩积水碰电。",
-    "渗漏": "请先关上家里的总水阀，把插座和电器挪到高处，别踩积水碰电。",
-    "下水道": "请先别再用水，把贵重东西挪到高处。",
-}
-GENERIC_SAFETY = "请先离开危险的地方，注意安全。"
 HOME_WORDS = ("家", "屋", "厨房", "卫生间", "厕所", "卧室", "客厅", "阳台")
 
 
@@ -42,7 +35,7 @@ class ValidateRepairForm(ResidentFormValidation):
         result: dict[str, Any] = {"repair_category": value}
         if hazard(tracker) and not tracker.get_slot("hazard"):
             dispatcher.utter_message(
-                text=SAFETY.get(str(value), GENERIC_SAFETY), json_message={"urgent": True}
+                text=catalogue().repair_advice(str(value)), json_message={"urgent": True}
             )
             result["hazard"] = True
         if (

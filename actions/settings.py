@@ -19,6 +19,8 @@ class ActionSettings:
     # Namespace of the action server's Redis keys (outbox, handoff queue).
     redis_prefix: str = "linli"
     timezone: str = "Asia/Shanghai"
+    # The gas company's 24-hour emergency line, said in the gas advice; none: 119.
+    gas_emergency_line: str = ""
 
 
 @lru_cache
@@ -29,6 +31,7 @@ def settings() -> ActionSettings:
         redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         policies_dir=Path(os.environ.get("POLICIES_DIR", ROOT / "data" / "policies")),
         redis_prefix=os.environ.get("LINLI_REDIS_PREFIX", "linli"),
+        gas_emergency_line=os.environ.get("LINLI_GAS_EMERGENCY_LINE", "").strip(),
     )
 
 

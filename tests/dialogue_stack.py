@@ -22,6 +22,7 @@ from tests.support import ApiProcess
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "current.tar.gz"
 BIN = Path(sys.executable).parent
+GAS_LINE = "96777"  # the gas company's emergency line the actions are configured with
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float) -> None:
@@ -84,6 +85,7 @@ def action_server(api_url: str, token: str, redis_url: str, prefix: str) -> Proc
             "LINLI_TOKEN_ACTIONS": token,
             "REDIS_URL": redis_url,
             "LINLI_REDIS_PREFIX": prefix,
+            "LINLI_GAS_EMERGENCY_LINE": GAS_LINE,
         },
         f"http://127.0.0.1:{port}/health",
         startup=60,

@@ -75,16 +75,6 @@ def test_a_stranger_reports_a_repair_and_is_registered_once(stack: Stack) -> Non
     assert "怎么称呼" not in chat.text("电梯又坏了")
 
 
-def test_gas_smell_is_urgent_with_safety_advice(stack: Stack) -> None:
-    chat = stack.chat()
-    resident = stack.known_resident(chat)
-    replies = chat.say("家里燃气灶漏气了有煤气味")
-    texts = " ".join(m.get("text", "") for m in replies)
-    assert "关掉燃气总阀" in texts or "紧急" in texts or "120" in texts, texts
-    orders = stack.orders(resident["id"])
-    assert any(o["priority"] in ("P0", "P1") for o in orders), orders
-
-
 def test_booking_a_doctor_lists_real_slots_and_books_one(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)
@@ -169,7 +159,7 @@ def test_policy_question_is_answered_with_its_source(stack: Stack) -> None:
     assert "来自" in reply and "《" in reply, reply
 
 
-def test_asking_for_a_person_queues_a_handoff_and_pauses_the_bot(
+def test_asking_for_a_person_queues_a_handoff_and_waits_for_staff(
     stack: Stack, redis_client: redis.Redis
 ) -> None:
     chat = stack.chat()
@@ -180,13 +170,12 @@ def test_asking_for_a_person_queues_a_handoff_and_pauses_the_bot(
     assert len(mine) == 1 and mine[0]["reason"] == "request_human"
     [order] = stack.orders(resident["id"])
     assert order["kind"] == "callback"
-    assert chat.say("你好") == []  # paused until staff hand it back
-    httpx.post(
-        f"{stack.rasa_url}/conversations/{chat.sender}/tracker/events",
-        json={"event": "resume"},
-        timeout=30,
-    ).raise_for_status()
-    assert chat.say("你好") != []
+    # Waiting, not paused: what the resident says goes to staff, and an emergency would
+    # still be heard (tests/test_emergencies.py).
+    tracker = chat.tracker()
+    assert (tracker["paused"], tracker["active_loop"]["name"]) == (False, "handoff_form")
+    assert "转给工作人员" in chat.text("帮我挂个号")
+    assert [o["kind"] for o in stack.orders(resident["id"])] == ["callback"]
 
 
 def test_a_rerun_action_creates_nothing_twice(stack: Stack) -> None:
@@ -199,7 +188,9 @@ def test_a_rerun_action_creates_nothing_twice(stack: Stack) -> None:
         timeout=60,
     )
     assert rerun.status_code == 200, rerun.text
-    assert len(stack.orders(resident["id"])) == 1
+    [order] = stack.orders(resident["id"])
+    detail = stack.api.call("agent", "GET", f"/work-orders/{order['id']}").json()
+    assert [h["action"] for h in detail["history"]] == ["created"]  # not even a note
 
 
 def test_a_policy_question_in_the_middle_of_a_booking_then_the_booking_goes_on(
@@ -323,6 +314,8 @@ def test_requests_wait_in_the_outbox_while_the_api_is_down(stack: Stack) -> None
     try:
         reply = chat.text("我摔倒了起不来了")
         assert "记下了" in reply and "120" in reply, reply
+        assert reply.endswith("您现在在家吗？"), reply
+        chat.text("在家")  # the answer follows the order into the outbox
     finally:
         stack.api.process.start()
     replayer = Process(
@@ -337,11 +330,24 @@ def test_requests_wait_in_the_outbox_while_the_api_is_down(stack: Stack) -> None
         startup=0,
     )
     replayer.spawn()
+
+    def answered() -> bool:
+        orders = stack.orders(resident["id"])
+        if not orders:
+            return False
+        detail = stack.api.call("agent", "GET", f"/work-orders/{orders[0]['id']}").json()
+        return any(h["action"] == "whereabouts" for h in detail["history"])
+
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not stack.orders(resident["id"]):
+        while time.monotonic() < deadline and not answered():
             time.sleep(0.5)
     finally:
         replayer.stop()
     [order] = stack.orders(resident["id"])
     assert (order["kind"], order["priority"]) == ("emergency", "P0")
+    revealed = stack.api.call(
+        "agent", "GET", f"/work-orders/{order['id']}", params={"reveal": "true"}
+    ).json()
+    assert revealed["details"]["at_home"] is True
+    assert [h["action"] for h in revealed["history"]].count("whereabouts") == 1

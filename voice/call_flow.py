@@ -67,6 +67,8 @@ KEYPAD_INTENTS = {
     "transfer": ASK_FOR_PERSON,
 }
 EXPECT_GRAMMARS = {"yes_no": YES_NO, "choice": ORDINAL, "digits": DIGITS, "menu": MENU}
+# Forms that run after their order exists: hanging up in them leaves nothing half-way.
+AFTER_AN_ORDER = frozenset({"emergency_form", "handoff_form"})
 MENU_TIMES = 2  # after the two re-prompts the menu is offered this often, then goodbye
 
 # What the hotline itself says besides the prompts of data/voice/prompts.yml (these carry a
@@ -290,8 +292,10 @@ class CallFlow:
         return self.result
 
     def _outcome_at_end(self) -> str:
-        """The caller hung up (or stayed silent): helped, unless a request was left half-way."""
-        mid_request = self.state is not None and self.state.active_loop is not None
+        """The caller hung up (or stayed silent): helped, unless a request was left half-way.
+        Questions after an emergency, or waiting for a person, follow an order already made."""
+        loop = self.state.active_loop if self.state is not None else None
+        mid_request = loop is not None and loop not in AFTER_AN_ORDER
         if self.result.order_ids and not mid_request:
             return "completed"
         return "abandoned"
