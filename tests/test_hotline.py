@@ -46,7 +46,7 @@ from channels.sos_terminal.voice_line import (
     VoiceLineConfig,
 )
 from channels.voice import DialogueClient, parse_turn
-from tests.dialogue_stack import DialogueStack
+from tests.dialogue_stack import GAS_LINE, DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
 from tests.support import SHARED, Api, Backend, hotline_token
@@ -367,10 +367,47 @@ async def test_an_emergency_order_exists_before_the_reply_has_been_played(
     assert still_playing, "the order must exist before the advice has been played"
     assert not any("您是说" in e.detail for e in flow.events), "no confirmation first"
     assert orders[0]["details"]["address"]["room"] == "502"  # staff know where to go
-    # The advice for the danger at hand comes first, the same words as in the chat.
+    # The advice for the danger at hand comes first, the same words as in the chat; then
+    # "are you at home?" with the grammar of its answers (在家 / 不在).
     assert advice.detail.startswith("先别急着起来") and "120" in advice.detail, advice.detail
+    assert [e.detail for e in flow.events[since:] if e.kind == "grammar"] == ["at_home"]
     assert loud_seconds(heard) > 1.5  # 2.5 s of the advice (espeak pauses between words)
     assert record["order_ids"] == [orders[0]["id"]] and record["outcome"] == "completed"
+
+
+async def test_an_unknown_callers_emergency_is_told_what_to_do_then_asked_where(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """Nobody knows this number: the gas advice first, then where they are; the number that
+    called is the one staff call back, so it is not asked for."""
+    number = unique_phone()
+    script = {number: ["我家厨房有股煤气味儿", "五号楼一单元三零一"]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        flow = await greeted(caller, hotline, port)
+        first = await turn(caller, flow)
+        second = await turn(caller, flow)
+        await caller.hang_up()
+        record = await stored_record(hotline, flow)
+    said = [e.detail for e in first if e.kind == "say"]
+    assert said[0].startswith("请马上关掉燃气总阀") and GAS_LINE in said[0], said
+    assert said[1:] == [
+        "社区已经收到您的紧急求助，工作人员马上联系您。",
+        "您现在在哪儿？请说几号楼几单元几号，或者附近有什么地方。",
+    ]
+    assert [e.detail for e in second if e.kind == "say"] == [
+        "好，已经告诉工作人员了，他们正往您那儿赶。有什么变化随时跟我说。"
+    ]
+    [order_id] = record["order_ids"]
+    order = stack.api.call(
+        "agent", "GET", f"/work-orders/{order_id}", params={"reveal": "true"}
+    ).json()
+    assert (order["kind"], order["priority"], order["resident_id"]) == ("emergency", "P0", None)
+    assert order["details"]["caller_phone"] == number
+    assert order["details"]["address"] == {"building": "5", "unit": "1", "room": "301"}
+    assert record["outcome"] == "completed"
 
 
 async def test_silence_reprompts_twice_then_the_keypad_menu_and_3_starts_a_repair(

@@ -392,8 +392,16 @@ def test_chinese_phrase_lists_are_data() -> None:
     assert yes_no.interpret("对 对 对") == "yes" and yes_no.interpret("明天上午") is None
     assert yes_no.interpret("不 需要") == "no" and yes_no.interpret("是不是") is None
     assert digits.interpret("幺 三 八 零 零") == "13800" and digits.interpret("幺三八救命") is None
+    at_home = get_grammar("at_home")  # "您现在在家吗？" after an emergency
+    assert [at_home.interpret(t) for t in ("在家", "在呢", "不在家", "在外面", "菜市场")] == [
+        "yes",
+        "yes",
+        "no",
+        "no",
+        None,
+    ]
     # Every grammar still lets a caller call for help or ask for a person.
-    for grammar in (yes_no, digits, menu):
+    for grammar in (yes_no, digits, menu, at_home):
         assert (
             grammar.interpret("救命") == "emergency" and grammar.interpret("转人工") == "transfer"
         )

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from channels.voice import DialogueState, DialogueUnavailable, Turn, VoiceConversation
 from voice.asr import AsrEvent, Partial, Recogniser, RecognitionSession, Utterance
 from voice.audio import TELEPHONE_RATE
-from voice.grammars import DIGITS, MENU, ORDINAL, YES_NO, compact, get_grammar
+from voice.grammars import AT_HOME, DIGITS, MENU, ORDINAL, YES_NO, compact, get_grammar
 from voice.sip import Call, CallState
 from voice.spoken import say_int
 from voice.tts import TtsError, load_keypad
@@ -66,7 +66,13 @@ KEYPAD_INTENTS = {
     "policy_question": "/ask_policy",
     "transfer": ASK_FOR_PERSON,
 }
-EXPECT_GRAMMARS = {"yes_no": YES_NO, "choice": ORDINAL, "digits": DIGITS, "menu": MENU}
+EXPECT_GRAMMARS = {
+    "yes_no": YES_NO,
+    "at_home": AT_HOME,
+    "choice": ORDINAL,
+    "digits": DIGITS,
+    "menu": MENU,
+}
 # Forms that run after their order exists: hanging up in them leaves nothing half-way.
 AFTER_AN_ORDER = frozenset({"emergency_form", "handoff_form"})
 MENU_TIMES = 2  # after the two re-prompts the menu is offered this often, then goodbye

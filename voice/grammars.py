@@ -21,6 +21,7 @@ from typing import Any
 GRAMMARS_PATH = Path(__file__).resolve().parent.parent / "data" / "voice" / "grammars.yml"
 
 YES_NO = "yes_no"
+AT_HOME = "at_home"
 DIGITS = "digits"
 MENU = "menu"
 ORDINAL = "ordinal"
