@@ -79,11 +79,13 @@ class Baresip:
         host: str = "127.0.0.1",
         auth_pass: str | None = None,
         account_params: str = "",
+        extra_config: str = "",
     ) -> None:
         self.directory = directory
         self.host = host  # another loopback address (127.0.0.2) is an untrusted host
         self.auth_pass = auth_pass  # answers digest challenges as `user`
         self.account_params = account_params  # e.g. ";mediaenc=srtp-mand"
+        self.extra_config = extra_config  # e.g. "module srtp.so" and "sip_cafile …" for TLS
         self.user = user
         self.audio_in = audio_in
         self.codecs = codecs
@@ -125,6 +127,7 @@ module_tmp account.so
 module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{ctrl_port}
+{self.extra_config}
 """
         (self.directory / "config").write_text(config)
         auth = f";auth_pass={self.auth_pass}" if self.auth_pass is not None else ""

@@ -46,6 +46,7 @@ from channels.sos_terminal.voice_line import (
     VoiceLineConfig,
 )
 from channels.voice import DialogueClient, parse_turn
+from tests.certificates import make_certificates
 from tests.dialogue_stack import GAS_LINE, DialogueStack
 from tests.factories import resident_body, unique_phone
 from tests.sip_clients import Baresip, free_sip_port, have_programs
@@ -692,10 +693,16 @@ class Home:
 
     @contextlib.contextmanager
     def connected(
-        self, hotline_port: int, *, host: str = "127.0.0.1", secret: str | None = None
+        self,
+        hotline_port: int,
+        *,
+        host: str = "127.0.0.1",
+        secret: str | None = None,
+        tls_ca: Path | None = None,
     ) -> Iterator[Home]:
         """`host`: where the terminal's SIP and RTP come from; `secret`: a different one than
-        provisioned (a forged terminal)."""
+        provisioned (a forged terminal); `tls_ca`: call over TLS (`hotline_port` is then the
+        TLS port), trusting this CA, with SRTP."""
         pins = MockFactory()
         config = DeviceConfig()
         self.button = pins.pin(config.button_pin)
@@ -709,7 +716,11 @@ class Home:
             on_light=self.lights.append,
         )
         self.line = VoiceLine(
-            VoiceLineConfig(f"sip:hotline@127.0.0.1:{hotline_port}", sip_host=host),
+            VoiceLineConfig(
+                f"sip:hotline@127.0.0.1:{hotline_port}" + (";transport=tls" if tls_ca else ""),
+                sip_host=host,
+                ca_file=tls_ca,
+            ),
             self.device_id,
             lambda: self.audio,
             secret=self.secret if secret is None else secret,
@@ -813,6 +824,66 @@ async def test_a_terminal_on_an_untrusted_network_is_its_resident_only_with_its_
     detail = stack.call_record(record["id"])
     assert (detail["channel"], detail["resident_id"]) == ("terminal", home.resident["id"])
     assert loud_seconds(bytes(home.audio.heard)) > 0.5  # RTP both ways from 127.0.0.2
+
+
+async def another_flow(hotline: Hotline, caller: str, seen: CallFlow) -> CallFlow:
+    """The flow of this caller's next call, after `seen`."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [f for f in hotline.flows.values() if f.call.party == caller and f is not seen]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, "no second call arrived"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_terminal_over_tls_with_srtp_is_understood(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """Encrypted end to end: baresip as the SOS terminal calls over TLS with mandatory SRTP
+    and digest; it speaks, the hotline understands it as the terminal's resident. Then the
+    device's own voice line calls over TLS and SRTP too."""
+    home = Home(stack, tmp_path)
+    pki = make_certificates(tmp_path / "pki")
+    script = {home.caller: ["厨房水管漏水了"]}
+    tls = {"tls_cert": pki.certificate, "tls_key": pki.key, "tls_port": 0}
+    async with running_hotline(stack, synthesizer, script, **tls) as (hotline, _):
+        assert hotline.endpoint is not None
+        tls_port = hotline.endpoint.tls_port
+        terminal = Caller(
+            tmp_path / "baresip",
+            home.caller,
+            auth_pass=signing.sip_password(home.secret),
+            account_params=";mediaenc=srtp-mand",
+            extra_config=f"module srtp.so\nsip_cafile {pki.ca}\n",
+        )
+        async with terminal:
+            await terminal.phone.dial(f"sip:hotline@127.0.0.1:{tls_port};transport=tls")
+            await terminal.phone.wait_event("CALL_ESTABLISHED")
+            flow = await hotline.wait_flow(home.caller)
+            await flow.wait_event("say", detail="greeting")
+            await asyncio.sleep(1.0)
+            reply = await turn(terminal, flow)
+            await terminal.hang_up()
+            await stored_record(hotline, flow)
+        with home.connected(tls_port, tls_ca=pki.ca):
+            await home.press()
+            line = await another_flow(hotline, home.caller, flow)
+            await line.wait_event("say", detail="greeting")
+            await asyncio.sleep(1.0)
+            await home.press()
+            await home.wait_state(ENDED)
+        stats = hotline.stats()
+
+    answer = next(e for e in reply if e.kind == "answered")
+    assert "报修记下了" in answer.detail, answer.detail
+    [order] = stack.orders(home.resident["id"])
+    assert (order["kind"], order["channel"]) == ("repair", "terminal")
+    for call in (flow.call, line.call):
+        assert hotline.endpoint.secure(call) and call.media and call.media.crypto
+    assert stats == {"calls_answered": 2, "challenged": 2, "admitted_authenticated": 2}
+    assert loud_seconds(terminal.heard()) > 0.6 * (1.0 + said_seconds(reply))
+    assert loud_seconds(bytes(home.audio.heard)) > 0.5
 
 
 class Listening:

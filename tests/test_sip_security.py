@@ -18,7 +18,7 @@ import pytest
 
 from tests.sip_clients import Baresip, have_programs
 from tests.test_voice_sip import Hotline, RawPeer, microphone, offer_sdp
-from voice.sip import EndReason, SipEndpoint
+from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip.admission import Admission
 from voice.sip.digest import Credentials, NonceBook, authorization, ha1
 from voice.sip.echo_app import tone
@@ -93,6 +93,19 @@ def with_credentials(text: str, challenge: SipResponse, password: str, port: int
     return f"{text}\nAuthorization: {answer}"
 
 
+async def talk(phone: Baresip, uri: str, hotline: Hotline, seconds: float) -> Call:
+    """The phone calls `uri`, is answered, talks for `seconds` and hangs up: the call."""
+    await phone.dial(uri)
+    await phone.wait_event("CALL_ESTABLISHED")
+    await hotline.wait_calls(1)
+    await asyncio.sleep(seconds)
+    await phone.hangup()
+    await phone.wait_event("CALL_CLOSED")
+    [call] = hotline.calls
+    assert await asyncio.wait_for(call.wait_ended(), 5) is EndReason.REMOTE_HANGUP
+    return call
+
+
 async def test_a_terminal_claim_is_challenged_from_every_host_and_refused_without_credentials() -> (
     None
 ):
@@ -128,14 +141,7 @@ async def test_a_terminal_with_its_password_is_admitted_from_an_untrusted_host(
         async with Baresip(
             tmp_path / "terminal", TERMINAL, mic, host=UNTRUSTED, auth_pass=PASSWORD
         ) as terminal:
-            await terminal.dial(f"sip:hotline@127.0.0.1:{sip.port}")
-            await terminal.wait_event("CALL_ESTABLISHED")
-            await hotline.wait_calls(1)
-            await asyncio.sleep(1.5)
-            await terminal.hangup()
-            await terminal.wait_event("CALL_CLOSED")
-        [call] = hotline.calls
-        assert await asyncio.wait_for(call.wait_ended(), 5) is EndReason.REMOTE_HANGUP
+            call = await talk(terminal, f"sip:hotline@127.0.0.1:{sip.port}", hotline, 1.5)
         dropped = call.rtp.foreign_packets
         assert sip.stats() == {
             "challenged": 1,

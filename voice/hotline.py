@@ -16,6 +16,8 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_SIP_HOST` / `HOTLINE_SIP_PORT` | `127.0.0.1` / `5070` | where SIP listens (UDP) |
 | `HOTLINE_TRUSTED_PEERS` | `127.0.0.1,::1` | PBX/trunk hosts or CIDRs: calls without auth |
 | `HOTLINE_SIP_REALM` | `linli` | digest realm terminals authenticate in |
+| `HOTLINE_TLS_CERT` / `HOTLINE_TLS_KEY` | – | PEM certificate chain and key: SIP over TLS too |
+| `HOTLINE_TLS_PORT` | `5071` | TLS listener (with a certificate); its calls use SRTP |
 | `HOTLINE_ADVERTISED_HOST` | the bound address | address put in Contact/SDP (NAT, 0.0.0.0) |
 | `HOTLINE_RTP_PORTS` | any | RTP port range, e.g. `20000-20999` (firewalls) |
 | `HOTLINE_ASR` | `vosk` | `vosk` (VOSK_MODEL_PATH, `make models`) or `scripted` |
@@ -40,8 +42,11 @@ Who may call (voice/sip/admission.py): a trusted peer, for any number it sends; 
 terminal (`terminal-…`) only with SIP digest, from whatever host, with the password derived
 from its provisioned secret (`workorders.signing.sip_password`); the hotline fetches the HA1
 for its realm from the API (`GET /terminals/sip-digest`, svc-hotline). Anyone else gets 403.
-RTP is taken only from the address the SDP negotiated (voice/sip/rtp.py). `Hotline.stats()`
-counts admissions, refusals and dropped RTP.
+RTP is taken only from the address the SDP negotiated (voice/sip/rtp.py). Terminals on networks
+Linli does not control call over TLS (`sip:hotline@host:5071;transport=tls`), and such calls
+use SRTP with SDES keys (voice/sip/srtp.py); plain RTP is refused on TLS and SRTP on UDP.
+With TLS configured, a terminal from an untrusted host over UDP is refused (403).
+`Hotline.stats()` counts admissions, refusals and dropped RTP.
 
 Calls of its own (voice/outbound.py): after an SOS from a terminal it calls the terminal back,
 and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`.
@@ -87,6 +92,7 @@ from voice.office_hours import OfficeHours
 from voice.outbound import Outbound
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip.admission import LOOPBACK, Admission, Lookup, LookupUnavailable, networks
+from voice.sip.stream import server_context
 from voice.tts import Synthesizer
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, IdentityKind
@@ -111,6 +117,9 @@ class HotlineSettings:
     sip_port: int = 5070
     trusted_peers: tuple[str, ...] = LOOPBACK
     realm: str = "linli"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_port: int = 5071
     advertised_host: str | None = None
     rtp_ports: tuple[int, int] | None = None
     asr: str = "vosk"
@@ -147,6 +156,8 @@ class HotlineSettings:
             networks(self.trusted_peers)
         except ValueError as exc:
             raise ValueError(f"HOTLINE_TRUSTED_PEERS: {exc}") from None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("HOTLINE_TLS_CERT and HOTLINE_TLS_KEY go together")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> HotlineSettings:
@@ -166,6 +177,9 @@ class HotlineSettings:
                 if peer.strip()
             ),
             realm=env.get("HOTLINE_SIP_REALM", cls.realm),
+            tls_cert=Path(env["HOTLINE_TLS_CERT"]) if env.get("HOTLINE_TLS_CERT") else None,
+            tls_key=Path(env["HOTLINE_TLS_KEY"]) if env.get("HOTLINE_TLS_KEY") else None,
+            tls_port=int(env.get("HOTLINE_TLS_PORT", cls.tls_port)),
             advertised_host=env.get("HOTLINE_ADVERTISED_HOST") or None,
             rtp_ports=rtp_ports,
             asr=env.get("HOTLINE_ASR", cls.asr).strip().lower(),
@@ -458,6 +472,7 @@ def open_endpoint(
         must_authenticate=lambda user: user.startswith(TERMINAL_SIP_PREFIX),
         lookup=terminal_digests(api),
         realm=settings.realm,
+        encrypted_from_untrusted=settings.tls_cert is not None,
     )
     endpoint = SipEndpoint(
         hotline,
@@ -468,6 +483,10 @@ def open_endpoint(
         rtp_port_range=settings.rtp_ports,
         max_calls=settings.max_calls,
         admission=admission,
+        tls=server_context(settings.tls_cert, settings.tls_key)
+        if settings.tls_cert is not None and settings.tls_key is not None
+        else None,
+        tls_port=settings.tls_port,
     )
     hotline.endpoint = endpoint
     return endpoint
@@ -493,7 +512,9 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
             log.warning("the dialogue core at %s does not answer yet", settings.rasa_url)
         async with open_endpoint(hotline, settings, api) as endpoint:
             print(
-                f"Linli hotline on udp {settings.sip_host}:{endpoint.port} "
+                f"Linli hotline on udp {settings.sip_host}:{endpoint.port}"
+                + (f", tls :{endpoint.tls_port}" if endpoint.tls is not None else "")
+                + " "
                 f"(ASR {settings.asr}, dialogue {settings.rasa_url}; trusted peers "
                 f"{','.join(settings.trusted_peers)}, terminals by digest); Ctrl-C stops",
                 flush=True,

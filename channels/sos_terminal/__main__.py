@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the hotline a short press calls (LINLI_HOTLINE_URI)",
     )
     parser.add_argument(
+        "--hotline-ca",
+        type=Path,
+        default=os.environ.get("LINLI_HOTLINE_CA") or None,
+        help="CA file that signed the hotline's TLS certificate (LINLI_HOTLINE_CA), for "
+        "--hotline sip:…;transport=tls",
+    )
+    parser.add_argument(
         "--sip-port",
         type=int,
         default=int(os.environ.get("LINLI_TERMINAL_SIP_PORT", "0")),

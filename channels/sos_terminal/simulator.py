@@ -199,7 +199,9 @@ def voice_line(
 ) -> VoiceLine:
     """The terminal's telephone to the hotline, listening for the callback."""
     line = VoiceLine(
-        VoiceLineConfig(args.hotline, sip_host="0.0.0.0", sip_port=args.sip_port),
+        VoiceLineConfig(
+            args.hotline, sip_host="0.0.0.0", sip_port=args.sip_port, ca_file=args.hotline_ca
+        ),
         creds.device_id,
         audio,
         secret=creds.secret,

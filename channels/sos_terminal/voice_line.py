@@ -9,6 +9,8 @@ user, at the address the heartbeat reports (`contact`), is where the hotline cal
 answers only calls from the hotline's address: a phone that answers by itself is a microphone
 in someone's home. The hotline believes no `terminal-…` caller on its word: it challenges
 with SIP digest, and the line answers with the password derived from the device's secret.
+On networks Linli does not control the hotline URI says `;transport=tls`: SIP goes over TLS
+(the hotline's certificate checked against `ca_file`) and the audio is SRTP.
 
 Audio: the microphone and speaker are opened for a call and closed after it (privacy), at
 16 kHz (what USB sound cards take), 20 ms blocks, converted to and from the telephone's
@@ -26,12 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from voice.audio import SAMPLE_WIDTH, TELEPHONE_RATE, WIDEBAND_RATE, StreamResampler
 from voice.sip import Call, CallState, SipEndpoint
 from voice.sip.digest import Credentials
+from voice.sip.stream import client_context
 from workorders.contract import TERMINAL_SIP_PREFIX
 from workorders.signing import sip_password
 
@@ -167,6 +171,12 @@ class VoiceLineConfig:
     sip_port: int = 5062
     advertised_host: str | None = None  # the address the hotline reaches us at (NAT, 0.0.0.0)
     dial_timeout: float = 30.0
+    ca_file: Path | None = None  # verifies the hotline's TLS certificate (else system CAs)
+
+    @property
+    def encrypted(self) -> bool:
+        """`sip:…;transport=tls`: SIP over TLS and SRTP media."""
+        return ";transport=tls" in self.hotline.lower()
 
     @property
     def hotline_host(self) -> str:
@@ -228,6 +238,7 @@ class VoiceLine:
             max_calls=1,  # a second call while one is up gets 486 Busy
             trusted_peers=trusted,
             credentials=self._credentials,
+            tls_client=client_context(self.config.ca_file) if self.config.encrypted else None,
             user_agent="Linli-SOS-Terminal/1.0",
         )
         await self._endpoint.start()

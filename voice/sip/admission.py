@@ -10,8 +10,10 @@ INVITE only when
 - the user need not authenticate and the INVITE came from a trusted peer (the PBX or SIP trunk:
   host addresses or CIDR networks), which vouches for the number it sends.
 
-Everything else is refused: 403 for an untrusted peer, for wrong credentials and for a caller
-that comes back without credentials after a challenge; 401 with a fresh nonce is the challenge.
+Everything else is refused: 403 for an untrusted peer, for wrong credentials, for a caller
+that comes back without credentials after a challenge, and (`encrypted_from_untrusted`, set
+when the endpoint has TLS) for such a caller on an untrusted network that is not on TLS.
+401 with a fresh nonce is the challenge.
 `lookup(user, realm)` gives HA1 per algorithm (or None: no such user); when it fails
 (`LookupUnavailable`) the call gets 503, since without it no one can be admitted. Refusals are
 logged with the number masked and counted in `counters` (see `SipEndpoint.stats`).
@@ -67,6 +69,7 @@ class Admission:
         algorithms: tuple[str, ...] = ("MD5",),
         nonces: digest.NonceBook | None = None,
         counters: Counter[str] | None = None,
+        encrypted_from_untrusted: bool = False,
     ) -> None:
         self.trusted = networks(trusted)
         self.must_authenticate = must_authenticate
@@ -76,6 +79,9 @@ class Admission:
         self.nonces = nonces or digest.NonceBook()
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self._challenged: dict[tuple[str, str], float] = {}  # (Call-ID, From tag) -> until
+        # True once the endpoint has TLS: callers that must authenticate and are not on a
+        # trusted network must come over TLS (then with SRTP), never in clear.
+        self.encrypted_from_untrusted = encrypted_from_untrusted
 
     def trusts(self, host: str) -> bool:
         try:
@@ -84,11 +90,16 @@ class Admission:
             return False
         return any(address in network for network in self.trusted)
 
-    async def admit(self, request: SipRequest, host: str, claimed: str) -> Verdict:
+    async def admit(
+        self, request: SipRequest, host: str, claimed: str, secure: bool = False
+    ) -> Verdict:
         """Decide on an INVITE from `host` whose caller is `claimed` (P-Asserted-Identity or
-        From user)."""
+        From user); `secure`: it came over TLS."""
         user = request.from_.uri.user
-        if self.must_authenticate(user) or self.must_authenticate(claimed):
+        authenticating = self.must_authenticate(user) or self.must_authenticate(claimed)
+        if authenticating and self.encrypted_from_untrusted and not (secure or self.trusts(host)):
+            verdict = Verdict(403, "unencrypted from an untrusted network")
+        elif authenticating:
             verdict = await self._authenticate(request, host, user)
         elif self.trusts(host):
             verdict = Verdict(None, "trusted peer")
@@ -103,7 +114,10 @@ class Admission:
             return
         key = {401: "challenged", 503: "refused_unavailable"}.get(verdict.status)
         if key is None:
-            key = "refused_untrusted" if verdict.reason == "untrusted peer" else "refused_auth"
+            key = {
+                "untrusted peer": "refused_untrusted",
+                "unencrypted from an untrusted network": "refused_unencrypted",
+            }.get(verdict.reason, "refused_auth")
         self.counters[key] += 1
         level = logging.INFO if verdict.status == 401 else logging.WARNING
         log.log(

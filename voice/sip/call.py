@@ -29,6 +29,7 @@ from voice.sip.message import (
 )
 from voice.sip.rtp import RtpSession
 from voice.sip.sdp import LocalSession, MediaChoice
+from voice.sip.srtp import SdesKey
 from voice.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class Call:
     ) -> None:
         self.endpoint = endpoint
         self.peer_host = peer_host  # where the INVITE came from or went: signalling's address
+        self.flow_address: tuple[str, int] | None = None  # its TLS connection, if over TLS
+        self.rtp_key: SdesKey | None = None  # the far end's SRTP key in force
         self.dialog = dialog
         self.direction = direction  # "inbound" or "outbound"
         self.caller = caller  # the full number: for look-ups only, never for logs

@@ -1,4 +1,4 @@
-"""The hotline's SIP user agent: a UDP SIP server on asyncio that answers every call.
+"""The hotline's SIP user agent: a SIP server on asyncio (UDP, and TLS) that answers calls.
 
 A PBX (Asterisk, FreeSWITCH) or a SIP trunk routes the community number here; each answered
 call is handed to the application's `on_call(call)` coroutine, and hung up when it returns.
@@ -20,11 +20,16 @@ What of RFC 3261 this implements (UDP only, IPv4 and IPv6):
 Who may call is the `admission`'s business (voice/sip/admission.py: trusted peers, SIP digest
 for the rest); in-dialog requests are taken only from the call's own signalling host.
 
+SIP over TLS (`tls`, a listener on `tls_port` beside UDP; `dial` to `sip:…;transport=tls`):
+messages framed by Content-Length (voice/sip/stream.py), responses and in-dialog requests on the
+connection the call uses, Via/Contact with TLS. Calls over TLS have SRTP media with SDES keys
+(voice/sip/srtp.py) and only those: plain RTP over TLS, or SRTP over UDP, is 488.
+
 Left out on purpose: registration (we never register; `credentials` only answer challenges to
-our own INVITEs), TCP/TLS/WebSocket (our messages stay far below the UDP size limit of section
-18.1.1), SRTP, DNS NAPTR/SRV (hosts are IP literals or A records), reliable provisional
-responses (100rel/PRACK), session timers, forking, early media, Max-Forwards checks, acting on
-an incoming REFER (we transfer others, nobody transfers us).
+our own INVITEs), plain TCP and WebSocket (our messages stay far below the UDP size limit of
+section 18.1.1), DTLS-SRTP and SRTCP, DNS NAPTR/SRV (hosts are IP literals or A records),
+reliable provisional responses (100rel/PRACK), session timers, forking, early media,
+Max-Forwards checks, acting on an incoming REFER (we transfer others, nobody transfers us).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 
 from voice.audio import Codec
+from voice.sip import stream
 from voice.sip.admission import Admission
 from voice.sip.call import Call, CallState, EndReason, caller_number
 from voice.sip.dialog import Dialog, DialogId
@@ -56,6 +63,8 @@ from voice.sip.message import (
 )
 from voice.sip.rtp import RtpSession, open_rtp_session
 from voice.sip.sdp import LocalSession, MediaChoice, SdpError, SessionDescription, choose_media
+from voice.sip.srtp import SrtpContext
+from voice.sip.stream import StreamFlow
 from voice.sip.transaction import (
     TIMEOUT,
     ClientTransaction,
@@ -126,6 +135,9 @@ class SipEndpoint:
         trusted_peers: Collection[str] | None = None,
         admission: Admission | None = None,
         credentials: Credentials | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int = 5061,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         self.on_call = on_call
         self.on_ended = on_ended
@@ -147,6 +159,11 @@ class SipEndpoint:
         self.admission = admission
         self.counters: Counter[str] = admission.counters if admission else Counter()
         self.credentials = credentials
+        self.tls = tls  # a TLS listener on `tls_port` beside UDP (server certificate)
+        self.tls_port = tls_port
+        self.tls_client = tls_client  # for dialling sip:…;transport=tls (verifies the server)
+        self._flows: dict[HostPort, StreamFlow] = {}  # open TLS connections by peer address
+        self._tls_server: asyncio.AbstractServer | None = None
         self.calls: dict[DialogId, Call] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._server_transactions: dict[tuple[str, ...], ServerTransaction] = {}
@@ -166,6 +183,12 @@ class SipEndpoint:
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         log.info("SIP endpoint listening on udp %s:%d", self.host, self.port)
+        if self.tls is not None:
+            self._tls_server = await asyncio.start_server(
+                self._accept_tls, self.host, self.tls_port, ssl=self.tls
+            )
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+            log.info("SIP endpoint listening on tls %s:%d", self.host, self.tls_port)
 
     async def close(self) -> None:
         """Hang up every call (BYE), stop the handlers, release the port."""
@@ -173,6 +196,10 @@ class SipEndpoint:
             *(self._bye_quietly(call) for call in list(self.calls.values())),
             return_exceptions=True,
         )
+        if self._tls_server is not None:
+            self._tls_server.close()
+            self._tls_server = None
+        await asyncio.gather(*(flow.close() for flow in list(self._flows.values())))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,8 +224,9 @@ class SipEndpoint:
 
     def stats(self) -> dict[str, int]:
         """Counters since start: admitted_trusted, admitted_authenticated, challenged,
-        refused_untrusted, refused_auth, refused_unavailable, refused_in_dialog,
-        rtp_foreign_dropped (packets from anywhere but the negotiated address)."""
+        refused_untrusted, refused_auth, refused_unencrypted, refused_unavailable,
+        refused_in_dialog, rtp_foreign_dropped (packets from anywhere but the negotiated
+        address), srtp_rejected (packets failing SRTP authentication)."""
         return dict(self.counters)
 
     # --- addresses -----------------------------------------------------------------------
@@ -210,15 +238,17 @@ class SipEndpoint:
             return self.host
         return _route_source(peer or "192.0.2.1")
 
-    def _via(self, peer: str | None) -> str:
+    def _sent_by(self, peer: str | None, tls: bool) -> str:
         host = self.local_host(peer)
         host = f"[{host}]" if ":" in host else host
-        return f"SIP/2.0/UDP {host}:{self.advertised_port or self.port}"
+        port = self.tls_port if tls and self.tls is not None else self.advertised_port or self.port
+        return f"{host}:{port}"
 
-    def contact(self, peer: str | None = None) -> str:
-        host = self.local_host(peer)
-        host = f"[{host}]" if ":" in host else host
-        return f"<sip:{self.user}@{host}:{self.advertised_port or self.port}>"
+    def _via(self, peer: str | None, tls: bool = False) -> str:
+        return f"SIP/2.0/{'TLS' if tls else 'UDP'} {self._sent_by(peer, tls)}"
+
+    def contact(self, peer: str | None = None, tls: bool = False) -> str:
+        return f"<sip:{self.user}@{self._sent_by(peer, tls)}{';transport=tls' if tls else ''}>"
 
     def target_uri(self, target: str, call: Call | None = None) -> SipUri:
         """A SIP URI as given, or a bare extension at the host the call came from."""
@@ -234,8 +264,46 @@ class SipEndpoint:
     # --- sending -------------------------------------------------------------------------
 
     def _send(self, data: bytes, destination: HostPort) -> None:
-        if self._transport is not None:
+        flow = self._flows.get(destination)
+        if flow is not None:  # a TLS connection: whatever goes there goes on it
+            flow.send(data)
+        elif self._transport is not None:
             self._transport.sendto(data, destination)
+
+    async def _accept_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._run_flow(StreamFlow(reader, writer))
+
+    async def _run_flow(self, flow: StreamFlow, address: HostPort | None = None) -> None:
+        """Messages on one TLS connection, handled like datagrams from its address."""
+        address = address or flow.peer
+        self._flows[address] = flow
+        try:
+            await flow.run(lambda data: self._on_datagram(data, address))
+        finally:
+            if self._flows.get(address) is flow:
+                del self._flows[address]
+
+    async def _connect_tls(self, destination: HostPort, server_name: str) -> bool:
+        """A TLS connection to `destination` (reused while open); False when it fails."""
+        if destination in self._flows:
+            return True
+        try:
+            bound = self.host not in ("0.0.0.0", "::", "")  # leave from our own address
+            reader, writer = await asyncio.open_connection(
+                *destination,
+                ssl=self.tls_client or stream.client_context(),
+                server_hostname=server_name,
+                local_addr=(self.host, 0) if bound else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("TLS to %s failed: %s", destination[0], exc)
+            return False
+        self._spawn(self._run_flow(StreamFlow(reader, writer), destination))
+        return True
+
+    def secure(self, call: Call) -> bool:
+        """Whether the call is signalled over TLS (then its media is SRTP)."""
+        return call.flow_address is not None
 
     async def _resolve(self, hop: tuple[str, int]) -> HostPort:
         host, port = hop
@@ -270,11 +338,12 @@ class SipEndpoint:
         content_type: str | None = None,
         headers: list[tuple[str, str]] | None = None,
     ) -> SipResponse:
-        destination = await self._resolve(call.dialog.next_hop())
+        destination = call.flow_address or await self._resolve(call.dialog.next_hop())
+        tls = self.secure(call)
         request = call.dialog.request(
             method,
-            self._via(destination[0]),
-            self.contact(destination[0]),
+            self._via(destination[0], tls),
+            self.contact(destination[0], tls),
             body=body,
             content_type=content_type,
             headers=headers,
@@ -376,7 +445,7 @@ class SipEndpoint:
         via = request.vias[0]
         if via.host != addr[0]:
             via.params["received"] = addr[0]
-        if "rport" in via.params:
+        if "rport" in via.params or addr in self._flows:  # TLS: back on the connection
             via.params["rport"] = str(addr[1])
             destination = addr
         else:
@@ -548,8 +617,9 @@ class SipEndpoint:
             return
         peer = transaction.destination[0]
         caller = caller_number(request)
+        secure = transaction.destination in self._flows
         if self.admission is not None:
-            verdict = await self.admission.admit(request, peer, caller)
+            verdict = await self.admission.admit(request, peer, caller, secure)
             if transaction.final_status is not None:
                 return  # CANCEL came while we looked the caller up
             if verdict.status is not None:
@@ -576,7 +646,7 @@ class SipEndpoint:
             except SdpError:
                 reject(400)
                 return
-        chosen = self._choose(offer, self.codecs) if offer is not None else None
+        chosen = self._choose(offer, self.codecs, secure) if offer is not None else None
         if offer is not None and chosen is None:
             log.info("call from %s: no common codec", mask_number(caller_number(request)))
             reject(488, [("Warning", '305 linli "Incompatible media format"')])
@@ -608,6 +678,7 @@ class SipEndpoint:
             state=CallState.RINGING,
             peer_host=peer,
         )
+        call.flow_address = transaction.destination if secure else None
         call._invite_transaction = transaction
         self.calls[dialog.id] = call
         self._pending_invites[key] = call
@@ -617,7 +688,7 @@ class SipEndpoint:
             mask_digits(call.called),
             codec.value,
         )
-        contact = [("Contact", self.contact(peer))]
+        contact = [("Contact", self.contact(peer, secure))]
         if self.send_ringing:
             self._respond(request, transaction, 180, to_tag=local_tag, headers=contact)
         if self.ring_seconds:
@@ -631,7 +702,7 @@ class SipEndpoint:
             body = local_sdp.answer(offer, *chosen)
         else:
             # Delayed offer (an INVITE without SDP): we offer, the answer comes in the ACK.
-            body = local_sdp.offer(self.codecs, dtmf_events=self.dtmf_events)
+            body = local_sdp.offer(self.codecs, dtmf_events=self.dtmf_events, secure=secure)
         headers = [
             *contact,
             *(("Record-Route", value) for value in request.get_all("Record-Route")),
@@ -658,9 +729,9 @@ class SipEndpoint:
         self._spawn(self._run_application(call))
 
     def _choose(
-        self, offer: SessionDescription, codecs: tuple[Codec, ...]
+        self, offer: SessionDescription, codecs: tuple[Codec, ...], secure: bool
     ) -> tuple[int, MediaChoice] | None:
-        return choose_media(offer, codecs, dtmf_events=self.dtmf_events)
+        return choose_media(offer, codecs, dtmf_events=self.dtmf_events, secure=secure)
 
     def _start_media(self, call: Call) -> None:
         media = call.media
@@ -669,6 +740,9 @@ class SipEndpoint:
         call.rtp.update(
             media.codec, media.payload_type, media.dtmf_payload_type, remote, media.we_may_send
         )
+        if media.crypto is not None and media.crypto != call.rtp_key:
+            call.rtp.srtp = SrtpContext(call._sdp.key_for(media.crypto), media.crypto)
+            call.rtp_key = media.crypto  # a re-INVITE with the same key keeps the context
         call.rtp.start(remote)
 
     def _media_address(self, call: Call, media: MediaChoice) -> tuple[str, int]:
@@ -687,7 +761,7 @@ class SipEndpoint:
 
     def _apply_answer(self, call: Call, body: bytes) -> None:
         try:
-            chosen = self._choose(SessionDescription.parse(body), self.codecs)
+            chosen = self._choose(SessionDescription.parse(body), self.codecs, self.secure(call))
         except SdpError:
             chosen = None
         if chosen is None:
@@ -711,12 +785,13 @@ class SipEndpoint:
     def _on_reinvite(self, call: Call, request: SipRequest, transaction: ServerTransaction) -> None:
         """Hold, unhold, a new media address: same codec where possible, same RTP port."""
         until_ack = request.method == "INVITE"
-        headers = [("Contact", self.contact(transaction.destination[0])), ("Allow", ALLOW)]
+        tls = self.secure(call)
+        headers = [("Contact", self.contact(transaction.destination[0], tls)), ("Allow", ALLOW)]
         if not request.body:
             if until_ack:  # no offer: offer ours, current codec first; the answer is in the ACK
                 call.media = None
                 codecs = (call.codec, *(c for c in self.codecs if c is not call.codec))
-                body = call._sdp.offer(codecs, dtmf_events=self.dtmf_events)
+                body = call._sdp.offer(codecs, dtmf_events=self.dtmf_events, secure=tls)
                 if call._invite_transaction is not None:
                     call._invite_transaction.cancel_timers()
                 call._invite_transaction = transaction
@@ -730,7 +805,7 @@ class SipEndpoint:
             self._respond(request, transaction, 400, until_ack=until_ack)
             return
         preferred = (call.codec, *(c for c in self.codecs if c is not call.codec))
-        chosen = self._choose(offer, preferred)
+        chosen = self._choose(offer, preferred, tls)
         if chosen is None:
             self._respond(request, transaction, 488, until_ack=until_ack)
             return
@@ -760,6 +835,9 @@ class SipEndpoint:
         """
         uri = self.target_uri(target)
         destination = await self._resolve((uri.params.get("maddr") or uri.host, uri.port or 5060))
+        tls = (uri.params.get("transport") or "").lower() == "tls"  # then SRTP too
+        if tls and not await self._connect_tls(destination, uri.host):
+            return None
         local_host = self.local_host(destination[0])
         rtp = await open_rtp_session(
             self.rtp_host,
@@ -776,16 +854,16 @@ class SipEndpoint:
         local_tag = new_tag()
         from_user = caller or self.user
         request = SipRequest("INVITE", str(uri))
-        request.add("Via", f"{self._via(destination[0])};branch={new_branch()};rport")
+        request.add("Via", f"{self._via(destination[0], tls)};branch={new_branch()};rport")
         request.add("Max-Forwards", "70")
         request.add("From", f"<sip:{from_user}@{local_host}>;tag={local_tag}")
         request.add("To", f"<{uri}>")
         request.add("Call-ID", new_call_id(local_host))
         request.add("CSeq", "1 INVITE")
-        request.add("Contact", self.contact(destination[0]))
+        request.add("Contact", self.contact(destination[0], tls))
         request.add("Allow", ALLOW)
         request.add("Content-Type", "application/sdp")
-        request.body = sdp.offer(self.codecs, dtmf_events=self.dtmf_events)
+        request.body = sdp.offer(self.codecs, dtmf_events=self.dtmf_events, secure=tls)
         masked = mask_number(uri.user)
         deadline = asyncio.get_running_loop().time() + timeout
         challenged = False
@@ -826,9 +904,9 @@ class SipEndpoint:
         dialog = Dialog.for_outgoing(request, response)
         cseq = request.cseq[0]
         ack = dialog.request(
-            "ACK", self._via(destination[0]), self.contact(destination[0]), cseq=cseq
+            "ACK", self._via(destination[0], tls), self.contact(destination[0], tls), cseq=cseq
         )
-        ack_destination = await self._resolve(dialog.next_hop())
+        ack_destination = destination if tls else await self._resolve(dialog.next_hop())
         ack_bytes = ack.encode()
         self._send(ack_bytes, ack_destination)
         self._acks[(dialog.call_id, cseq)] = (ack_bytes, ack_destination)
@@ -844,9 +922,10 @@ class SipEndpoint:
             state=CallState.ACTIVE,
             peer_host=destination[0],
         )
+        call.flow_address = destination if tls else None
         self.calls[dialog.id] = call
         try:
-            chosen = self._choose(SessionDescription.parse(response.body), self.codecs)
+            chosen = self._choose(SessionDescription.parse(response.body), self.codecs, tls)
         except SdpError:
             chosen = None
         if chosen is None or cancelled:

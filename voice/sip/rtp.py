@@ -17,7 +17,11 @@ endpoint's `rtp_foreign_dropped`), never decoded. There is no latching onto wher
 packet came from: behind NAT the far end must put its public address in its SDP (or a PBX/SBC
 anchors the media).
 
-Not implemented: RTCP reports (the RTCP port is bound and drained only), SRTP, comfort noise
+SRTP (`srtp`, set for RTP/SAVP calls): packets are sealed on send and opened after the source
+check on receipt; one that fails authentication (forged, corrupted, replayed) is dropped and
+counted (`srtp_rejected`).
+
+Not implemented: RTCP reports (the RTCP port is bound and drained only), SRTCP, comfort noise
 generation, RTP header extensions on send.
 """
 
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from voice.audio import SAMPLE_WIDTH, TELEPHONE_RATE, Codec, decode_g711, encode_g711
+from voice.sip.srtp import SrtpContext, SrtpError
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +209,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.foreign_packets = 0  # dropped: not from `remote`
+        self.srtp: SrtpContext | None = None  # set for RTP/SAVP: every packet sealed/opened
         self.sending = True  # False while the far end holds the call (sendonly/inactive)
         self.audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.forward_to: RtpSession | None = None  # bridged: received frames go straight there
@@ -350,9 +356,12 @@ class RtpSession(asyncio.DatagramProtocol):
                 self._marker = False
                 self._sequence = (self._sequence + 1) & 0xFFFF
                 try:
-                    self._transport.sendto(packet.encode(), self.remote)
+                    data = packet.encode()
+                    if self.srtp is not None:
+                        data = self.srtp.protect(data)
+                    self._transport.sendto(data, self.remote)
                     self.packets_sent += 1
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, SrtpError) as exc:
                     # An SDP address we cannot reach from our socket (the endpoint replaces
                     # one of the other IP family by the signalling host): drop the frame.
                     self._send_failures += 1
@@ -370,16 +379,22 @@ class RtpSession(asyncio.DatagramProtocol):
     # --- receiving -----------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._closed:
-            return
-        try:
-            packet = RtpPacket.parse(data)
-        except ValueError:
+        if self._closed or len(data) < 12:
             return
         if 200 <= data[1] <= 204:
             return  # RTCP multiplexed on the RTP port
         if self.remote is None or (addr[0], addr[1]) != self.remote:
             self._drop_foreign(addr)
+            return
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except SrtpError:
+                self.counters["srtp_rejected"] += 1  # forged, corrupted or replayed
+                return
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError:
             return
         self.packets_received += 1
         if self._remote_ssrc != packet.ssrc:

@@ -1,5 +1,9 @@
 """SDP offer/answer (RFC 4566, RFC 3264) for one G.711 audio stream with RFC 4733 DTMF.
 
+On a TLS call the stream is RTP/SAVP with SDES keys (`a=crypto`, RFC 4568, voice/sip/srtp.py);
+elsewhere RTP/AVP. A secure call takes no plain media line and a plain one no SAVP line (SDES
+keys sent in clear signalling protect nothing), so either mismatch finds no usable stream (488).
+
 We answer the first usable `m=audio` line with the first G.711 codec in the *offer's* order that
 we accept (so the caller's or the PBX's preference wins), plus telephone-event when offered.
 Any other media line (video, a second audio) is refused with port 0, as RFC 3264 requires.
@@ -12,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 
 from voice.audio import Codec
+from voice.sip.srtp import SdesKey
 
 PTIME_MS = 20
+OFFERED_SUITE = "AES_CM_128_HMAC_SHA1_80"
 DEFAULT_DTMF_PT = 101
 _STATIC_PT = {0: "PCMU/8000", 8: "PCMA/8000"}
 _DIRECTION_ANSWER = {
@@ -118,6 +124,7 @@ class MediaChoice:
     remote_host: str
     remote_port: int
     direction: str  # the *remote* side's direction: sendrecv, sendonly, recvonly or inactive
+    crypto: SdesKey | None = None  # the far end's SRTP key (RTP/SAVP), None for plain RTP
 
     @property
     def on_hold(self) -> bool:
@@ -134,17 +141,23 @@ def choose_media(
     codecs: tuple[Codec, ...] = (Codec.PCMU, Codec.PCMA),
     *,
     dtmf_events: bool = True,
+    secure: bool = False,
 ) -> tuple[int, MediaChoice] | None:
     """(index of the m= line, choice) for the first audio line with a common codec, else None.
 
     `dtmf_events=False` leaves telephone-event out of the answer, so the far end must signal
     digits with SIP INFO (some PBXs are set up that way).
     """
+    proto = "RTP/SAVP" if secure else "RTP/AVP"
     for index, media in enumerate(offer.media):
-        if media.media != "audio" or media.port == 0 or media.proto.upper() != "RTP/AVP":
+        if media.media != "audio" or media.port == 0 or media.proto.upper() != proto:
             continue
         host = media.connection or offer.connection
         if host is None:
+            continue
+        keys = [SdesKey.parse(value) for name, value in media.attributes if name == "crypto"]
+        crypto = next((key for key in keys if key is not None), None)
+        if secure and crypto is None:
             continue
         rtpmap = media.rtpmap()
         dtmf_pt = next(
@@ -164,6 +177,7 @@ def choose_media(
                     remote_host=host,
                     remote_port=media.port,
                     direction=offer.direction(media),
+                    crypto=crypto,
                 )
                 return index, choice
     return None
@@ -177,6 +191,16 @@ class LocalSession:
         self.rtp_port = rtp_port
         self.session_id = str(secrets.randbelow(2**31) + int(time.time()))
         self.version = int(self.session_id)
+        self._keys: dict[str, SdesKey] = {}  # our SRTP key per suite, the same all call long
+
+    def key_for(self, remote: SdesKey) -> SdesKey:
+        """Our key answering the far end's: its suite and tag, our own key material."""
+        return self._key(remote.suite, remote.tag)
+
+    def _key(self, suite: str, tag: int = 1) -> SdesKey:
+        if suite not in self._keys:
+            self._keys[suite] = SdesKey.new(suite)
+        return SdesKey(tag, suite, self._keys[suite].key)
 
     def _head(self) -> list[str]:
         self.version += 1
@@ -199,7 +223,10 @@ class LocalSession:
             pts = [choice.payload_type]
             if choice.dtmf_payload_type is not None:
                 pts.append(choice.dtmf_payload_type)
-            lines.append(f"m=audio {self.rtp_port} RTP/AVP {' '.join(map(str, pts))}")
+            proto = "RTP/SAVP" if choice.crypto else "RTP/AVP"
+            lines.append(f"m=audio {self.rtp_port} {proto} {' '.join(map(str, pts))}")
+            if choice.crypto is not None:
+                lines.append(f"a=crypto:{self.key_for(choice.crypto).attribute()}")
             lines.append(f"a=rtpmap:{choice.payload_type} {choice.codec.value}/8000")
             if choice.dtmf_payload_type is not None:
                 lines.append(f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/8000")
@@ -209,13 +236,19 @@ class LocalSession:
         return ("\r\n".join(lines) + "\r\n").encode()
 
     def offer(
-        self, codecs: tuple[Codec, ...], direction: str = "sendrecv", dtmf_events: bool = True
+        self,
+        codecs: tuple[Codec, ...],
+        direction: str = "sendrecv",
+        dtmf_events: bool = True,
+        secure: bool = False,
     ) -> bytes:
         lines = self._head()
         pts = [str(codec.payload_type) for codec in codecs]
         if dtmf_events:
             pts.append(str(DEFAULT_DTMF_PT))
-        lines.append(f"m=audio {self.rtp_port} RTP/AVP {' '.join(pts)}")
+        lines.append(f"m=audio {self.rtp_port} RTP/{'SAVP' if secure else 'AVP'} {' '.join(pts)}")
+        if secure:
+            lines.append(f"a=crypto:{self._key(OFFERED_SUITE).attribute()}")
         lines += [f"a=rtpmap:{codec.payload_type} {codec.value}/8000" for codec in codecs]
         if dtmf_events:
             lines.append(f"a=rtpmap:{DEFAULT_DTMF_PT} telephone-event/8000")
