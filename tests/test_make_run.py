@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import time
@@ -127,9 +128,11 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         yield run
     finally:
         status = supervised.stop()
+        print(supervised.tail(20000))  # the terminal of `make run`, shown when the test fails
         for key in redis_client.scan_iter(f"{rasa_prefix}*"):
             redis_client.delete(key)
-    assert status == 0, supervised.tail()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert status == 0
 
 
 async def eventually(what: str, check: Callable[[], T | None], seconds: float) -> T:

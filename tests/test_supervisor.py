@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -112,7 +113,8 @@ def test_a_crash_restarts_that_process_alone_and_one_that_keeps_failing_is_retri
         assert supervised.pids()["other"] == before["other"]
     finally:
         status = supervised.stop()
-    text = supervised.text()
+        text, own_log = supervised.text(), supervised.log("broken")
+        shutil.rmtree(supervised.run_dir, ignore_errors=True)
     assert status == 0, text
     assert re.search(r"\d\d:\d\d:\d\d steady +\| hello world", text), text
     assert re.search(r"broken +\| cannot start", text), text
@@ -120,4 +122,5 @@ def test_a_crash_restarts_that_process_alone_and_one_that_keeps_failing_is_retri
         "broken keeps failing to start; supervisord gave up, the watchdog tries again in 2 s"
         in text
     )
-    assert "cannot start" in supervised.log("broken")  # each process's own log file too
+    assert "exited: other" not in text and "exited: steady (terminated by SIGKILL" in text
+    assert "cannot start" in own_log  # each process's own log file too
