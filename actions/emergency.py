@@ -190,7 +190,8 @@ def _location(tracker: Tracker) -> dict[str, Any] | None:
         w in text for w in PLACE_WORDS
     ):
         return None
-    return {"location": text[:200]} if len(text) >= 2 else None
+    # "不在家" alone says where they are not: no answer yet.
+    return {"location": text[:200]} if len(NOT_AT_HOME.sub("", text)) >= 2 else None
 
 
 async def _keep_for_later(tracker: Tracker, body: dict[str, Any]) -> None:
@@ -278,8 +279,7 @@ class ValidateEmergencyForm(FormValidationAction):
             return self._unanswered(tracker, "emergency_at_home")
         body: dict[str, Any] = {"at_home": at_home}
         where = None if at_home else _location(tracker)
-        rest = NOT_AT_HOME.sub("", where["location"]) if where else ""
-        if where and ("address" in where or len(rest) >= 2):  # 不在，我在菜市场: where then
+        if where:  # 不在，我在菜市场: where then
             body.update(where)
         await self._add(dispatcher, tracker, body)
         result: dict[str, Any] = {"emergency_at_home": at_home}

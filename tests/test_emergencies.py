@@ -222,3 +222,11 @@ def test_an_emergency_while_staff_own_the_conversation(
     assert alarms(redis_client, order) == ["emergency.raised"]
     assert chat.say("在家") == []  # the staff who own it ask the rest
     assert chat.tracker()["paused"] is True
+
+
+def test_where_they_are_not_is_no_answer(stack: Stack) -> None:
+    chat = stack.chat()
+    asked = "您现在在哪儿？请说几号楼几单元几号，或者附近有什么地方。"
+    assert texts(chat.say("救命 有人在撬我家门"))[-1] == asked
+    assert texts(chat.say("不在家")) == [asked]
+    assert texts(chat.say("我在小区门口的超市")) == ["请留一个现在能打通的电话号码。"]
