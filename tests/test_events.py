@@ -151,3 +151,16 @@ def seed_principals_once(backend: Backend) -> dict[str, str]:
     """Tokens on a backend that the shared fixtures may already have seeded."""
     suffix = uuid.uuid4().hex[:6]
     return seed_principals(backend, suffix=suffix)
+
+
+def test_a_long_poll_that_answers_is_no_line_in_the_log(api: Api) -> None:
+    """Consumers poll day and night: only a failed poll, or an ordinary read, is logged."""
+    marker = uuid.uuid4().hex
+    polled = api.call("agent", "GET", "/events", params={"after": "$", "wait_ms": 50})
+    failed = api.call("agent", "GET", "/events", params={"after": marker, "wait_ms": 50})
+    read = api.call("agent", "GET", "/events", params={"after": "$"})
+    assert (polled.status_code, failed.status_code, read.status_code) == (200, 422, 200)
+    log = api.process.log_text()
+    assert "GET /events?after=%24&wait_ms=50 200" not in log
+    assert f"GET /events?after={marker}&wait_ms=50 422" in log
+    assert "GET /events?after=%24 200" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from workorders.crypto import mask_text
 
@@ -63,7 +64,12 @@ class AccessLog:
             await self.app(scope, receive, send_with_status)
         finally:
             query = _redact_query(scope.get("query_string", b"").decode("latin-1"))
-            log.info(
+            # A consumer's long poll answers every few seconds, day and night: only failures
+            # of it are worth a line at the default level.
+            wait = parse_qs(query).get("wait_ms", ["0"])[-1]
+            polling = scope["path"] == "/events" and wait not in ("", "0")
+            log.log(
+                logging.DEBUG if polling and status < 400 else logging.INFO,
                 "%s %s%s %d %.1fms",
                 scope["method"],
                 scope["path"],
