@@ -243,6 +243,7 @@ class Hotline:
         self.stored: dict[str, dict[str, Any]] = {}  # what the API answered
         self._arrived = asyncio.Event()
         self._answered: dict[str, None] = {}  # ids of calls that reached __call__ (ordered)
+        self.calls_answered = 0  # since start (`_answered` forgets old calls)
         self.endpoint: SipEndpoint | None = None  # set by `open_endpoint`
 
     def now(self) -> datetime:
@@ -252,7 +253,7 @@ class Hotline:
         """Counters for monitoring: calls answered, and the SIP endpoint's admissions,
         refusals and dropped RTP (see `SipEndpoint.stats`)."""
         counted = self.endpoint.stats() if self.endpoint is not None else {}
-        return {"calls_answered": len(self._answered), **counted}
+        return {"calls_answered": self.calls_answered, **counted}
 
     async def warm(self) -> int:
         """Render every prompt (normal and slower) at 8 kHz now, not during the first call."""
@@ -274,6 +275,7 @@ class Hotline:
         """The conversation on an answered call, in or out, then its record. `keypad`: the
         other end has keys to press (a phone, not an SOS terminal)."""
         self._answered[call.call_id] = None
+        self.calls_answered += 1
         if self._recogniser is not None:
             recogniser = self._recogniser
         else:
