@@ -365,7 +365,12 @@ def test_a_short_answer_grammar_ends_the_answer_sooner(model: SpeechModel) -> No
 def test_quicker_endpointing_is_for_short_answers_only() -> None:
     """Phone numbers are read in groups with pauses: digits keep the elders' endpointing."""
     grammars = load_grammars()
-    assert {n for n, g in grammars.items() if g.trailing_silence} == {"yes_no", "menu", "ordinal"}
+    assert {n for n, g in grammars.items() if g.trailing_silence} == {
+        "yes_no",
+        "at_home",
+        "menu",
+        "ordinal",
+    }
     assert all(
         g.trailing_silence < ELDERLY.trailing_silence
         for g in grammars.values()
