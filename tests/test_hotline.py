@@ -719,6 +719,7 @@ class Home:
             VoiceLineConfig(
                 f"sip:hotline@127.0.0.1:{hotline_port}" + (";transport=tls" if tls_ca else ""),
                 sip_host=host,
+                sip_port=0,  # any free port: another run's terminal may hold the usual one
                 ca_file=tls_ca,
             ),
             self.device_id,
