@@ -1,4 +1,4 @@
-"""The headless SOS terminal simulator (`--control-port`), as `make run` starts it under honcho:
+"""The headless SOS terminal simulator (`--control-port`), as `make run` starts it:
 a real subprocess, started before the API, pressed over HTTP; the API a real process (SQLite).
 """
 
@@ -55,7 +55,7 @@ def test_headless_simulator_waits_for_the_api_then_curl_presses_the_button(
                 "--control-port",
                 control.rsplit(":", 1)[1],
                 "--api",
-                late_api.base_url,  # nothing listens there yet, as under honcho at start-up
+                late_api.base_url,  # nothing listens there yet, as under make run at start-up
                 "--device-id",
                 device_id,
                 "--state-dir",

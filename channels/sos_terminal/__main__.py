@@ -1,5 +1,5 @@
 """Run the SOS terminal: on a Raspberry Pi, or simulated (keyboard, or headless with an HTTP
-control port for honcho and scripts).
+control port for make run and scripts).
 
     .venv/bin/python -m channels.sos_terminal --simulate          # against `make run`'s API
     .venv/bin/python -m channels.sos_terminal --control-port 8095   # headless: curl presses
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         const=8095,
         metavar="PORT",
         help="mock pins, no keyboard: an HTTP control server on 127.0.0.1:PORT (default 8095) "
-        "with POST /press, /sos, /hold and GET /state (for honcho and scripts)",
+        "with POST /press, /sos, /hold and GET /state (for make run and scripts)",
     )
     parser.add_argument("--api", default=os.environ.get("WORKORDERS_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--device-id", default=os.environ.get("LINLI_TERMINAL_ID", "sos-0000"))

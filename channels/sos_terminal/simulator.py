@@ -114,7 +114,7 @@ def api_up(url: str) -> bool:
 
 class Panel:
     """What a person in the room would see and hear: printed as it happens (the keyboard
-    simulator's screen, honcho's log) and kept for the control server's GET /state."""
+    simulator's screen, make run's log) and kept for the control server's GET /state."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
