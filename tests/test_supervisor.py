@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,8 @@ def test_the_watchdog_backs_off_a_process_that_keeps_failing_and_forgives_it_lat
 
 
 def _supervisord(tmp_path: Path, procfile: str, **env: str) -> Supervised:
-    run_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"linli-sv-{tmp_path.name[-20:]}"
+    # Short (the unix socket's path has a limit) and unique (another test run may be beside us).
+    run_dir = Path(tempfile.mkdtemp(prefix="linli-sv-"))
     (tmp_path / "Procfile").write_text(procfile)
     conf = write(tmp_path / "Procfile", run_dir, {**os.environ, **env}, hold=2)
     binary = str(Path(sys.executable).parent / "supervisord")
