@@ -39,8 +39,7 @@ PLACE_WORDS = ("楼", "单元", "室", "门口", "路", "街", "小区", "家", 
 NOT_A_PLACE = frozenset(
     {"emergency", "request_human", "complain", "greet", "thank", "goodbye", "repeat", "stop"}
 )
-
-
+# "不在家" / "我不在" said before where they are, or "我在" alone: no place in those words.
 NOT_AT_HOME = re.compile(r"^[我俺]?(现在)?(不|没)(在家|在|是)(里|呢|啊)?[，,。！!\s]*|[我俺]?在$")
 
 
