@@ -20,9 +20,10 @@ from tests.sip_clients import Baresip, have_programs
 from tests.test_voice_sip import Hotline, RawPeer, microphone, offer_sdp
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip.admission import Admission
-from voice.sip.digest import Credentials, NonceBook, authorization, ha1
+from voice.sip.digest import Credentials, NonceBook, authorization
 from voice.sip.echo_app import tone
 from voice.sip.message import SipResponse
+from workorders.signing import digest_ha1
 
 TRUSTED = "127.0.0.1"
 UNTRUSTED = "127.0.0.2"
@@ -38,7 +39,7 @@ def _baresip_installed() -> None:
 
 async def lookup(user: str, realm: str) -> Mapping[str, str] | None:
     """The terminal's HA1, as GET /terminals/sip-digest gives it to the hotline."""
-    return {"MD5": ha1("MD5", user, realm, PASSWORD)} if user == TERMINAL else None
+    return {"MD5": digest_ha1(user, realm, PASSWORD, "MD5")} if user == TERMINAL else None
 
 
 def endpoint(hotline: Hotline, nonces: NonceBook | None = None) -> SipEndpoint:

@@ -20,23 +20,18 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from voice.sip.message import split_list
 
-ALGORITHMS: dict[str, Callable[..., Any]] = {
-    "MD5": hashlib.md5,
-    "SHA-256": hashlib.sha256,
-}
+# The API computes HA1 for the hotline with the same function (GET /terminals/sip-digest).
+from workorders.signing import DIGEST_ALGORITHMS as ALGORITHMS
+from workorders.signing import digest_ha1
+
 NONCE_LIFETIME = 60.0  # seconds from the 401 to the INVITE that answers it
 
 
 def hash_hex(algorithm: str, text: str) -> str:
     return ALGORITHMS[algorithm.upper()](text.encode()).hexdigest()
-
-
-def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
-    return hash_hex(algorithm, f"{username}:{realm}:{password}")
 
 
 def parse_credentials(value: str) -> dict[str, str] | None:
@@ -143,7 +138,7 @@ def authorization(
         answer = {"uri": uri, "nonce": nonce}
         if qops:
             answer |= {"qop": "auth", "nc": "00000001", "cnonce": secrets.token_hex(8)}
-        secret = ha1(algorithm, credentials.username, realm, credentials.password)
+        secret = digest_ha1(credentials.username, realm, credentials.password, algorithm)
         response = expected_response(algorithm, secret, method, answer)
         parts = [
             f'username="{credentials.username}"',
