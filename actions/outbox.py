@@ -65,11 +65,13 @@ async def replay_once(api: WorkOrdersClient, client: aioredis.Redis) -> int:
     while raw := await client.lindex(queue(), 0):
         entry = json.loads(raw)
         path = entry["path"]
+        order_id = None
         if entry.get("order_of"):
             created = json.loads(await client.hget(done_key(), entry["order_of"]) or "{}")
-            path = path.format(order_id=created.get("order_id"))
+            order_id = created.get("order_id")
+            path = path.format(order_id=order_id)
         try:
-            if "{" in path or "None" in path:  # the order it is about was never created
+            if entry.get("order_of") and order_id is None:  # that order was never created
                 raise ApiError(409, "order_not_created", "所属工单没有建成，这条补充无法送达。")
             result = await api.request(entry["method"], path, json=entry["body"], key=entry["key"])
             outcome = {
