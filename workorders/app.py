@@ -5,12 +5,13 @@ from __future__ import annotations
 import anyio.to_thread
 from fastapi import FastAPI
 
-from workorders import errors, logs
+from workorders import console, errors, logs
 from workorders.api import guards
 from workorders.api.routes import (
     appointments,
     auth,
     calls,
+    conversations,
     events,
     health,
     orders,
@@ -55,6 +56,8 @@ def create_app() -> FastAPI:
         events,
         terminals,
         calls,
+        conversations,
     ):
         app.include_router(module.router)
+    console.install(app)
     return app

@@ -40,11 +40,22 @@ SCOPES = (
     "staff:manage",
     "calls:read",
     "calls:write",
+    "conversations:read",
+    "conversations:reply",
+    "conversations:write",
 )
 
 # Agents do the daily work; statistics are for supervisors; accounts and the audit log for admins.
-# Call records are written by the telephony service (svc-hotline), never by a person.
-_AGENT = frozenset(SCOPES) - {"stats:read", "audit:read", "staff:manage", "calls:write"}
+# Call records and conversation messages are written by the services that carry them
+# (svc-hotline, svc-gateway, svc-actions), never by a person; staff reply through
+# conversations:reply.
+_AGENT = frozenset(SCOPES) - {
+    "stats:read",
+    "audit:read",
+    "staff:manage",
+    "calls:write",
+    "conversations:write",
+}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.agent: _AGENT,
     Role.supervisor: _AGENT | {"stats:read"},
