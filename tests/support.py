@@ -42,7 +42,9 @@ SERVICE_SCOPES = {
         "orders:update",
         "orders:rate",
         "appointments",
+        "conversations:write",
     ],
+    "gateway": ["conversations:write", "events:read", "residents:lookup"],
     "wechat": ["residents:lookup", "orders:read", "orders:rate", "events:read"],
     "terminal": ["emergency:create", "residents:lookup"],
 }

@@ -55,7 +55,7 @@ from voice.asr import AsrEvent, GrammarSpec, Recogniser, Scripted, ScriptedRecog
 from voice.audio import TELEPHONE_RATE, Codec, encode_g711, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
 from voice.hotline import Hotline, HotlineSettings, open_endpoint, record_body
-from voice.office_hours import OfficeHours
+from voice.office_hours import say_when
 from voice.outbound import Outbound
 from voice.sip import EndReason, SipEndpoint
 from voice.sip.rtp import RtpPacket
@@ -63,6 +63,7 @@ from voice.tts import Synthesizer
 from workorders import signing
 from workorders.client import WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, SosTrigger
+from workorders.office_hours import OfficeHours
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = SHARED / "audio" / "zh" / "BAC009S0764W0121.wav"
@@ -1174,13 +1175,13 @@ def test_office_hours_and_when_the_call_back_comes() -> None:
     assert hours.is_open(TUESDAY_MORNING) and not hours.is_open(FRIDAY_EVENING)
     monday = hours.next_opening(FRIDAY_EVENING)
     assert (monday.weekday(), monday.hour, monday.minute) == (0, 8, 30)
-    assert hours.say_when(monday, FRIDAY_EVENING) == "星期一上午八点半"
+    assert say_when(monday, FRIDAY_EVENING, hours.zone) == "星期一上午八点半"
     early = datetime(2026, 11, 24, 7, 0, tzinfo=SHANGHAI)
-    assert hours.say_when(hours.next_opening(early), early) == "今天上午八点半"
+    assert say_when(hours.next_opening(early), early, hours.zone) == "今天上午八点半"
     night = datetime(2026, 11, 24, 22, 0, tzinfo=SHANGHAI)
-    assert hours.say_when(hours.next_opening(night), night) == "明天上午八点半"
+    assert say_when(hours.next_opening(night), night, hours.zone) == "明天上午八点半"
     weekend = OfficeHours.parse("sat-sun 14:00-16:00")
-    assert weekend.say_when(weekend.next_opening(night), night) == "星期六下午两点"
+    assert say_when(weekend.next_opening(night), night, weekend.zone) == "星期六下午两点"
     with pytest.raises(ValueError):
         OfficeHours.parse("weekdays 9-5")
 

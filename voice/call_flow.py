@@ -46,6 +46,7 @@ from channels.voice import DialogueState, DialogueUnavailable, Turn, VoiceConver
 from voice.asr import AsrEvent, Partial, Recogniser, RecognitionSession, Utterance
 from voice.audio import TELEPHONE_RATE
 from voice.grammars import AT_HOME, DIGITS, MENU, ORDINAL, YES_NO, compact, get_grammar
+from voice.office_hours import say_when
 from voice.sip import Call, CallState
 from voice.spoken import say_int
 from voice.tts import TtsError, load_keypad
@@ -542,7 +543,7 @@ class CallFlow:
         elif hours.is_open(now):
             await self._say([CALLBACK_SOON], interruptible=False)
         else:
-            when = hours.say_when(hours.next_opening(now), now)
+            when = say_when(hours.next_opening(now), now, hours.zone)
             await self._say([CALLBACK_LATER.format(when=when)], interruptible=False)
         self.result.outcome = "callback"
         await self._prompt("goodbye", remember=False)

@@ -28,7 +28,7 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_STAFF_EXTENSION` | – | staff phone (`8001` at the calling PBX, or a SIP URI) |
 | `HOTLINE_TRANSFER` | `refer` | `refer` (bridge when REFER fails) or `bridge` |
 | `HOTLINE_TRANSFER_TIMEOUT` | `20` | seconds staff have to answer |
-| `HOTLINE_OFFICE_HOURS` | `mon-fri 08:30-17:30` | when staff answer (in `LINLI_TIMEZONE`) |
+| `LINLI_OFFICE_HOURS` | `mon-fri 08:30-17:30` | when staff answer (the API reads it too) |
 | `HOTLINE_MAX_FAILURES` | `3` | misunderstood turns, then we ask for a person (a safety net) |
 | `HOTLINE_SILENCE_SECONDS` | `6` | quiet before a re-prompt |
 | `HOTLINE_FILLER_DELAY` | `0.6` | a turn slower than this gets a filler ("请稍等…") |
@@ -88,7 +88,6 @@ from voice.asr import (
 )
 from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow, CallResult
-from voice.office_hours import OfficeHours
 from voice.outbound import Outbound
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip.admission import LOOPBACK, Admission, Lookup, LookupUnavailable, networks
@@ -97,6 +96,7 @@ from voice.tts import Synthesizer
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, IdentityKind
 from workorders.crypto import mask_text
+from workorders.office_hours import OfficeHours
 
 log = logging.getLogger("voice.hotline")
 
@@ -192,7 +192,7 @@ class HotlineSettings:
             transfer_mode=env.get("HOTLINE_TRANSFER", cls.transfer_mode).strip().lower(),
             transfer_timeout=float(env.get("HOTLINE_TRANSFER_TIMEOUT", cls.transfer_timeout)),
             office_hours=OfficeHours.parse(
-                env.get("HOTLINE_OFFICE_HOURS", "mon-fri 08:30-17:30"), zone
+                env.get("LINLI_OFFICE_HOURS", "mon-fri 08:30-17:30"), zone
             ),
             max_failures=int(env.get("HOTLINE_MAX_FAILURES", cls.max_failures)),
             silence_timeout=float(env.get("HOTLINE_SILENCE_SECONDS", cls.silence_timeout)),

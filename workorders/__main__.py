@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _scheduler(args: argparse.Namespace) -> None:
     from workorders.db import session_factory
-    from workorders.services import events, sla, sweep
+    from workorders.services import conversations, events, sla, sweep
 
     settings = get_settings()
     stop = threading.Event()
@@ -66,6 +66,18 @@ def _scheduler(args: argparse.Namespace) -> None:
                 done.append(str(sos))
         except Exception:
             log.exception("SOS sweep failed")
+        try:  # hand-overs nobody claimed: the supervisors are alerted, then again
+            alerts = conversations.sweep_unclaimed(
+                session_factory(True),
+                now,
+                settings.hours(),
+                timedelta(seconds=settings.handoff_alert_seconds),
+            )
+            events.publish(session_factory(True), alerts)
+            if alerts:
+                done.append(f"{len(alerts)} unclaimed hand-overs alerted")
+        except Exception:
+            log.exception("hand-over sweep failed")
         try:
             relayed = events.relay(session_factory(True))
             if done or relayed:

@@ -152,6 +152,24 @@ class WorkOrdersClient:
     async def note(self, order_id: int, text: str) -> dict[str, Any]:
         return await self.request("POST", f"/work-orders/{order_id}/notes", json={"text": text})
 
+    # --- conversations (the gateway and the dialogue) -----------------------------------------
+
+    async def record_messages(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Keep messages of a conversation (idempotent by each `client_id`); the answer's
+        `state` says whether the bot may reply ("bot") or staff have it."""
+        return await self.request("POST", f"/conversations/{key}/messages", json=body)
+
+    async def hand_over(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Open the takeover (idempotent: the open hand-over when there is one)."""
+        return await self.request("POST", f"/conversations/{key}/handoff", json=body)
+
+    async def outbound(self, key: str) -> list[dict[str, Any]]:
+        """Staff replies to deliver, in their exact words."""
+        return await self.request("GET", f"/conversations/{key}/outbound")
+
+    async def delivered(self, key: str, message_id: int) -> None:
+        await self.request("POST", f"/conversations/{key}/outbound/{message_id}/delivered")
+
     # --- what the telephony service reads -------------------------------------------------------
 
     async def events(self, after: str, wait_ms: int = 0, limit: int = 100) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class Priority(StrEnum):
 
 class Channel(StrEnum):
     wechat = "wechat"
+    web = "web"  # the resident web chat (channels/gateway)
     hotline = "hotline"
     terminal = "terminal"
     console = "console"
@@ -59,6 +60,7 @@ class IdentityKind(StrEnum):
     wechat_openid = "wechat_openid"
     phone = "phone"
     terminal = "terminal"
+    web = "web"  # a resident web chat on one device (the gateway's conversation key)
 
 
 # The SIP user an SOS terminal calls the hotline as, and is called back at: terminal-<device id>.

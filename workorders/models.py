@@ -312,3 +312,75 @@ class CallRecord(Base):
     request_hash = Column(String(64), nullable=False)
     created_by = Column(ForeignKey("principals.id"), nullable=True)
     created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+
+
+class Conversation(Base):
+    """A written conversation with a resident, as one channel knows it (`key`: the channel's
+    conversation id, which is also the dialogue's sender id).
+
+    `open_handoff_id` is the takeover state: set while a handoff waits for staff or staff own
+    the conversation, so the gateway keeps the bot silent whatever Rasa's tracker says.
+    """
+
+    __tablename__ = "conversations"
+
+    id = Column(Integer, primary_key=True)
+    key = Column(String(128), nullable=False, unique=True)
+    channel = Column(String(16), nullable=False)
+    # Whether the channel can push a staff reply to the resident at any time (web chat, WeChat);
+    # one that cannot (the hotline) gets a callback instead.
+    can_push = Column(Boolean, nullable=False, default=False)
+    resident_id = Column(ForeignKey("residents.id"), nullable=True, index=True)
+    open_handoff_id = Column(Integer, nullable=True)
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    last_message_at = Column(TZDateTime(), nullable=False, default=utcnow, index=True)
+
+
+class ConversationMessage(Base):
+    """One message of a conversation: resident, bot, staff or system (a note of what happened).
+
+    `text` is masked and encrypted, like call transcripts, and is what every view shows. A staff
+    reply also keeps its exact words in `delivery` (encrypted) until the channel has delivered
+    them, then only the masked record remains. `client_id` makes a channel's retry a no-op.
+    """
+
+    __tablename__ = "conversation_messages"
+    __table_args__ = (UniqueConstraint("conversation_id", "client_id"),)
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    at = Column(TZDateTime(), nullable=False, default=utcnow)
+    role = Column(String(16), nullable=False)
+    author_id = Column(ForeignKey("principals.id"), nullable=True)
+    text = Column(EncryptedText, nullable=False)
+    client_id = Column(String(128), nullable=True)
+    delivery = Column(EncryptedText, nullable=True)
+    delivered_at = Column(TZDateTime(), nullable=True)
+
+
+class Handoff(Base):
+    """One hand-over of a conversation to staff: waiting, claimed by one person, then handed
+    back to the bot or closed with an outcome. Unclaimed, it alerts supervisors at
+    `next_alert_at` (counted in office hours) and again after each interval."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (Index("ix_handoffs_open", "ended_at", "claimed_at"),)
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    reason = Column(String(32), nullable=False)
+    summary = Column(EncryptedText, nullable=True)
+    order_id = Column(ForeignKey("work_orders.id"), nullable=True)
+    opened_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    claimed_by = Column(ForeignKey("principals.id"), nullable=True)
+    claimed_at = Column(TZDateTime(), nullable=True)
+    ended_at = Column(TZDateTime(), nullable=True)
+    ended_by = Column(ForeignKey("principals.id"), nullable=True)
+    end_kind = Column(String(16), nullable=True)  # handed_back | closed
+    outcome = Column(EncryptedText, nullable=True)
+    alerts_sent = Column(Integer, nullable=False, default=0)
+    next_alert_at = Column(TZDateTime(), nullable=True)

@@ -13,6 +13,7 @@ from pydantic import (
     HttpUrl,
     confloat,
     conint,
+    conlist,
     constr,
     root_validator,
     validator,
@@ -774,3 +775,127 @@ class CallPage(Out):
     total: int
     limit: int
     offset: int
+
+
+# --- conversations ------------------------------------------------------------------------
+
+ConversationKey = constr(regex=r"^[A-Za-z0-9_.:@-]{1,128}$")
+MessageText = constr(strip_whitespace=True, min_length=1, max_length=2000)
+ConversationState = Literal["bot", "waiting", "staff"]
+
+
+class MessageIn(Strict):
+    role: Literal["resident", "bot"]
+    text: MessageText
+    client_id: constr(min_length=1, max_length=128, regex=r"^[\x21-\x7e]+$") | None = Field(
+        None, description="The channel's id of the message: the same id again is a no-op"
+    )
+
+
+class MessagesIn(Strict):
+    """What a channel records: the resident's message, or the bot's replies to it."""
+
+    channel: Channel
+    can_push: bool = Field(
+        False, description="The channel can deliver a staff reply at any time (web chat)"
+    )
+    resident_id: conint(ge=1, le=2**31 - 1) | None = None
+    messages: conlist(MessageIn, min_items=1, max_items=20)
+
+
+class HandoffIn(Strict):
+    """Sent by the dialogue when it hands the conversation to a person."""
+
+    channel: Channel
+    reason: Literal["request_human", "not_understood", "complaint"]
+    summary: constr(max_length=4000) | None = None
+    order_id: conint(ge=1, le=2**31 - 1) | None = None
+    resident_id: conint(ge=1, le=2**31 - 1) | None = None
+
+
+class ReplyIn(Strict):
+    text: MessageText
+
+
+class HandBackIn(Strict):
+    note: constr(strip_whitespace=True, max_length=500) | None = Field(
+        None, description="What staff settled, so the bot does not ask it again"
+    )
+
+
+class CloseIn(Strict):
+    outcome: constr(strip_whitespace=True, min_length=1, max_length=500)
+
+
+class HandoffOut(Out):
+    id: int
+    reason: str
+    summary: str | None
+    order_id: int | None
+    opened_at: datetime
+    claimed_by: int | None
+    claimed_by_name: str | None
+    claimed_at: datetime | None
+    ended_at: datetime | None
+    end_kind: Literal["handed_back", "closed"] | None
+    outcome: str | None
+    alerts_sent: int
+
+
+class ConversationOut(Out):
+    key: str
+    channel: Channel
+    can_push: bool
+    resident_id: int | None
+    resident_name: str | None = Field(..., description="Masked unless revealed")
+    state: ConversationState
+    handoff: HandoffOut | None = Field(..., description="The open hand-over, if any")
+    created_at: datetime
+    last_message_at: datetime
+
+
+class MessageOut(Out):
+    id: int
+    at: datetime
+    role: Literal["resident", "bot", "staff", "system"]
+    author: str | None = Field(..., description="Display name of the staff member")
+    text: str = Field(..., description="Numbers masked")
+    delivered_at: datetime | None
+
+
+class ConversationDetailOut(ConversationOut):
+    messages: list[MessageOut]
+    handoffs: list[HandoffOut] = Field(..., description="Every hand-over, newest first")
+
+
+class ConversationPage(Out):
+    items: list[ConversationOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RecordedOut(Out):
+    """What a channel needs after recording: whether the bot may answer."""
+
+    state: ConversationState
+    handoff_id: int | None
+    last_handback: HandoffOut | None = Field(
+        ..., description="The latest hand-over that ended: the gateway resumes the bot once"
+    )
+    message_ids: list[int]
+
+
+class HandoffOpenedOut(Out):
+    handoff: HandoffOut
+    office_open: bool
+    answer_from: datetime = Field(..., description="When staff answer (now, if open)")
+
+
+class OutboundOut(Out):
+    """A staff reply waiting to be delivered, in its exact words (for the channel only)."""
+
+    id: int
+    at: datetime
+    text: str
+    author: str | None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseSettings, Field, validator
 
+from workorders.office_hours import OfficeHours
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,10 +38,20 @@ class Settings(BaseSettings):
     # Call recordings are personal data of the caller's voice: not kept unless a deployment
     # decides to (and says so to callers); until then call records refuse an `audio_path`.
     keep_call_audio: bool = Field(False, env="KEEP_CALL_AUDIO")
+    # When staff are at work (in `timezone`); the hotline reads the same variable.
+    office_hours: str = Field("mon-fri 08:30-17:30", env="LINLI_OFFICE_HOURS")
+    # A hand-over nobody has claimed alerts the supervisors after this much waiting inside
+    # office hours, and again after each further interval.
+    handoff_alert_seconds: float = Field(180.0, gt=0, env="HANDOFF_ALERT_SECONDS")
 
     class Config:
         env_file = str(ROOT / "var" / "linli.env")
         env_file_encoding = "utf-8"
+
+    @validator("office_hours")
+    def _hours_parse(cls, value: str) -> str:
+        OfficeHours.parse(value)
+        return value
 
     @validator("data_key")
     def _key_is_32_bytes(cls, value: str) -> str:
@@ -50,6 +62,9 @@ class Settings(BaseSettings):
         if len(raw) != 32:
             raise ValueError("LINLI_DATA_KEY must decode to 32 bytes")
         return value
+
+    def hours(self) -> OfficeHours:
+        return OfficeHours.parse(self.office_hours, self.timezone)
 
 
 @lru_cache

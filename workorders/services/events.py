@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from workorders.models import Event, WorkOrder
+from workorders.models import Conversation, Event, Handoff, WorkOrder
 from workorders.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,32 @@ def record(session: Session, type_: str, order: WorkOrder, **data: Any) -> Event
     }
     event = Event(
         type=type_, order_id=order.id, payload=payload, created_at=datetime.now(timezone.utc)
+    )
+    session.add(event)
+    return event
+
+
+def record_conversation(
+    session: Session,
+    type_: str,
+    conversation: Conversation,
+    handoff: Handoff | None,
+    **data: Any,
+) -> Event:
+    """A conversation's event, for consoles and the gateway; no words, no personal data."""
+    payload = {
+        "conversation": conversation.key,
+        "channel": conversation.channel,
+        "resident_id": conversation.resident_id,
+        "handoff_id": handoff.id if handoff else None,
+        "reason": handoff.reason if handoff else None,
+        **data,
+    }
+    event = Event(
+        type=type_,
+        order_id=handoff.order_id if handoff else None,
+        payload=payload,
+        created_at=datetime.now(timezone.utc),
     )
     session.add(event)
     return event

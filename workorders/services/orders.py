@@ -21,6 +21,8 @@ from workorders.services.sla import SlaPolicy
 # What service accounts (bots, channels, terminals) may do on a resident's behalf.
 _SERVICE_TRANSITIONS = frozenset({Status.cancelled, Status.in_progress})
 _DEFAULT_PRIORITY = {Kind.emergency: Priority.P0}
+# Channels where a person can answer the resident in writing (the gateway pushes it).
+WRITTEN_CHANNELS = frozenset({Channel.web, Channel.wechat})
 
 
 @dataclass
@@ -79,6 +81,7 @@ def _enrich(
     resident: Resident | None,
     hospital: HospitalAdapter,
     idem_key: str,
+    channel: Channel,
 ) -> dict[str, Any]:
     """Fill what the service knows better than the caller (addresses, bookings)."""
     at_home = kind in (Kind.home_care, Kind.emergency) or details.get("location") == "home"
@@ -88,7 +91,8 @@ def _enrich(
         raise ApiError(422, "address_required", "居民档案里没有住址，请提供上门服务的地址。")
     if kind == Kind.emergency and resident is not None and resident.service_notes:
         details.setdefault("service_notes", resident.service_notes)
-    if kind == Kind.callback and "phone" not in details:
+    # Staff answer a written channel in writing; a call back needs a number.
+    if kind == Kind.callback and "phone" not in details and channel not in WRITTEN_CHANNELS:
         if resident is None or not resident.phone:
             raise ApiError(422, "phone_required", "请提供回电号码。")
         details["phone"] = resident.phone
@@ -212,6 +216,7 @@ def create(
         resident,
         hospital,
         idem_key or f"h-{body_hash}-{now.timestamp()}",
+        Channel(body.channel),
     )
     order = WorkOrder(
         kind=kind,

@@ -1,13 +1,380 @@
-"""/conversations: every written conversation, its takeover by staff and the way back."""
+"""/conversations: every written conversation, its takeover by staff and the way back.
+
+Channels (the gateway, `conversations:write`) record each message and learn whether the bot
+may answer; the dialogue opens a hand-over; staff (`conversations:read`, `:reply`) claim,
+reply, hand back or close. Claiming is the first response on the hand-over's callback order
+(it is accepted and assigned to whoever claims); handing back or closing resolves it.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from datetime import timedelta
+from typing import Any, Literal
 
-from workorders.schemas import ErrorOut
+from fastapi import APIRouter, Depends, Path, Query, Response
+from sqlalchemy.orm import Session
+
+from workorders.api import views
+from workorders.api.deps import Clock, get_clock, get_hospital, get_policy, publish
+from workorders.contract import Status
+from workorders.db import get_read_session, get_session, session_factory
+from workorders.errors import ApiError
+from workorders.hospital.base import HospitalAdapter
+from workorders.models import Conversation, ConversationMessage, Handoff, Principal, Resident
+from workorders.schemas import (
+    CloseIn,
+    ConversationDetailOut,
+    ConversationOut,
+    ConversationPage,
+    ErrorOut,
+    HandBackIn,
+    HandoffIn,
+    HandoffOpenedOut,
+    HandoffOut,
+    MessageOut,
+    MessagesIn,
+    OutboundOut,
+    RecordedOut,
+    ReplyIn,
+)
+from workorders.security import Caller, require
+from workorders.services import audit, conversations, orders
+from workorders.services.sla import SlaPolicy
+from workorders.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/conversations",
     tags=["conversations"],
     responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
+Key = Path(
+    ...,
+    regex=r"^[A-Za-z0-9_.:@-]{1,128}$",
+    description="The channel's conversation id (the dialogue's sender id)",
+)
+_ONE = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+
+
+def _names(session: Session, *ids: int | None) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    return {
+        p.id: p.display_name for p in (session.get(Principal, i) for i in wanted) if p is not None
+    }
+
+
+def _handoff_out(session: Session, handoff: Handoff | None) -> HandoffOut | None:
+    if handoff is None:
+        return None
+    names = _names(session, handoff.claimed_by)
+    return HandoffOut(
+        id=handoff.id,
+        reason=handoff.reason,
+        summary=handoff.summary,
+        order_id=handoff.order_id,
+        opened_at=handoff.opened_at,
+        claimed_by=handoff.claimed_by,
+        claimed_by_name=names.get(handoff.claimed_by) if handoff.claimed_by else None,
+        claimed_at=handoff.claimed_at,
+        ended_at=handoff.ended_at,
+        end_kind=handoff.end_kind,
+        outcome=handoff.outcome,
+        alerts_sent=handoff.alerts_sent,
+    )
+
+
+def _fields(
+    session: Session, conversation: Conversation, handoff: Handoff | None
+) -> dict[str, Any]:
+    resident = session.get(Resident, conversation.resident_id) if conversation.resident_id else None
+    return {
+        "key": conversation.key,
+        "channel": conversation.channel,
+        "can_push": conversation.can_push,
+        "resident_id": conversation.resident_id,
+        "resident_name": resident.name if resident else None,
+        "state": conversations.state_of(handoff),
+        "handoff": _handoff_out(session, handoff),
+        "created_at": conversation.created_at,
+        "last_message_at": conversation.last_message_at,
+    }
+
+
+def _conversation_out(session: Session, key: str) -> ConversationOut:
+    conversation = conversations.get(session, key)
+    return ConversationOut(
+        **_fields(session, conversation, conversations.open_handoff(session, conversation))
+    )
+
+
+def _message_out(message: ConversationMessage, names: dict[int, str]) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        at=message.at,
+        role=message.role,
+        author=names.get(message.author_id) if message.author_id else None,
+        text=message.text,
+        delivered_at=message.delivered_at,
+    )
+
+
+def _work_the_order(
+    caller: Caller,
+    order_id: int | None,
+    targets: tuple[Status, ...],
+    reason: str | None,
+    hospital: HospitalAdapter,
+    policy: SlaPolicy,
+    clock: Clock,
+    *,
+    assign: bool = False,
+) -> None:
+    """Bring the callback order along; the conversation's own change stands regardless."""
+    if order_id is None:
+        return
+    factory = session_factory(True)
+    for target in targets:
+        with factory() as session:
+            order = orders.get(session, order_id)
+            if Status(order.status) in (Status.resolved, Status.closed, Status.cancelled):
+                return
+            try:
+                outcome = orders.transition(
+                    session, caller, order_id, target, reason, hospital, policy, clock()
+                )
+            except ApiError as exc:
+                log.info("callback order %s not moved to %s: %s", order_id, target, exc.code)
+                return
+            publish(outcome.event_ids)
+    if assign:
+        with factory() as session:
+            outcome = orders.assign(session, caller, order_id, caller.id, None, policy, clock())
+            publish(outcome.event_ids)
+
+
+@router.post("/{key}/messages", response_model=RecordedOut, responses=_ONE)
+def record_messages(
+    body: MessagesIn,
+    key: str = Key,
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Keep what the resident or the bot said; the answer says whether the bot may reply
+    (`state` is `bot`) and which hand-over ended last, so the bot is resumed once."""
+    recorded = conversations.record(session, key, body, clock())
+    publish(recorded.event_ids)
+    return views.respond(
+        RecordedOut(
+            state=conversations.state_of(recorded.handoff),
+            handoff_id=recorded.handoff.id if recorded.handoff else None,
+            last_handback=_handoff_out(session, recorded.last_ended),
+            message_ids=recorded.message_ids,
+        )
+    )
+
+
+@router.post(
+    "/{key}/handoff",
+    response_model=HandoffOpenedOut,
+    status_code=201,
+    responses={200: {"model": HandoffOpenedOut, "description": "Already handed over"}, **_ONE},
+)
+def hand_over(
+    body: HandoffIn,
+    key: str = Key,
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Open the takeover: the bot keeps quiet until staff hand the conversation back."""
+    settings = get_settings()
+    hours, now = settings.hours(), clock()
+    handoff, created, event_ids = conversations.hand_over(
+        session, key, body, now, hours, timedelta(seconds=settings.handoff_alert_seconds)
+    )
+    publish(event_ids)
+    out = _handoff_out(session, handoff)
+    assert out is not None
+    return views.respond(
+        HandoffOpenedOut(
+            handoff=out, office_open=hours.is_open(now), answer_from=hours.next_opening(now)
+        ),
+        201 if created else 200,
+    )
+
+
+@router.get("", response_model=ConversationPage)
+def list_conversations(
+    state: Literal["waiting", "staff", "open", "bot", "all"] = Query(
+        "open", description="open: waiting for staff or owned by staff"
+    ),
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    _caller: Caller = Depends(require("conversations:read")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    rows, total = conversations.search(session, state, limit, offset)
+    return views.respond(
+        ConversationPage(
+            items=[ConversationOut(**_fields(session, c, h)) for c, h in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+        )
+    )
+
+
+@router.get("/{key}", response_model=ConversationDetailOut, responses=_ONE)
+def read_conversation(
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:read")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    """The whole conversation (numbers masked) and its hand-overs; staff reads are audited."""
+    conversation = conversations.get(session, key)
+    if caller.is_staff:
+        audit.record_now(caller, "read_conversation", "conversation", conversation.id, key)
+    messages = conversations.messages(session, conversation)
+    names = _names(session, *(m.author_id for m in messages))
+    return views.respond(
+        ConversationDetailOut(
+            **_fields(session, conversation, conversations.open_handoff(session, conversation)),
+            messages=[_message_out(m, names) for m in messages],
+            handoffs=[
+                out
+                for h in conversations.handoffs(session, conversation)
+                if (out := _handoff_out(session, h)) is not None
+            ],
+        )
+    )
+
+
+@router.post("/{key}/claim", response_model=ConversationOut, responses=_ONE)
+def claim(
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:reply")),
+    session: Session = Depends(get_session),
+    hospital: HospitalAdapter = Depends(get_hospital),
+    policy: SlaPolicy = Depends(get_policy),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Take the conversation on; one owner at a time (409 names who has it)."""
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "只有工作人员可以接手会话。")
+    handoff, event_ids = conversations.claim(session, caller, key, clock())
+    publish(event_ids)
+    if event_ids:
+        _work_the_order(
+            caller,
+            handoff.order_id,
+            (Status.accepted,),
+            "接手会话",
+            hospital,
+            policy,
+            clock,
+            assign=True,
+        )
+    return views.respond(_conversation_out(session, key))
+
+
+@router.post("/{key}/replies", response_model=MessageOut, status_code=201, responses=_ONE)
+def reply(
+    body: ReplyIn,
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:reply")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Write to the resident; the gateway delivers it on the channel they wrote from."""
+    message, event_ids = conversations.reply(session, caller, key, body.text, clock())
+    publish(event_ids)
+    return views.respond(_message_out(message, _names(session, caller.id)), 201)
+
+
+def _end(
+    kind: str,
+    text: str | None,
+    key: str,
+    caller: Caller,
+    session: Session,
+    hospital: HospitalAdapter,
+    policy: SlaPolicy,
+    clock: Clock,
+) -> Response:
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "只有工作人员可以结束人工接待。")
+    handoff, event_ids = conversations.end(session, caller, key, kind, text, clock())
+    publish(event_ids)
+    reason = ("交回助手：" if kind == "handed_back" else "会话结束：") + (text or "无备注")
+    _work_the_order(
+        caller,
+        handoff.order_id,
+        (Status.accepted, Status.resolved),
+        reason,
+        hospital,
+        policy,
+        clock,
+    )
+    return views.respond(_conversation_out(session, key))
+
+
+@router.post("/{key}/handback", response_model=ConversationOut, responses=_ONE)
+def hand_back(
+    body: HandBackIn,
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:reply")),
+    session: Session = Depends(get_session),
+    hospital: HospitalAdapter = Depends(get_hospital),
+    policy: SlaPolicy = Depends(get_policy),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Return the conversation to the bot, with a note of what staff settled."""
+    return _end("handed_back", body.note, key, caller, session, hospital, policy, clock)
+
+
+@router.post("/{key}/close", response_model=ConversationOut, responses=_ONE)
+def close(
+    body: CloseIn,
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:reply")),
+    session: Session = Depends(get_session),
+    hospital: HospitalAdapter = Depends(get_hospital),
+    policy: SlaPolicy = Depends(get_policy),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """End the hand-over with an outcome (recorded on the conversation and its order)."""
+    return _end("closed", body.outcome, key, caller, session, hospital, policy, clock)
+
+
+@router.get("/{key}/outbound", response_model=list[OutboundOut], responses=_ONE)
+def outbound(
+    key: str = Key,
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    """Staff replies not delivered yet, in their exact words (for the channel only)."""
+    pending = conversations.outbound(session, key)
+    names = _names(session, *(m.author_id for m in pending))
+    body = [
+        OutboundOut(
+            id=m.id, at=m.at, text=m.delivery or "", author=names.get(m.author_id or 0)
+        ).json()
+        for m in pending
+    ]
+    return Response("[" + ",".join(body) + "]", media_type="application/json")
+
+
+@router.post("/{key}/outbound/{message_id}/delivered", status_code=204, responses=_ONE)
+def mark_delivered(
+    key: str = Key,
+    message_id: int = Path(..., ge=1, le=2**31 - 1),
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """The channel delivered the reply: its exact words are forgotten, the masked record stays."""
+    conversations.delivered(session, key, message_id, clock())
+    return Response(status_code=204)

@@ -1,0 +1,429 @@
+"""Conversations (`/conversations`): every message kept masked and encrypted, the takeover
+state (bot, waiting, staff) that keeps the bot silent, one owner at a time, replies delivered
+once, hand-back and close carried to the callback order, and unclaimed hand-overs alerting
+supervisors in office hours. Against the API as a real process on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from tests.support import Api, Backend
+from workorders.models import AuditEntry, Event
+from workorders.office_hours import OfficeHours
+from workorders.schemas import HandoffIn
+from workorders.services import conversations
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+HOURS = OfficeHours.parse("mon-fri 08:30-17:30", "Asia/Shanghai")
+THREE_MINUTES = timedelta(minutes=3)
+
+
+def key() -> str:
+    return f"web-{uuid.uuid4().hex}"
+
+
+def say(api: Api, conversation: str, *texts: str, role: str = "resident", **body: Any) -> dict:
+    response = api.call(
+        "gateway",
+        "POST",
+        f"/conversations/{conversation}/messages",
+        json={
+            "channel": "web",
+            "can_push": True,
+            **body,
+            "messages": [
+                {
+                    "role": role,
+                    "text": t,
+                    "client_id": str(uuid.uuid5(uuid.NAMESPACE_URL, conversation + t)),
+                }
+                for t in texts
+            ],
+        },
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def callback_order(api: Api, conversation: str) -> int:
+    response = api.call(
+        "bot",
+        "POST",
+        "/work-orders",
+        json={
+            "kind": "callback",
+            "channel": "web",
+            "details": {"reason": "居民要求人工服务", "summary": "居民：转人工"},
+        },
+        headers={"Idempotency-Key": f"{conversation}:callback"},
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def hand_over(api: Api, conversation: str, order_id: int | None = None) -> httpx.Response:
+    return api.call(
+        "bot",
+        "POST",
+        f"/conversations/{conversation}/handoff",
+        json={
+            "channel": "web",
+            "reason": "request_human",
+            "summary": "居民：我要找人工，电话13800138000",
+            "order_id": order_id,
+        },
+    )
+
+
+def detail(api: Api, conversation: str, account: str = "agent") -> dict:
+    response = api.call(account, "GET", f"/conversations/{conversation}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_messages_are_kept_masked_and_a_retry_records_once(api: Api, backend: Backend) -> None:
+    conversation = key()
+    first = say(api, conversation, "我的电话是13800138000")
+    assert first["state"] == "bot" and first["handoff_id"] is None
+    assert first["last_handback"] is None
+    again = say(api, conversation, "我的电话是13800138000")
+    assert again["message_ids"] == first["message_ids"]
+    say(api, conversation, "好的，已记下。", role="bot")
+    seen = detail(api, conversation)
+    assert [(m["role"], m["text"]) for m in seen["messages"]] == [
+        ("resident", "我的电话是138****8000"),
+        ("bot", "好的，已记下。"),
+    ]
+    with backend.session() as session:
+        stored = session.execute(
+            text("SELECT text FROM conversation_messages WHERE id = :id"),
+            {"id": first["message_ids"][0]},
+        ).scalar_one()
+    assert "138" not in stored and "8000" not in stored  # encrypted at rest
+
+
+def test_staff_reads_are_audited(api: Api, backend: Backend) -> None:
+    conversation = key()
+    say(api, conversation, "你好")
+    detail(api, conversation)
+    with backend.session() as session:
+        entry = session.execute(
+            select(AuditEntry)
+            .where(AuditEntry.action == "read_conversation")
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        ).scalar_one()
+    assert entry.detail == conversation
+
+
+def test_the_takeover_from_hand_over_to_hand_back(api: Api) -> None:
+    conversation = key()
+    say(api, conversation, "转人工")
+    order_id = callback_order(api, conversation)
+    opened = hand_over(api, conversation, order_id)
+    assert opened.status_code == 201, opened.text
+    handoff = opened.json()["handoff"]
+    assert handoff["summary"] == "居民：我要找人工，电话138****8000"
+    # The dialogue asking again (Rasa re-runs actions) opens nothing new.
+    again = hand_over(api, conversation, order_id)
+    assert (again.status_code, again.json()["handoff"]["id"]) == (200, handoff["id"])
+
+    waiting = say(api, conversation, "还要等多久")
+    assert (waiting["state"], waiting["handoff_id"]) == ("waiting", handoff["id"])
+    listed = api.call("agent", "GET", "/conversations", params={"state": "waiting"}).json()
+    assert conversation in [c["key"] for c in listed["items"]]
+
+    claimed = api.call("agent", "POST", f"/conversations/{conversation}/claim")
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["state"] == "staff"
+    assert claimed.json()["handoff"]["claimed_by_name"] == "agent"
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert order["status"] == "accepted"
+    assert order["assignee_id"] == claimed.json()["handoff"]["claimed_by"]
+
+    other = api.call("agent2", "POST", f"/conversations/{conversation}/claim")
+    assert (other.status_code, other.json()["code"]) == (409, "already_claimed")
+    assert other.json()["message"] == "这个会话已由agent接手。"
+    refused = api.call(
+        "agent2", "POST", f"/conversations/{conversation}/replies", json={"text": "您好"}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "not_owner")
+
+    assert say(api, conversation, "喂？")["state"] == "staff"
+    reply = api.call(
+        "agent",
+        "POST",
+        f"/conversations/{conversation}/replies",
+        json={"text": "您好，我是李网格员，师傅电话13900139000"},
+    )
+    assert reply.status_code == 201, reply.text
+    pending = api.call("gateway", "GET", f"/conversations/{conversation}/outbound").json()
+    assert [(m["id"], m["text"], m["author"]) for m in pending] == [
+        (reply.json()["id"], "您好，我是李网格员，师傅电话13900139000", "agent")
+    ]
+    for _ in range(2):  # the channel's retry is a no-op
+        done = api.call(
+            "gateway",
+            "POST",
+            f"/conversations/{conversation}/outbound/{reply.json()['id']}/delivered",
+        )
+        assert done.status_code == 204, done.text
+    assert api.call("gateway", "GET", f"/conversations/{conversation}/outbound").json() == []
+    record = detail(api, conversation)
+    staff_line = next(m for m in record["messages"] if m["role"] == "staff")
+    assert staff_line["text"] == "您好，我是李网格员，师傅电话139****9000"
+    assert staff_line["author"] == "agent" and staff_line["delivered_at"] is not None
+
+    back = api.call(
+        "agent",
+        "POST",
+        f"/conversations/{conversation}/handback",
+        json={"note": "已约好明天上午师傅上门"},
+    )
+    assert back.status_code == 200, back.text
+    assert back.json()["state"] == "bot" and back.json()["handoff"] is None
+    after = say(api, conversation, "谢谢")
+    assert after["state"] == "bot"
+    assert (after["last_handback"]["id"], after["last_handback"]["end_kind"]) == (
+        handoff["id"],
+        "handed_back",
+    )
+    assert after["last_handback"]["outcome"] == "已约好明天上午师傅上门"
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert order["status"] == "resolved"
+    assert order["history"][-1]["reason"] == "交回助手：已约好明天上午师傅上门"
+    roles = [(m["role"], m["text"]) for m in detail(api, conversation)["messages"]]
+    assert ("system", "agent 接手了会话") in roles
+    assert ("system", "agent 把会话交回助手：已约好明天上午师傅上门") in roles
+    nothing = api.call("agent", "POST", f"/conversations/{conversation}/handback", json={})
+    assert (nothing.status_code, nothing.json()["code"]) == (409, "no_handoff")
+
+
+def test_closing_records_the_outcome_on_the_conversation_and_its_order(api: Api) -> None:
+    conversation = key()
+    order_id = callback_order(api, conversation)
+    assert hand_over(api, conversation, order_id).status_code == 201
+    # A supervisor may close one nobody claimed (dealt with by phone): it becomes theirs.
+    closed = api.call(
+        "supervisor",
+        "POST",
+        f"/conversations/{conversation}/close",
+        json={"outcome": "已电话回访，问题解决"},
+    )
+    assert closed.status_code == 200, closed.text
+    handoff = detail(api, conversation)["handoffs"][0]
+    assert (handoff["end_kind"], handoff["outcome"], handoff["claimed_by_name"]) == (
+        "closed",
+        "已电话回访，问题解决",
+        "supervisor",
+    )
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert order["status"] == "resolved"
+    assert order["history"][-1]["reason"] == "会话结束：已电话回访，问题解决"
+
+
+def test_an_agent_cannot_end_what_another_owns(api: Api) -> None:
+    conversation = key()
+    assert hand_over(api, conversation).status_code == 201
+    assert api.call("agent", "POST", f"/conversations/{conversation}/claim").status_code == 200
+    refused = api.call(
+        "agent2", "POST", f"/conversations/{conversation}/close", json={"outcome": "好"}
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "not_owner")
+    assert detail(api, conversation)["state"] == "staff"
+
+
+def test_of_two_staff_claiming_at_once_one_wins(api: Api) -> None:
+    conversation = key()
+    assert hand_over(api, conversation).status_code == 201
+    results: dict[str, int] = {}
+    start = threading.Barrier(2)
+
+    def claim(account: str) -> None:
+        with api.as_(account) as client:
+            start.wait()
+            results[account] = client.post(f"/conversations/{conversation}/claim").status_code
+
+    threads = [threading.Thread(target=claim, args=(a,)) for a in ("agent", "agent2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results.values()) == [200, 409]
+    winner = next(a for a, status in results.items() if status == 200)
+    assert detail(api, conversation)["handoff"]["claimed_by_name"] == winner
+
+
+def test_a_channel_that_cannot_push_gets_a_callback_instead(api: Api) -> None:
+    conversation = f"hotline-{uuid.uuid4().hex}"
+    order_id = callback_order(api, conversation)
+    response = api.call(
+        "bot",
+        "POST",
+        f"/conversations/{conversation}/handoff",
+        json={"channel": "hotline", "reason": "not_understood", "order_id": order_id},
+    )
+    assert response.status_code == 201, response.text
+    assert api.call("agent", "POST", f"/conversations/{conversation}/claim").status_code == 200
+    refused = api.call(
+        "agent", "POST", f"/conversations/{conversation}/replies", json={"text": "您好"}
+    )
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "code": "cannot_push",
+        "message": "这个渠道不能把文字送到居民那里，请按回拨工单给居民打电话。",
+        "details": {"order_id": order_id},
+    }
+
+
+def test_events_tell_consoles_and_the_gateway_without_words(api: Api, backend: Backend) -> None:
+    conversation = key()
+    assert hand_over(api, conversation).status_code == 201
+    say(api, conversation, "我叫王秀英，电话13800138000")
+    api.call("agent", "POST", f"/conversations/{conversation}/claim")
+    api.call("agent", "POST", f"/conversations/{conversation}/replies", json={"text": "好的"})
+    api.call("agent", "POST", f"/conversations/{conversation}/close", json={"outcome": "好"})
+    with backend.session() as session:
+        rows = session.execute(
+            select(Event.type, Event.payload)
+            .where(Event.type.like("conversation.%"))
+            .order_by(Event.id)
+        ).all()
+    mine = [(t, p) for t, p in rows if p["conversation"] == conversation]
+    assert [t for t, _ in mine] == [
+        "conversation.waiting",
+        "conversation.message",
+        "conversation.claimed",
+        "conversation.reply",
+        "conversation.closed",
+    ]
+    assert all("王秀英" not in str(p) and "138" not in str(p) for _, p in mine)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/conversations/web%20x/messages",
+            {"channel": "web", "messages": [{"role": "resident", "text": "你好"}]},
+        ),
+        ("/conversations/web-1/messages", {"channel": "web", "messages": []}),
+        (
+            "/conversations/web-1/messages",
+            {"channel": "web", "messages": [{"role": "resident", "text": " "}]},
+        ),
+        (
+            "/conversations/web-1/messages",
+            {"channel": "web", "messages": [{"role": "staff", "text": "你好"}]},
+        ),
+        (
+            "/conversations/web-1/messages",
+            {"channel": "web", "messages": [{"role": "resident", "text": "长" * 2001}]},
+        ),
+        (
+            "/conversations/web-1/messages",
+            {"channel": "fax", "messages": [{"role": "resident", "text": "你好"}]},
+        ),
+        ("/conversations/web-1/handoff", {"channel": "web", "reason": "bored"}),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_kept(
+    api: Api, backend: Backend, path: str, body: dict
+) -> None:
+    response = api.call("gateway", "POST", path, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_request"
+    with backend.session() as session:
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM conversations WHERE key IN ('web 1', 'web x', 'web-1')")
+            ).scalar_one()
+            == 0
+        )
+
+
+def test_rights_staff_reply_services_write(api: Api) -> None:
+    conversation = key()
+    staff_write = api.call(
+        "agent",
+        "POST",
+        f"/conversations/{conversation}/messages",
+        json={"channel": "web", "messages": [{"role": "bot", "text": "假装是机器人"}]},
+    )
+    assert staff_write.status_code == 403
+    assert hand_over(api, conversation).status_code == 201
+    assert api.call("gateway", "POST", f"/conversations/{conversation}/claim").status_code == 403
+    assert api.call("gateway", "GET", f"/conversations/{conversation}").status_code == 403
+    assert api.call(None, "GET", "/conversations").status_code == 401
+
+
+def _open_at(backend: Backend, moment: datetime) -> str:
+    conversation = key()
+    with backend.session() as session:
+        conversations.hand_over(
+            session,
+            conversation,
+            HandoffIn(channel="web", reason="request_human"),
+            moment,
+            HOURS,
+            THREE_MINUTES,
+        )
+    return conversation
+
+
+def _alerts(backend: Backend, moment: datetime, conversation: str) -> list[dict]:
+    conversations.sweep_unclaimed(backend.factory, moment, HOURS, THREE_MINUTES)
+    with backend.session() as session:
+        rows = session.execute(
+            select(Event.payload).where(Event.type == "conversation.unclaimed")
+        ).scalars()
+        return [p for p in rows if p["conversation"] == conversation]
+
+
+def test_an_unclaimed_hand_over_alerts_supervisors_then_again(backend: Backend) -> None:
+    tuesday = datetime(2026, 12, 1, 10, 0, tzinfo=SHANGHAI)
+    conversation = _open_at(backend, tuesday)
+    assert _alerts(backend, tuesday + timedelta(minutes=2, seconds=59), conversation) == []
+    first = _alerts(backend, tuesday + THREE_MINUTES, conversation)
+    assert [(a["alert"], a["waited_seconds"], a["notify"]) for a in first] == [
+        (1, 180, "supervisor")
+    ]
+    assert len(_alerts(backend, tuesday + timedelta(minutes=5), conversation)) == 1
+    second = _alerts(backend, tuesday + timedelta(minutes=6), conversation)
+    assert [a["alert"] for a in second] == [1, 2]
+
+
+def test_outside_office_hours_the_waiting_starts_when_staff_come_in(backend: Backend) -> None:
+    friday_night = datetime(2026, 12, 4, 20, 0, tzinfo=SHANGHAI)
+    conversation = _open_at(backend, friday_night)
+    monday = datetime(2026, 12, 7, 8, 30, tzinfo=SHANGHAI)
+    assert _alerts(backend, monday + timedelta(minutes=2), conversation) == []
+    assert len(_alerts(backend, monday + THREE_MINUTES, conversation)) == 1
+
+
+def test_a_claimed_hand_over_alerts_nobody(backend: Backend, api: Api) -> None:
+    tuesday = datetime(2026, 12, 1, 10, 0, tzinfo=SHANGHAI)
+    conversation = _open_at(backend, tuesday)
+    assert api.call("agent", "POST", f"/conversations/{conversation}/claim").status_code == 200
+    assert _alerts(backend, tuesday + timedelta(hours=1), conversation) == []
+
+
+def test_the_api_tells_the_dialogue_when_staff_answer(api: Api) -> None:
+    """The API runs on the wall clock: at work, staff answer now; otherwise at the opening."""
+    body = hand_over(api, key()).json()
+    now = datetime.now(timezone.utc)
+    answer_from = datetime.fromisoformat(body["answer_from"])
+    assert body["office_open"] == HOURS.is_open(now)
+    if body["office_open"]:
+        assert abs((answer_from - now).total_seconds()) < 5
+    else:
+        assert answer_from == HOURS.next_opening(now)
