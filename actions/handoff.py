@@ -1,44 +1,32 @@
-"""Handing a conversation to a person: a record on the Redis handoff queue, a callback order,
-and the conversation waiting for staff (`handoff_form`) until they hand it back.
+"""Handing a conversation to a person: a callback order and the takeover opened in the
+work-order API (`POST /conversations/{id}/handoff`), which the gateway obeys: from then on the
+resident's messages go to staff, not to the bot, until staff hand the conversation back.
 
-While it waits the bot relays what the resident says to staff and otherwise keeps quiet; it
-is never paused, because a paused conversation predicts nothing, and an emergency said while
-waiting must still raise the alarm (the form rejects `emergency`, so its rules run)."""
+Channels that reach Rasa directly (the hotline) still wait in `handoff_form`, which keeps quiet
+after one acknowledgement and never takes an emergency (the form rejects it, so its rules run).
+Outside office hours the resident is told when staff will answer."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import channel, create_order, identity
-from actions.settings import settings
-from workorders.client import ApiError
+from actions import outbox
+from actions.common import api, channel, create_order, identity, say_moment, turn_key
+from workorders.client import ApiError, ApiUnavailable
 from workorders.crypto import mask_text
 
-
-def queue() -> str:
-    return f"{settings().redis_prefix}:handoff:queue"
-
-
-def messages_key(conversation: str) -> str:
-    """What the resident said while waiting, oldest first, for the staff who take it on."""
-    return f"{settings().redis_prefix}:handoff:messages:{conversation}"
-
-
-def active_key(conversation: str) -> str:
-    """Set while a conversation has an open handoff: one queue entry per handoff."""
-    return f"{settings().redis_prefix}:handoff:active:{conversation}"
-
-
+REASONS = {
+    "request_human": "居民要求人工服务",
+    "not_understood": "助手多次没听懂",
+    "complaint": "居民投诉",
+}
 SUMMARY_TURNS = 6
-MESSAGES_KEPT_SECONDS = 7 * 24 * 3600  # a week: long enough for the slowest callback
 
 
 def summary(tracker: Tracker) -> str:
@@ -52,18 +40,26 @@ def summary(tracker: Tracker) -> str:
     return mask_text("\n".join(lines[-SUMMARY_TURNS:])) or ""
 
 
+async def _open_takeover(tracker: Tracker, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Open the takeover; the API down, the outbox opens it when the API is back."""
+    key = turn_key(tracker, "handoff")
+    path = f"/conversations/{tracker.sender_id}/handoff"
+    try:
+        return await api().hand_over(tracker.sender_id, body)
+    except ApiUnavailable:
+        await outbox.keep("POST", path, body, key, tracker.sender_id)
+    except ApiError:  # refused (should not happen): a person still gets the callback order
+        pass
+    return None
+
+
 async def hand_over(
     tracker: Tracker, dispatcher: CollectingDispatcher, reason: str
 ) -> list[EventType]:
     text = summary(tracker)
     resident_id = tracker.get_slot("resident_id")
-    order_id = None
     details: dict[str, Any] = {
-        "reason": {
-            "request_human": "居民要求人工服务",
-            "not_understood": "助手多次没听懂",
-            "complaint": "居民投诉",
-        }.get(reason, reason),
+        "reason": REASONS.get(reason, reason),
         "summary": text[:1000] or "（无对话内容）",
     }
     kind, value = identity(tracker)
@@ -77,30 +73,27 @@ async def hand_over(
             details,
             priority="P1" if reason == "complaint" else "P2",
         )
-        order_id = order["id"] if order else None
     except ApiError:
-        order_id = None  # a person still gets the queue entry below
-    client = aioredis.Redis.from_url(settings().redis_url)
-    try:
-        if await client.set(active_key(tracker.sender_id), "1", nx=True):
-            await client.rpush(
-                queue(),
-                json.dumps(
-                    {
-                        "conversation_id": tracker.sender_id,
-                        "channel": channel(tracker).value,
-                        "reason": reason,
-                        "summary": text,
-                        "resident_id": resident_id,
-                        "order_id": order_id,
-                        "at": datetime.now(timezone.utc).isoformat(),
-                    },
-                    ensure_ascii=False,
-                ),
-            )
-    finally:
-        await client.close()
-    dispatcher.utter_message(response="utter_handed_over", json_message={"handoff": reason})
+        order = None  # a person still gets the hand-over below
+    opened = await _open_takeover(
+        tracker,
+        {
+            "channel": channel(tracker).value,
+            "reason": reason,
+            "summary": text or None,
+            "order_id": order["id"] if order else None,
+            "resident_id": resident_id,
+        },
+    )
+    if opened is None or opened["office_open"]:
+        dispatcher.utter_message(response="utter_handed_over", json_message={"handoff": reason})
+    else:
+        when = say_moment(datetime.fromisoformat(opened["answer_from"]))
+        dispatcher.utter_message(
+            response="utter_handed_over_after_hours",
+            when=when,
+            json_message={"handoff": reason},
+        )
     return [
         ActiveLoop(None),
         SlotSet("requested_slot", None),
@@ -133,7 +126,8 @@ class ActionAskHandoffNote(Action):
 
 
 class ValidateHandoffForm(FormValidationAction):
-    """Each message while waiting goes to staff; the first one is acknowledged, once."""
+    """While waiting (channels that reach Rasa directly), the first message is acknowledged,
+    once; what the resident says is in the channel's own record (the call record)."""
 
     def name(self) -> str:
         return "validate_handoff_form"
@@ -141,14 +135,6 @@ class ValidateHandoffForm(FormValidationAction):
     async def validate_handoff_note(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        client = aioredis.Redis.from_url(settings().redis_url)
-        key = messages_key(tracker.sender_id)
-        said = {"text": mask_text(str(value)), "at": datetime.now(timezone.utc).isoformat()}
-        try:
-            await client.rpush(key, json.dumps(said, ensure_ascii=False))
-            await client.expire(key, MESSAGES_KEPT_SECONDS)
-        finally:
-            await client.close()
         if tracker.get_slot("handoff_acknowledged"):
             return {"handoff_note": None}
         dispatcher.utter_message(response="utter_relayed_to_staff")

@@ -3,24 +3,24 @@ API, the FHIR stand-in and Redis, all real processes. Assertions are on the orde
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
+from actions.common import say_moment
 from tests.conftest import RUN_ID
 from tests.dialogue_stack import Chat, DialogueStack, Process
 from tests.factories import repair_body, resident_body, unique_phone
 from tests.support import Api
+from workorders.office_hours import OfficeHours
 
 PREFIX = f"linli:test:{RUN_ID}"  # the conftest removes these keys at the end
 
@@ -159,19 +159,28 @@ def test_policy_question_is_answered_with_its_source(stack: Stack) -> None:
     assert "来自" in reply and "《" in reply, reply
 
 
-def test_asking_for_a_person_queues_a_handoff_and_waits_for_staff(
-    stack: Stack, redis_client: redis.Redis
-) -> None:
+def test_asking_for_a_person_opens_a_takeover_and_waits_for_staff(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)
-    assert "工作人员" in chat.text("我要找人工")
-    entries = [json.loads(e) for e in redis_client.lrange(f"{PREFIX}:handoff:queue", 0, -1)]
-    mine = [e for e in entries if e["conversation_id"] == chat.sender]
-    assert len(mine) == 1 and mine[0]["reason"] == "request_human"
+    reply = chat.text("我要找人工")
+    # The stack's API runs on the wall clock and the default office hours.
+    now, hours = datetime.now(timezone.utc), OfficeHours.parse("mon-fri 08:30-17:30")
+    if hours.is_open(now):
+        assert reply == "好的，我已经请工作人员来帮您，请稍等，他们会尽快回复您。"
+    else:
+        assert reply == (
+            "好的，我已经请工作人员来帮您。现在是下班时间，工作人员"
+            f"{say_moment(hours.next_opening(now))}上班后会尽快回复您。有紧急情况请直接说“救命”。"
+        )
     [order] = stack.orders(resident["id"])
     assert order["kind"] == "callback"
-    # Waiting, not paused: what the resident says goes to staff, and an emergency would
-    # still be heard (tests/test_emergencies.py).
+    conversation = stack.api.call("agent", "GET", f"/conversations/{chat.sender}").json()
+    assert (conversation["state"], conversation["resident_id"]) == ("waiting", resident["id"])
+    handoff = conversation["handoff"]
+    assert (handoff["reason"], handoff["order_id"]) == ("request_human", order["id"])
+    assert "居民：我要找人工" in handoff["summary"]
+    # Waiting, not paused: a channel straight to Rasa (the hotline) is acknowledged once, and
+    # an emergency would still be heard (tests/test_emergencies.py).
     tracker = chat.tracker()
     assert (tracker["paused"], tracker["active_loop"]["name"]) == (False, "handoff_form")
     assert "转给工作人员" in chat.text("帮我挂个号")
