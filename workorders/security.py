@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from workorders.contract import Role
 from workorders.db import session_factory
 from workorders.errors import ApiError
 from workorders.models import ApiToken, Principal
+from workorders.settings import get_settings
 
 # Every right the API checks. Staff get them through their role; service accounts by name.
 SCOPES = (
@@ -135,6 +137,39 @@ def register_service_token(session: Session, principal: Principal, token: str) -
 
 bearer = HTTPBearer(auto_error=False)
 
+# The staff console (same origin) authenticates browsers with a session cookie holding a token
+# issued like /auth/token's; cookies travel by themselves, so unsafe requests authenticated by
+# one must also carry a CSRF token bound to that session (readable only by our own pages).
+SESSION_COOKIE = "linli_session"
+CSRF_HEADER = "X-CSRF-Token"
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@lru_cache
+def _csrf_key() -> bytes:
+    """A key of its own, derived from the data key: no extra secret to deploy."""
+    raw = get_settings().data_key.encode()
+    return hmac.new(raw, b"linli console csrf v1", hashlib.sha256).digest()
+
+
+def csrf_token(session_token: str) -> str:
+    """HMAC of the session token: valid for this session only, useless for anyone else's."""
+    return hmac.new(_csrf_key(), session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_matches(session_token: str, presented: str | None) -> bool:
+    if not presented:
+        return False
+    expected = csrf_token(session_token).encode()
+    return hmac.compare_digest(expected, presented.encode("utf-8", "replace"))
+
+
+def session_token(request: Request) -> str | None:
+    """The console session token, unless the request carries an Authorization header."""
+    if "authorization" in request.headers:
+        return None
+    return request.cookies.get(SESSION_COOKIE) or None
+
 
 # Token -> (caller, valid until). A revoked token keeps working in *other* worker processes for
 # at most this long; the process that revokes it forgets it at once.
@@ -161,13 +196,9 @@ def _resolve(digest: str) -> tuple[Caller, datetime | None]:
     return caller_of(principal), expires_at
 
 
-async def current_caller(
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> Caller:
-    """Who is calling. Cached briefly: every request needs it, and it rarely changes."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
-    digest = token_hash(credentials.credentials)
+async def caller_for_token(token: str) -> Caller:
+    """Who holds this token (bearer or session). Cached briefly: every request needs it."""
+    digest = token_hash(token)
     now = time.monotonic()
     hit = _cache.get(digest)
     if hit is not None and hit[1] > now:
@@ -181,6 +212,26 @@ async def current_caller(
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[digest] = (caller, now + valid_for)
+    return caller
+
+
+async def current_caller(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Caller:
+    """Who is calling: a bearer token, else the console's session cookie (with CSRF check)."""
+    if credentials is not None:
+        return await caller_for_token(credentials.credentials)
+    token = session_token(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "请先登录：缺少访问令牌。")
+    caller = await caller_for_token(token)
+    if request.method in _UNSAFE_METHODS and not csrf_matches(
+        token, request.headers.get(CSRF_HEADER)
+    ):
+        raise ApiError(
+            403, "csrf", "安全校验未通过：请求缺少本次登录的校验码（CSRF）。请刷新页面后重试。"
+        )
     return caller
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,7 @@ from workorders.security import (
     hash_password,
     issue_token,
     require,
+    session_token,
     token_hash,
     verify_password,
 )
@@ -56,9 +57,8 @@ def _out(p: Principal) -> PrincipalOut:
     )
 
 
-@router.post("/auth/token", response_model=TokenOut)
-def login(body: LoginIn, session: Session = Depends(get_session)) -> TokenOut:
-    """Staff log in with username and password and get a bearer token."""
+def authenticate(session: Session, body: LoginIn) -> Principal:
+    """A staff member's password log-in; the console's log-in form uses the same check."""
     principal = session.execute(
         select(Principal).where(Principal.username == body.username)
     ).scalar_one_or_none()
@@ -70,6 +70,13 @@ def login(body: LoginIn, session: Session = Depends(get_session)) -> TokenOut:
         raise ApiError(401, "bad_credentials", "用户名或密码不正确。")
     if not principal.active:
         raise ApiError(401, "account_disabled", "该账号已停用，请联系管理员。")
+    return principal
+
+
+@router.post("/auth/token", response_model=TokenOut)
+def login(body: LoginIn, session: Session = Depends(get_session)) -> TokenOut:
+    """Staff log in with username and password and get a bearer token."""
+    principal = authenticate(session, body)
     ttl = timedelta(hours=get_settings().token_ttl_hours)
     token = issue_token(session, principal, ttl)
     session.commit()
@@ -78,16 +85,17 @@ def login(body: LoginIn, session: Session = Depends(get_session)) -> TokenOut:
 
 @router.post("/auth/logout", status_code=204)
 def logout(
+    request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     _caller: Caller = Depends(current_caller),
     session: Session = Depends(get_session),
 ) -> None:
-    assert credentials is not None  # current_caller has checked it
-    session.execute(
-        delete(ApiToken).where(ApiToken.token_hash == token_hash(credentials.credentials))
-    )
+    """Revoke the token this request came with (a bearer token or the console's session)."""
+    token = credentials.credentials if credentials else session_token(request)
+    assert token is not None  # current_caller has checked it
+    session.execute(delete(ApiToken).where(ApiToken.token_hash == token_hash(token)))
     session.commit()
-    forget_token(credentials.credentials)
+    forget_token(token)
 
 
 @router.get("/auth/me", response_model=PrincipalOut)
