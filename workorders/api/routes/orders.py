@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from workorders.api import views
@@ -17,9 +19,11 @@ from workorders.api.deps import (
     publish,
     reveal,
 )
-from workorders.contract import Channel, Kind, Priority, Status
+from workorders.contract import OPEN_STATUSES, Channel, Kind, Priority, Status
+from workorders.crypto import mask_text
 from workorders.db import get_read_session, get_session
 from workorders.hospital.base import HospitalAdapter
+from workorders.models import EmergencyEscalation, WorkOrder
 from workorders.schemas import (
     AssignIn,
     ErrorOut,
@@ -28,6 +32,7 @@ from workorders.schemas import (
     OrderCreate,
     OrderDetailOut,
     OrderPage,
+    Out,
     RatingIn,
     TransitionIn,
     WhereaboutsIn,
@@ -217,3 +222,91 @@ def rate_order(
     outcome = orders.rate(session, caller, order_id, body.score, body.comment, clock())
     publish(outcome.event_ids)
     return views.respond(views.order_detail_out(outcome.order, False))
+
+
+# What the order's history says about an emergency's escalation, in the order it happened.
+_ESCALATION_ACTIONS = frozenset(
+    {
+        "family_notified",
+        "callback_requested",
+        "escalation_step",
+        "notification_result",
+        "escalation_stopped",
+        "escalated",
+    }
+)
+
+
+class EscalationStepOut(Out):
+    at: datetime
+    action: str = Field(
+        ...,
+        description="family_notified, callback_requested, escalation_step, notification_result, "
+        "escalation_stopped, or escalated (the SLA's alert to the supervisors)",
+    )
+    text: str | None = Field(..., description="As on the order's history (numbers masked)")
+
+
+class EscalationOut(Out):
+    order_id: int
+    chain: bool = Field(..., description="An escalation chain exists (SOS terminal emergencies)")
+    running: bool = Field(
+        ...,
+        description="Still calling people: nobody on the staff accepted, the order is open and "
+        "steps are left. False at once when staff accept",
+    )
+    step: int = Field(..., description="Steps of the chain taken so far")
+    planned_steps: int
+    next_to: Literal["contact", "supervisor"] | None = Field(
+        ..., description="Who is called next, while running"
+    )
+    next_due_at: datetime | None = Field(..., description="When, while running")
+    started_at: datetime | None
+    acknowledged_at: datetime | None = Field(..., description="A person took it on")
+    finished_at: datetime | None
+    finish_reason: str | None = Field(
+        ...,
+        description="acknowledged, closed or exhausted, as the scheduler recorded it (at the "
+        "time the next step was due)",
+    )
+    steps: list[EscalationStepOut]
+
+
+def _escalation_out(order: WorkOrder, chain: EmergencyEscalation | None) -> EscalationOut:
+    running = (
+        chain is not None
+        and chain.finished_at is None
+        and order.first_response_at is None
+        and Status(order.status) in OPEN_STATUSES
+        and chain.step < len(chain.plan)
+    )
+    return EscalationOut(
+        order_id=order.id,
+        chain=chain is not None,
+        running=running,
+        step=chain.step if chain else 0,
+        planned_steps=len(chain.plan) if chain else 0,
+        next_to=chain.plan[chain.step]["to"] if running and chain else None,
+        next_due_at=chain.next_due_at if running and chain else None,
+        started_at=chain.started_at if chain else None,
+        acknowledged_at=order.first_response_at or (chain.acknowledged_at if chain else None),
+        finished_at=chain.finished_at if chain else None,
+        finish_reason=chain.finish_reason if chain else None,
+        steps=[
+            EscalationStepOut(at=h.at, action=h.action, text=mask_text(h.reason))
+            for h in order.history
+            if h.action in _ESCALATION_ACTIONS
+        ],
+    )
+
+
+@router.get("/{order_id}/escalation", response_model=EscalationOut, responses=_ONE)
+def read_escalation(
+    order_id: int = Path(..., ge=1, le=2**31 - 1),
+    _caller: Caller = Depends(require("orders:read")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    """An emergency's escalation so far (the staff alarm board shows it): who was told or
+    called, whether the chain still runs, who is next. Any order answers; most have none."""
+    order = orders.get(session, order_id)
+    return views.respond(_escalation_out(order, session.get(EmergencyEscalation, order.id)))
