@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv debian-deps lock model models run test lint bench eval tune-nlu clean
+.PHONY: help venv node debian-deps lock model models run test lint bench eval tune-nlu clean
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -19,6 +19,8 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
+# The staff console's front-end libraries (package-lock.json), served by the API itself.
+NODE_STAMP := node_modules/.linli-installed
 PYTEST_ARGS ?=
 
 help: ## list the targets (this is the default)
@@ -42,7 +44,14 @@ define venv-with-uv
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 endef
 
-venv: $(STAMP) ## create .venv and install the locked packages and Linli itself (editable)
+venv: $(STAMP) $(NODE_STAMP) ## create .venv and install the locked packages and Linli itself (editable), and the console's npm packages
+
+node: $(NODE_STAMP) ## install the staff console's front-end libraries (npm ci from package-lock.json)
+
+$(NODE_STAMP): package-lock.json package.json | debian-deps
+	@command -v npm >/dev/null || { echo "make: npm is missing (Debian: nodejs npm)" >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(STAMP): requirements/lock.txt pyproject.toml | debian-deps
 	$(venv-with-uv)
