@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.browser import chromium, console  # noqa: F401 (fixtures for the console tests)
 from tests.dialogue_stack import DialogueStack, running_stack
 from tests.servers import serve_app
 from tests.support import Api, ApiProcess, Backend, make_backend, seed_principals

@@ -240,3 +240,36 @@ def make_caller(backend: Backend, role: str = "agent", scopes: list[str] | None 
         session.add(principal)
         session.commit()
         return caller_of(principal)
+
+
+def fuzz_api(api: Api, report_dir: Path, *options: str, timeout: float = 300) -> None:
+    """schemathesis over the API's own OpenAPI schema, bounded by `options` (--max-time …):
+    fails on any 500, undocumented status, wrong content type or response outside the schema,
+    with schemathesis' reproduction in the message. Redirects are answers here (the console's
+    form posts answer 303), not followed."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{api.base_url}/openapi.json",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,"
+            "status_code_conformance,content_type_conformance",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--seed",
+            "20261121",
+            "--max-redirects",
+            "0",
+            "--report-dir",
+            str(report_dir),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    summary = result.stdout[-6000:]
+    assert result.returncode == 0, summary
+    assert " passed" in summary and "generated" in summary, summary
