@@ -1,0 +1,166 @@
+"""The console's 会话 page in real Chromium against the API: a hand-over appears live, one person
+claims it while a colleague sees who has it, the reply waits for the channel, hand-back and
+close end it with the order; a hand-over nobody claims alerts the supervisor (the scheduler's
+sweep run here at a chosen moment: the controllable clock).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from tests.browser import Console
+from tests.support import Api, Backend
+from workorders.models import Conversation, Event, Handoff
+from workorders.office_hours import OfficeHours
+from workorders.services import conversations, events
+
+
+def open_handoff(api: Api, *, channel: str = "web", with_order: bool = True) -> tuple[str, int]:
+    key = f"{channel}-{uuid.uuid4().hex}"
+    said = api.call(
+        "gateway",
+        "POST",
+        f"/conversations/{key}/messages",
+        json={
+            "channel": channel,
+            "can_push": channel == "web",
+            "messages": [{"role": "resident", "text": "我要找人工，电话13800138000"}],
+        },
+    )
+    assert said.status_code == 200, said.text
+    order_id = 0
+    if with_order:
+        order = api.call(
+            "bot",
+            "POST",
+            "/work-orders",
+            json={
+                "kind": "callback",
+                "channel": channel,
+                "details": {"reason": "居民要求人工服务", "phone": "13800138000"},
+            },
+        )
+        assert order.status_code == 201, order.text
+        order_id = order.json()["id"]
+    opened = api.call(
+        "bot",
+        "POST",
+        f"/conversations/{key}/handoff",
+        json={
+            "channel": channel,
+            "reason": "request_human",
+            "summary": "居民：我要找人工",
+            "order_id": order_id or None,
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    return key, order_id
+
+
+def test_staff_claim_reply_and_hand_back_in_the_console(api: Api, console: Console) -> None:
+    page = console.open("agent", "/console/conversations")
+    colleague = console.open("agent2", "/console/conversations")
+    key, order_id = open_handoff(api)
+
+    item = page.locator(f'li[data-key="{key}"]')
+    expect(item).to_have_attribute("data-state", "waiting")  # live, no reload
+    expect(item.locator(".conv-owner")).to_have_text("等待接手")
+    item.get_by_role("link").click()
+    expect(page.locator("#conv-log .msg--resident .msg-text")).to_have_text(
+        ["我要找人工，电话138****8000"]
+    )
+    page.get_by_role("button", name="我来接手").click()
+    expect(page.locator("#conv-detail")).to_have_attribute("data-state", "staff")
+    assert api.call("agent", "GET", f"/work-orders/{order_id}").json()["status"] == "accepted"
+
+    # The colleague's console learns who has it from the event stream.
+    other = colleague.locator(f'li[data-key="{key}"] .conv-owner')
+    expect(other).to_have_text("agent 处理中")
+    colleague.locator(f'li[data-key="{key}"]').get_by_role("link").click()
+    expect(colleague.get_by_role("button", name="我来接手")).to_be_hidden()
+    expect(colleague.locator("#conv-notice")).to_have_text("这个会话由agent处理。")
+
+    page.get_by_label("回复居民").fill("您好，我是网格员，马上帮您联系。")
+    page.get_by_role("button", name="发送").click()
+    staff_line = page.locator("#conv-log .msg--staff")
+    expect(staff_line.locator(".msg-text")).to_have_text("您好，我是网格员，马上帮您联系。")
+    expect(staff_line.locator(".msg-delivery")).to_have_text("等待居民打开页面后送达")
+    pending = api.call("gateway", "GET", f"/conversations/{key}/outbound").json()
+    assert [m["text"] for m in pending] == ["您好，我是网格员，马上帮您联系。"]
+
+    page.get_by_label("交回助手：已办好的事（助手不会再问）").fill("已约好明天上午上门")
+    page.get_by_role("button", name="交回助手").click()
+    expect(page.locator("#conv-notice")).to_have_text("这个会话现在由助手接待。")
+    expect(page.locator(f'li[data-key="{key}"]')).to_have_count(0)
+    expect(colleague.locator(f'li[data-key="{key}"]')).to_have_count(0)
+    state = api.call("agent", "GET", f"/conversations/{key}").json()
+    assert (state["state"], state["handoffs"][0]["outcome"]) == ("bot", "已约好明天上午上门")
+    assert api.call("agent", "GET", f"/work-orders/{order_id}").json()["status"] == "resolved"
+    assert console.errors == []
+
+
+def test_a_hotline_hand_over_is_a_call_back_and_is_closed_with_its_outcome(
+    api: Api, console: Console
+) -> None:
+    key, order_id = open_handoff(api, channel="hotline")
+    page = console.open("agent", f"/console/conversations?c={key}")
+    page.get_by_role("button", name="我来接手").click()
+    expect(page.locator("#conv-notice")).to_have_text(
+        "这个渠道不能把文字送到居民那里：请按回拨工单给居民打电话，处理完后结束会话。"
+    )
+    expect(page.get_by_label("回复居民")).to_be_hidden()
+    expect(page.get_by_role("link", name=f"#{order_id}")).to_have_attribute(
+        "href", f"/console/orders?order={order_id}"
+    )
+    page.get_by_label("结束会话：处理结果（必填）").fill("已回电，约好周一上门修水管")
+    page.get_by_role("button", name="结束会话").click()
+    expect(page.locator("#conv-notice")).to_have_text("这个会话现在由助手接待。")
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert order["status"] == "resolved"
+    assert order["history"][-1]["reason"] == "会话结束：已回电，约好周一上门修水管"
+    assert console.errors == []
+
+
+def test_an_unclaimed_hand_over_alerts_the_supervisor(
+    api: Api, backend: Backend, console: Console
+) -> None:
+    supervisor = console.open("supervisor", "/console/conversations")
+    agent = console.open("agent", "/console/conversations")
+    key, _ = open_handoff(api, with_order=False)
+    expect(supervisor.locator(f'li[data-key="{key}"]')).to_have_count(1)
+    with backend.session() as session:
+        due = session.execute(
+            select(Handoff.next_alert_at)
+            .join(Conversation, Conversation.id == Handoff.conversation_id)
+            .where(Conversation.key == key)
+        ).scalar_one()
+    hours = OfficeHours.parse("mon-fri 08:30-17:30")  # the API's default office hours
+
+    def alerts_at(moment: datetime) -> list[int]:
+        """Sweep at `moment`; the alerts about this test's hand-over (others may be due too)."""
+        ids = conversations.sweep_unclaimed(backend.factory, moment, hours, timedelta(minutes=3))
+        events.publish(backend.factory, ids)
+        with backend.session() as session:
+            payloads = session.execute(select(Event.payload).where(Event.id.in_(ids))).scalars()
+            return [p["alert"] for p in payloads if p["conversation"] == key]
+
+    assert alerts_at(due - timedelta(seconds=1)) == []
+    assert alerts_at(due) == [1]
+    alert = supervisor.locator("#conv-alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_have_attribute("data-conversation", key)
+    expect(alert).to_contain_text("还没有人接手（第 1 次提醒）")
+    expect(supervisor.locator(f'li[data-key="{key}"]')).to_have_class(
+        "conv-item conv-item--waiting conv-item--late"
+    )
+    expect(agent.locator("#conv-alert")).to_be_hidden()  # the alert is for supervisors
+
+    # Claimed: the alert goes.
+    agent.locator(f'li[data-key="{key}"]').get_by_role("link").click()
+    agent.get_by_role("button", name="我来接手").click()
+    expect(alert).to_be_hidden()
+    assert console.errors == []

@@ -1,0 +1,271 @@
+/**
+ * 会话: the hand-overs waiting for a person (longest first) and those staff own. One is open at
+ * a time (?c=<key> in the address): the whole conversation, claim, reply, hand back, close.
+ * Everything follows the event stream, so two consoles see the same owner within a poll, and a
+ * supervisor sees a hand-over nobody claimed in time.
+ */
+import { api } from "../js/api.js";
+import { can, channelLabel, me } from "../js/context.js";
+import { announce, fill, h } from "../js/dom.js";
+import { duration, formatTime } from "../js/format.js";
+import * as live from "../js/live.js";
+
+const REASONS = {
+  request_human: "居民要求人工服务",
+  not_understood: "助手多次没听懂",
+  complaint: "居民投诉",
+};
+const ROLES = { resident: "居民", bot: "助手", staff: "工作人员", system: "记录" };
+const SUPERVISING = ["supervisor", "admin"].includes(me?.role);
+
+const list = document.getElementById("conv-list");
+const summary = document.getElementById("conv-summary");
+const alertBox = document.getElementById("conv-alert");
+const detail = document.getElementById("conv-detail");
+const facts = document.getElementById("conv-facts");
+const notice = document.getElementById("conv-notice");
+const errorBox = document.getElementById("conv-error");
+const claimButton = document.getElementById("conv-claim");
+const log = document.getElementById("conv-log");
+const replyForm = document.getElementById("conv-reply");
+const replyText = document.getElementById("conv-reply-text");
+const endBox = document.getElementById("conv-end");
+const handbackForm = document.getElementById("conv-handback");
+const closeForm = document.getElementById("conv-close");
+
+let rows = [];
+let selected = new URLSearchParams(location.search).get("c");
+let current = null; // the open conversation's detail
+
+function waited(conversation) {
+  const since = conversation.handoff?.opened_at;
+  return since ? duration(Date.now() - new Date(since).getTime()) : "";
+}
+
+function owner(conversation) {
+  const handoff = conversation.handoff;
+  if (!handoff) return "助手接待中";
+  if (!handoff.claimed_by) return "等待接手";
+  return handoff.claimed_by === me?.id ? "我在处理" : `${handoff.claimed_by_name} 处理中`;
+}
+
+function row(conversation) {
+  const handoff = conversation.handoff;
+  const late = handoff && !handoff.claimed_by && handoff.alerts_sent > 0;
+  const link = h(
+    "a",
+    {
+      href: `?c=${encodeURIComponent(conversation.key)}`,
+      "aria-current": conversation.key === selected ? "true" : null,
+      onclick: (event) => {
+        event.preventDefault();
+        select(conversation.key);
+      },
+    },
+    h("strong", {}, REASONS[handoff?.reason] ?? "会话"),
+    " · ",
+    channelLabel(conversation.channel),
+    conversation.resident_name ? ` · ${conversation.resident_name}` : "",
+  );
+  return h(
+    "li",
+    {
+      class: `conv-item conv-item--${conversation.state}${late ? " conv-item--late" : ""}`,
+      dataset: { key: conversation.key, state: conversation.state },
+    },
+    link,
+    h("p", { class: "conv-owner" }, owner(conversation)),
+    handoff
+      ? h(
+          "p",
+          { class: "conv-wait" },
+          "已等待 ",
+          h("span", { class: "conv-waited" }, waited(conversation)),
+        )
+      : null,
+    handoff?.summary ? h("p", { class: "conv-summary" }, handoff.summary.split("\n").at(-1)) : null,
+  );
+}
+
+async function loadList() {
+  const page = await api("/conversations?state=open&limit=200");
+  rows = page.items;
+  fill(list, rows.map(row));
+  const waiting = rows.filter((c) => c.state === "waiting").length;
+  summary.textContent = `${waiting} 个会话等待接手，${rows.length - waiting} 个正在处理。`;
+}
+
+function factsOf(conversation) {
+  const items = [
+    ["渠道", channelLabel(conversation.channel)],
+    ["居民", conversation.resident_name ?? "未登记"],
+    ["状态", owner(conversation)],
+  ];
+  const handoff = conversation.handoff ?? conversation.handoffs[0];
+  if (handoff) {
+    items.push(["原因", REASONS[handoff.reason] ?? handoff.reason]);
+    items.push(["转人工时间", formatTime(handoff.opened_at)]);
+    if (handoff.order_id) {
+      items.push([
+        "回拨工单",
+        h("a", { href: `/console/orders?order=${handoff.order_id}` }, `#${handoff.order_id}`),
+      ]);
+    }
+  }
+  return items.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]);
+}
+
+function line(message) {
+  const who =
+    message.role === "staff" && message.author
+      ? `${ROLES.staff} ${message.author}`
+      : ROLES[message.role];
+  return h(
+    "li",
+    { class: `msg msg--${message.role}`, dataset: { role: message.role } },
+    h(
+      "p",
+      { class: "msg-who" },
+      who,
+      " · ",
+      h("time", { datetime: message.at }, formatTime(message.at)),
+    ),
+    h("p", { class: "msg-text" }, message.text),
+    message.role === "staff"
+      ? h(
+          "p",
+          { class: "msg-delivery" },
+          message.delivered_at ? "已送达" : "等待居民打开页面后送达",
+        )
+      : null,
+  );
+}
+
+function render() {
+  const conversation = current;
+  detail.hidden = !conversation;
+  if (!conversation) return;
+  const handoff = conversation.handoff;
+  const mine = handoff?.claimed_by === me?.id;
+  document.getElementById("conv-title").textContent =
+    `会话 · ${channelLabel(conversation.channel)}${conversation.resident_name ? ` · ${conversation.resident_name}` : ""}`;
+  detail.dataset.state = conversation.state;
+  fill(facts, factsOf(conversation));
+  fill(log, conversation.messages.map(line));
+  const open = Boolean(handoff);
+  claimButton.hidden = !open || Boolean(handoff.claimed_by) || !can("conversations:reply");
+  replyForm.hidden = !mine || !conversation.can_push;
+  endBox.hidden =
+    !open || !can("conversations:reply") || (handoff.claimed_by && !mine && !SUPERVISING);
+  if (!open) notice.textContent = "这个会话现在由助手接待。";
+  else if (mine && !conversation.can_push)
+    notice.textContent =
+      "这个渠道不能把文字送到居民那里：请按回拨工单给居民打电话，处理完后结束会话。";
+  else if (handoff.claimed_by && !mine)
+    notice.textContent = `这个会话由${handoff.claimed_by_name}处理。`;
+  else notice.textContent = "";
+}
+
+async function loadDetail() {
+  if (!selected) {
+    current = null;
+    render();
+    return;
+  }
+  current = await api(`/conversations/${encodeURIComponent(selected)}`);
+  render();
+}
+
+function select(key) {
+  selected = key;
+  history.replaceState(null, "", `?c=${encodeURIComponent(key)}`);
+  errorBox.hidden = true;
+  for (const item of list.querySelectorAll("a[aria-current]")) item.removeAttribute("aria-current");
+  list.querySelector(`li[data-key="${CSS.escape(key)}"] a`)?.setAttribute("aria-current", "true");
+  loadDetail().catch(showError);
+}
+
+function showError(error) {
+  errorBox.hidden = false;
+  errorBox.textContent = error.message;
+}
+
+async function act(path, body, done) {
+  errorBox.hidden = true;
+  try {
+    await api(`/conversations/${encodeURIComponent(selected)}/${path}`, { method: "POST", body });
+    done?.();
+  } catch (error) {
+    showError(error);
+  }
+  await Promise.all([loadList(), loadDetail()]).catch(showError);
+}
+
+claimButton.addEventListener("click", () => act("claim", undefined, () => replyText.focus()));
+replyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act("replies", { text: replyText.value }, () => {
+    replyText.value = "";
+  });
+});
+handbackForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const note = document.getElementById("conv-handback-note");
+  act("handback", { note: note.value || null }, () => {
+    note.value = "";
+  });
+});
+closeForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const outcome = document.getElementById("conv-close-outcome");
+  act("close", { outcome: outcome.value }, () => {
+    outcome.value = "";
+  });
+});
+
+/** A hand-over nobody claimed: supervisors see it here, unmistakably, until it is claimed. */
+function alertUnclaimed(event) {
+  if (!SUPERVISING) return;
+  const minutes = Math.round((event.data.waited_seconds ?? 0) / 60);
+  alertBox.hidden = false;
+  alertBox.dataset.conversation = event.data.conversation;
+  alertBox.textContent = `有居民转人工后已等待 ${minutes} 分钟，还没有人接手（第 ${event.data.alert} 次提醒）。请安排人员处理。`;
+  announce(document.getElementById("conv-summary"), alertBox.textContent);
+}
+
+let reload = null;
+function refreshSoon(key) {
+  clearTimeout(reload);
+  reload = setTimeout(() => {
+    loadList()
+      .then(() => {
+        if (
+          alertBox.dataset.conversation &&
+          !rows.some((c) => c.key === alertBox.dataset.conversation && c.state === "waiting")
+        ) {
+          alertBox.hidden = true;
+          delete alertBox.dataset.conversation;
+        }
+      })
+      .catch(showError);
+    if (key && key === selected) loadDetail().catch(showError);
+  }, 150);
+}
+
+live.on("*", (event) => {
+  if (!event.type.startsWith("conversation.")) return;
+  if (event.type === "conversation.unclaimed") alertUnclaimed(event);
+  refreshSoon(event.data.conversation);
+});
+
+setInterval(() => {
+  for (const item of list.querySelectorAll("li[data-key]")) {
+    const conversation = rows.find((c) => c.key === item.dataset.key);
+    const span = item.querySelector(".conv-waited");
+    if (conversation && span) span.textContent = waited(conversation);
+  }
+}, 1000);
+
+await live.ready();
+await Promise.all([loadList(), loadDetail()]).catch(showError);
+live.start();
