@@ -125,13 +125,13 @@ def test_a_hotline_hand_over_is_a_call_back_and_is_closed_with_its_outcome(
     assert console.errors == []
 
 
-def test_an_unclaimed_hand_over_alerts_the_supervisor(
+def test_an_unclaimed_hand_over_alerts_the_supervisor_on_every_page(
     api: Api, backend: Backend, console: Console
 ) -> None:
-    supervisor = console.open("supervisor", "/console/conversations")
+    supervisor = console.open("supervisor", "/console/")  # the alarm board, not 会话
     agent = console.open("agent", "/console/conversations")
     key, _ = open_handoff(api, with_order=False)
-    expect(supervisor.locator(f'li[data-key="{key}"]')).to_have_count(1)
+    expect(agent.locator(f'li[data-key="{key}"]')).to_have_count(1)
     with backend.session() as session:
         due = session.execute(
             select(Handoff.next_alert_at)
@@ -150,17 +150,28 @@ def test_an_unclaimed_hand_over_alerts_the_supervisor(
 
     assert alerts_at(due - timedelta(seconds=1)) == []
     assert alerts_at(due) == [1]
-    alert = supervisor.locator("#conv-alert")
-    expect(alert).to_be_visible()
-    expect(alert).to_have_attribute("data-conversation", key)
-    expect(alert).to_contain_text("还没有人接手（第 1 次提醒）")
-    expect(supervisor.locator(f'li[data-key="{key}"]')).to_have_class(
+    banner = supervisor.locator("#handoff-alert")
+    alert = banner.locator(f'li[data-conversation="{key}"]')
+    expect(banner).to_be_visible()
+    expect(banner).to_have_attribute("data-sounded", "true")
+    expect(alert).to_contain_text("（第 1 次提醒）")
+    expect(alert.get_by_role("link", name="去安排接手")).to_have_attribute(
+        "href", f"/console/conversations?c={key}"
+    )
+    assert alerts_at(due + timedelta(minutes=3)) == [2]  # and again
+    expect(alert).to_have_attribute("data-alert", "2")
+    # A page opened later shows it too; the list marks it late; agents are not alerted.
+    later = supervisor.context.new_page()
+    later.goto("/console/conversations")
+    expect(later.locator(f'#handoff-alert li[data-conversation="{key}"]')).to_have_count(1)
+    expect(later.locator(f'li[data-key="{key}"]')).to_have_class(
         "conv-item conv-item--waiting conv-item--late"
     )
-    expect(agent.locator("#conv-alert")).to_be_hidden()  # the alert is for supervisors
+    expect(agent.locator("#handoff-alert")).to_be_hidden()
 
-    # Claimed: the alert goes.
+    # Claimed: the alert goes, everywhere.
     agent.locator(f'li[data-key="{key}"]').get_by_role("link").click()
     agent.get_by_role("button", name="我来接手").click()
-    expect(alert).to_be_hidden()
+    expect(alert).to_have_count(0)
+    expect(later.locator(f'#handoff-alert li[data-conversation="{key}"]')).to_have_count(0)
     assert console.errors == []

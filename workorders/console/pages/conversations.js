@@ -1,12 +1,12 @@
 /**
  * 会话: the hand-overs waiting for a person (longest first) and those staff own. One is open at
  * a time (?c=<key> in the address): the whole conversation, claim, reply, hand back, close.
- * Everything follows the event stream, so two consoles see the same owner within a poll, and a
- * supervisor sees a hand-over nobody claimed in time.
+ * Everything follows the event stream, so two consoles see the same owner within a poll (the
+ * alert about a hand-over nobody claimed is on every page: ../js/handoff_alerts.js).
  */
 import { api } from "../js/api.js";
 import { can, channelLabel, me } from "../js/context.js";
-import { announce, fill, h } from "../js/dom.js";
+import { fill, h } from "../js/dom.js";
 import { duration, formatTime } from "../js/format.js";
 import * as live from "../js/live.js";
 
@@ -20,7 +20,6 @@ const SUPERVISING = ["supervisor", "admin"].includes(me?.role);
 
 const list = document.getElementById("conv-list");
 const summary = document.getElementById("conv-summary");
-const alertBox = document.getElementById("conv-alert");
 const detail = document.getElementById("conv-detail");
 const facts = document.getElementById("conv-facts");
 const notice = document.getElementById("conv-notice");
@@ -223,38 +222,17 @@ closeForm.addEventListener("submit", (event) => {
   });
 });
 
-/** A hand-over nobody claimed: supervisors see it here, unmistakably, until it is claimed. */
-function alertUnclaimed(event) {
-  if (!SUPERVISING) return;
-  const minutes = Math.round((event.data.waited_seconds ?? 0) / 60);
-  alertBox.hidden = false;
-  alertBox.dataset.conversation = event.data.conversation;
-  alertBox.textContent = `有居民转人工后已等待 ${minutes} 分钟，还没有人接手（第 ${event.data.alert} 次提醒）。请安排人员处理。`;
-  announce(document.getElementById("conv-summary"), alertBox.textContent);
-}
-
 let reload = null;
 function refreshSoon(key) {
   clearTimeout(reload);
   reload = setTimeout(() => {
-    loadList()
-      .then(() => {
-        if (
-          alertBox.dataset.conversation &&
-          !rows.some((c) => c.key === alertBox.dataset.conversation && c.state === "waiting")
-        ) {
-          alertBox.hidden = true;
-          delete alertBox.dataset.conversation;
-        }
-      })
-      .catch(showError);
+    loadList().catch(showError);
     if (key && key === selected) loadDetail().catch(showError);
   }, 150);
 }
 
 live.on("*", (event) => {
   if (!event.type.startsWith("conversation.")) return;
-  if (event.type === "conversation.unclaimed") alertUnclaimed(event);
   refreshSoon(event.data.conversation);
 });
 
