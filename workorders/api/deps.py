@@ -56,12 +56,19 @@ async def idempotency_key(
     return key
 
 
-def reveal(caller: Caller, requested: bool, resource: str, ident: int | None) -> bool:
-    """Unmasked personal data: services with the right always; staff when they ask, audited."""
+def reveal(
+    caller: Caller,
+    requested: bool,
+    resource: str,
+    ident: int | None,
+    purpose: str | None = None,
+) -> bool:
+    """Unmasked personal data: services with the right always; staff when they ask, audited
+    with the purpose they gave (the audit entry's detail), so an admin can see why."""
     if not caller.can("residents:pii"):
         return False
     if not caller.is_staff:
         return True
     if requested:
-        audit.record_now(caller, "reveal_personal_data", resource, ident)
+        audit.record_now(caller, "reveal_personal_data", resource, ident, purpose)
     return requested

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from workorders.api import views
 from workorders.api.deps import idempotency_key, reveal
 from workorders.contract import IdentityKind
+from workorders.crypto import mask_text
 from workorders.db import get_read_session, get_session
 from workorders.errors import ApiError
 from workorders.schemas import (
@@ -38,6 +39,14 @@ def _phone_or_422(value: str) -> str:
         raise ApiError(
             422, "invalid_phone", "电话号码格式不对，请输入11位手机号或带区号的固定电话。"
         ) from exc
+
+
+def _purpose(raw: str | None) -> str | None:
+    """One line of plain text for the audit log: no control characters, numbers masked."""
+    if not raw:
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
+    return mask_text(text) or None
 
 
 @router.post(
@@ -119,13 +128,19 @@ def read_resident(
     reveal_pii: bool = Query(
         False, alias="reveal", description="Staff: show personal data (audited)"
     ),
+    purpose: str | None = Query(
+        None,
+        max_length=100,
+        description="Staff: why the personal data is shown (回访核实, 紧急联系 …); with "
+        "`reveal=true` it is the audit entry's detail (numbers in it masked)",
+    ),
     caller: Caller = Depends(require("residents:read")),
     session: Session = Depends(get_read_session),
 ) -> ResidentOut:
     resident = residents.get(session, resident_id)
     if caller.is_staff:
         audit.record_now(caller, "read_resident", "resident", resident.id)
-    shown = reveal(caller, reveal_pii, "resident", resident.id)
+    shown = reveal(caller, reveal_pii, "resident", resident.id, _purpose(purpose))
     return views.resident_out(resident, shown)
 
 
