@@ -372,12 +372,15 @@ def delivered(session: Session, key: str, message_id: int, now: datetime) -> Con
 
 
 def search(
-    session: Session, state: str, limit: int, offset: int
+    session: Session, state: str, limit: int, offset: int, resident_id: int | None = None
 ) -> tuple[list[tuple[Conversation, Handoff | None]], int]:
-    """Waiting ones first (longest waiting at the top), then the ones staff own, then the rest."""
+    """Waiting ones first (longest waiting at the top), then the ones staff own, then the rest.
+    `resident_id`: one resident's conversations only (the console's resident profile)."""
     query = select(Conversation, Handoff).outerjoin(
         Handoff, Handoff.id == Conversation.open_handoff_id
     )
+    if resident_id is not None:
+        query = query.where(Conversation.resident_id == resident_id)
     if state == "waiting":
         query = query.where(Handoff.id.is_not(None), Handoff.claimed_by.is_(None))
     elif state == "staff":

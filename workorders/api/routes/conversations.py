@@ -211,12 +211,15 @@ def list_conversations(
     state: Literal["waiting", "staff", "open", "bot", "all"] = Query(
         "open", description="open: waiting for staff or owned by staff"
     ),
+    resident_id: int | None = Query(
+        None, ge=1, le=2**31 - 1, description="Only this resident's conversations"
+    ),
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=1_000_000),
     _caller: Caller = Depends(require("conversations:read")),
     session: Session = Depends(get_read_session),
 ) -> Response:
-    rows, total = conversations.search(session, state, limit, offset)
+    rows, total = conversations.search(session, state, limit, offset, resident_id)
     return views.respond(
         ConversationPage(
             items=[ConversationOut(**_fields(session, c, h)) for c, h in rows],
