@@ -1,0 +1,8 @@
+"""居民: find a resident, see the profile masked; showing it in full asks why, and the API
+records that purpose in the audit log. The resident's orders, calls and conversations too."""
+
+from __future__ import annotations
+
+from workorders.console.pages import Page
+
+PAGE = Page("/console/residents", "居民", scope="residents:read", nav_order=40)
