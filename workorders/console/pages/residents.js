@@ -488,28 +488,23 @@ function closeDetail() {
 
 // --- start ---------------------------------------------------------------------------------
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  offset = 0;
+/** To another page of the list (0: the first, after new filters). */
+function goTo(start) {
+  offset = Math.max(0, start);
   syncUrl();
   loadList();
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  goTo(0);
 });
 document.getElementById("r-clear").addEventListener("click", () => {
   form.reset();
-  offset = 0;
-  syncUrl();
-  loadList();
+  goTo(0);
 });
-prev.addEventListener("click", () => {
-  offset = Math.max(0, offset - PAGE_SIZE);
-  syncUrl();
-  loadList();
-});
-next.addEventListener("click", () => {
-  offset += PAGE_SIZE;
-  syncUrl();
-  loadList();
-});
+prev.addEventListener("click", () => goTo(offset - PAGE_SIZE));
+next.addEventListener("click", () => goTo(offset + PAGE_SIZE));
 
 async function start() {
   const q = new URLSearchParams(location.search);
