@@ -131,9 +131,11 @@ def _enrich(
 
 CHANNEL_LABELS = {
     "wechat": "微信",
+    "web": "网页聊天",
     "hotline": "热线",
     "terminal": "一键呼叫终端",
     "console": "工作台",
+    "api": "接口",
 }
 
 
