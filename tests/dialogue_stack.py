@@ -151,6 +151,7 @@ class DialogueStack:
     api: ApiProcess
     rasa_url: str
     actions: Process
+    rasa: Process  # stop() and start() again: same port, same tracker store
 
 
 @contextmanager
@@ -170,4 +171,4 @@ def running_stack(
         rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, tracker_prefix)
         rasa.start()
         stack.callback(rasa.stop)
-        yield DialogueStack(api_process, rasa.health.rsplit("/", 1)[0], actions)
+        yield DialogueStack(api_process, rasa.health.rsplit("/", 1)[0], actions, rasa)

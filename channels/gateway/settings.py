@@ -1,0 +1,42 @@
+"""One Settings object for the gateway, read from the environment (or var/linli.env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseSettings, Field, SecretStr
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatewaySettings(BaseSettings):
+    rasa_url: str = Field("http://127.0.0.1:5005", env="RASA_URL")
+    workorders_url: str = Field("http://127.0.0.1:8000", env="WORKORDERS_URL")
+    # svc-gateway's token: conversations:write, events:read, residents:lookup.
+    token: SecretStr = Field(SecretStr(""), env="LINLI_TOKEN_GATEWAY")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", env="REDIS_URL")
+    # The namespace of Linli's own Redis keys (the action server uses the same); the gateway's
+    # keys live under "<prefix>:gateway:".
+    redis_prefix: str = Field("linli", env="LINLI_REDIS_PREFIX")
+    host: str = Field("127.0.0.1", env="LINLI_GATEWAY_HOST")
+    port: int = Field(8010, ge=1, le=65535, env="LINLI_GATEWAY_PORT")
+    # The generic JSON endpoint (/api/messages) writes as any conversation: without this token
+    # only loopback clients that came through no proxy may use it.
+    api_token: SecretStr = Field(SecretStr(""), env="LINLI_GATEWAY_API_TOKEN")
+    # A dialogue turn runs actions that call the API (and the health centre): give it time.
+    rasa_timeout_seconds: float = Field(60.0, gt=0, env="GATEWAY_RASA_TIMEOUT_SECONDS")
+    api_timeout_seconds: float = Field(10.0, gt=0, env="GATEWAY_API_TIMEOUT_SECONDS")
+    # The event tail long-polls this long (the API allows 30 s at most).
+    events_wait_ms: int = Field(20_000, ge=0, le=30_000, env="GATEWAY_EVENTS_WAIT_MS")
+    # An open web chat page asks for staff replies this often even without a wake-up.
+    stream_fallback_seconds: float = Field(15.0, gt=0, env="GATEWAY_STREAM_FALLBACK_SECONDS")
+
+    class Config:
+        env_file = str(ROOT / "var" / "linli.env")
+        env_file_encoding = "utf-8"
+
+
+@lru_cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()
