@@ -87,11 +87,11 @@ class Run:
 def make_run(redis_client: redis.Redis) -> Iterator[Run]:
     assert MODEL.exists(), "make test trains models/current.tar.gz first"
     run_dir = Path(tempfile.mkdtemp(prefix="linli-run-"))  # short: supervisor.sock lives here
-    ports = {name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos")}
+    ports = {name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos", "gateway")}
     ports["sip"] = free_sip_port()
     tokens = {
         f"LINLI_TOKEN_{name}": secrets.token_urlsafe(24)
-        for name in ("ACTIONS", "WECHAT", "HOTLINE", "TERMINAL")
+        for name in ("ACTIONS", "WECHAT", "HOTLINE", "TERMINAL", "GATEWAY")
     }
     script = run_dir / "hotline-script.txt"
     script.write_text("\n".join(SCRIPT) + "\n", encoding="utf-8")
@@ -101,7 +101,7 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         for key, value in os.environ.items()
         # scripts/run derives these from the ports below
         if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_"))
-        and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL")
+        and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL", "GATEWAY_URL")
     }
     env.update(
         tokens,
@@ -111,6 +111,7 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         LINLI_ACTIONS_PORT=str(ports["actions"]),
         LINLI_RASA_PORT=str(ports["rasa"]),
         LINLI_SOS_PORT=str(ports["sos"]),
+        LINLI_GATEWAY_PORT=str(ports["gateway"]),
         HOTLINE_SIP_PORT=str(ports["sip"]),
         HOTLINE_ASR="scripted",
         HOTLINE_SCRIPT=str(script),
