@@ -150,6 +150,16 @@ def test_the_takeover_from_hand_over_to_hand_back(api: Api) -> None:
     assert order["status"] == "accepted"
     assert order["assignee_id"] == claimed.json()["handoff"]["claimed_by"]
 
+    state = api.call("gateway", "GET", f"/conversations/{conversation}/state").json()
+    assert (state["state"], state["handoff_id"], state["handoff"]["claimed_by_name"]) == (
+        "staff",
+        handoff["id"],
+        "agent",
+    )
+    assert api.call("agent", "GET", f"/conversations/{conversation}/state").status_code == 403
+    unknown = api.call("gateway", "GET", f"/conversations/{key()}/state")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "conversation_not_found")
+
     other = api.call("agent2", "POST", f"/conversations/{conversation}/claim")
     assert (other.status_code, other.json()["code"]) == (409, "already_claimed")
     assert other.json()["message"] == "这个会话已由agent接手。"

@@ -159,6 +159,10 @@ class WorkOrdersClient:
         `state` says whether the bot may reply ("bot") or staff have it."""
         return await self.request("POST", f"/conversations/{key}/messages", json=body)
 
+    async def conversation_state(self, key: str) -> dict[str, Any]:
+        """Whether the bot may answer, who has the conversation, the last hand-back."""
+        return await self.request("GET", f"/conversations/{key}/state")
+
     async def hand_over(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
         """Open the takeover (idempotent: the open hand-over when there is one)."""
         return await self.request("POST", f"/conversations/{key}/handoff", json=body)

@@ -875,14 +875,18 @@ class ConversationPage(Out):
     offset: int
 
 
-class RecordedOut(Out):
-    """What a channel needs after recording: whether the bot may answer."""
+class StateOut(Out):
+    """What a channel needs to know: whether the bot may answer, and who has it otherwise."""
 
     state: ConversationState
     handoff_id: int | None
+    handoff: HandoffOut | None = Field(..., description="The open hand-over, if any")
     last_handback: HandoffOut | None = Field(
         ..., description="The latest hand-over that ended: the gateway resumes the bot once"
     )
+
+
+class RecordedOut(StateOut):
     message_ids: list[int]
 
 

@@ -16,6 +16,7 @@ A staff reply counts as delivered only when the page has shown it (`delivered`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -109,6 +110,9 @@ class Delivery:
         if kind in STATE_AFTER:
             handoff_id = int(item["data"].get("handoff_id") or 0)
             await self.store.set_state(key, handoff_id, STATE_AFTER[kind])
+        if kind == "conversation.claimed":  # the page names who has it
+            with contextlib.suppress(ApiError, ApiUnavailable):
+                await self.gateway.refresh(key)
         if kind in WAKES:
             await self.store.wake(key)
         if kind in ENDED:

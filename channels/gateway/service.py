@@ -133,24 +133,15 @@ class Gateway:
             await self.store.end_turn(key, client_id, kept)
 
     async def refresh(self, key: str) -> dict[str, Any] | None:
-        """The API's state of a conversation the gateway has written to, or None.
-
-        The API tells a channel the state only in answer to a recording, and a recording with
-        a client_id already kept is a no-op: so this re-sends the last recorded message's id.
-        (A read of the state with conversations:write would say the same without the trick.)
-        """
-        known = await self.store.conversation(key)
-        if not known.get("last_client_id"):
-            return None
-        said = {"role": "resident", "text": "（重发）", "client_id": known["last_client_id"]}
-        body = {
-            "channel": known["channel"],
-            "can_push": known.get("can_push") == "1",
-            "messages": [said],
-        }
-        recorded = await self.api.record_messages(key, body)
-        await self.learn(key, recorded)
-        return recorded
+        """The API's state of a conversation, or None when the API has never heard of it."""
+        try:
+            state = await self.api.conversation_state(key)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        await self.learn(key, state)
+        return state
 
     async def _turn(self, incoming: Incoming) -> Outcome:
         key = incoming.key
@@ -170,7 +161,6 @@ class Gateway:
             key,
             channel=incoming.channel.value,
             can_push=incoming.can_push,
-            last_client_id=incoming.client_id,
         )
         await self.learn(key, recorded)
         if state != "bot":
@@ -285,13 +275,17 @@ class Gateway:
         return int(found["id"])
 
     async def learn(self, key: str, recorded: dict[str, Any]) -> None:
-        """Keep the state an answer of the API gave (see Store.set_state for the order)."""
+        """Keep the state an answer of the API gave (see Store.set_state for the order), and
+        who has the conversation, for the page's notice."""
         state = recorded["state"]
         if state == "bot":
             handoff_id = int((recorded.get("last_handback") or {}).get("id") or 0)
         else:
             handoff_id = int(recorded.get("handoff_id") or 0)
         await self.store.set_state(key, handoff_id, state)
+        owner = (recorded.get("handoff") or {}).get("claimed_by_name")
+        if owner:
+            await self.store.remember(key, staff=owner)
 
     @staticmethod
     def _body(

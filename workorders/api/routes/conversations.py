@@ -37,6 +37,7 @@ from workorders.schemas import (
     OutboundOut,
     RecordedOut,
     ReplyIn,
+    StateOut,
 )
 from workorders.security import Caller, require
 from workorders.services import audit, conversations, orders
@@ -168,12 +169,41 @@ def record_messages(
     publish(recorded.event_ids)
     return views.respond(
         RecordedOut(
-            state=conversations.state_of(recorded.handoff),
-            handoff_id=recorded.handoff.id if recorded.handoff else None,
-            last_handback=_handoff_out(session, recorded.last_ended),
+            **_state_fields(session, recorded.handoff, recorded.last_ended),
             message_ids=recorded.message_ids,
         )
     )
+
+
+@router.get("/{key}/state", response_model=StateOut, responses=_ONE)
+def read_state(
+    key: str = Key,
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    """For the channel: whether the bot may answer, who has the conversation, the last
+    hand-back (after a `conversation.handed_back` event, before the resident writes again)."""
+    conversation = conversations.get(session, key)
+    return views.respond(
+        StateOut(
+            **_state_fields(
+                session,
+                conversations.open_handoff(session, conversation),
+                conversations.last_ended(session, conversation),
+            )
+        )
+    )
+
+
+def _state_fields(
+    session: Session, handoff: Handoff | None, ended: Handoff | None
+) -> dict[str, Any]:
+    return {
+        "state": conversations.state_of(handoff),
+        "handoff_id": handoff.id if handoff else None,
+        "handoff": _handoff_out(session, handoff),
+        "last_handback": _handoff_out(session, ended),
+    }
 
 
 @router.post(
