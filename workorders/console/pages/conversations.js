@@ -151,6 +151,7 @@ function render() {
   detail.dataset.state = conversation.state;
   fill(facts, factsOf(conversation));
   fill(log, conversation.messages.map(line));
+  log.scrollTop = log.scrollHeight; // the newest at the bottom, in view
   const open = Boolean(handoff);
   claimButton.hidden = !open || Boolean(handoff.claimed_by) || !can("conversations:reply");
   replyForm.hidden = !mine || !conversation.can_push;
