@@ -3,14 +3,12 @@ P0 order and the staff alarm at once, then who and where, one short question at 
 answer on the open order the moment it is given (staff see it live).
 
 - `action_emergency` runs whenever the NLU hears an emergency: rules send it there from any
-  form, and from the wait for a person (actions/handoff.py).
+  form, and from the wait for a person (actions/handoff.py). While staff have a written
+  conversation the gateway forwards only emergencies, with `takeover` in the metadata: the
+  order says so (`during_takeover`), for the staff member who owns the conversation.
 - `emergency_form` asks what staff need to reach the person: for a sender we do not know,
   where they are and a number (the caller's number on the telephone is already known); a
   resident we know is asked only whether they are at home, and a home terminal nothing.
-- `action_screen_paused_emergency` covers a conversation staff have paused to talk
-  themselves: Rasa predicts nothing for a paused conversation, so the REST channel
-  (channels/rasa_rest.py) runs this action when the NLU hears an emergency there; it raises
-  the alarm and gives the advice; the staff who own the conversation ask the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import api, channel, create_order, identity, turn_key
+from actions.common import api, channel, create_order, identity, metadata, turn_key
 from actions.dangers import catalogue
 from nlu.numerals import find_addresses, find_phones
 from workorders.client import ApiError, ApiUnavailable
@@ -109,7 +107,8 @@ class ActionEmergency(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
         danger = advise(dispatcher, tracker)
-        order = await raise_alarm(tracker, dispatcher, danger)
+        takeover = {"during_takeover": True} if metadata(tracker).get("takeover") else {}
+        order = await raise_alarm(tracker, dispatcher, danger, **takeover)
         if order is not None:  # else the outbox has said honestly that it is only noted
             dispatcher.utter_message(
                 response="utter_emergency_raised",
@@ -332,24 +331,3 @@ class ActionEmergencyLocated(Action):
     ) -> list[EventType]:
         gave_up = (tracker.get_slot("emergency_unanswered") or 0) >= MAX_UNANSWERED
         return located(dispatcher, tracker, gave_up=gave_up)
-
-
-class ActionScreenPausedEmergency(Action):
-    """An emergency in a conversation paused for staff (run by channels/rasa_rest.py): the
-    one thing the bot says while staff own a conversation."""
-
-    def name(self) -> str:
-        return "action_screen_paused_emergency"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> list[EventType]:
-        if not tracker.is_paused():
-            return []
-        danger = advise(dispatcher, tracker)
-        order = await raise_alarm(tracker, dispatcher, danger, during_takeover=True)
-        dispatcher.utter_message(
-            response="utter_emergency_raised",
-            json_message={"urgent": True, "order_id": order["id"] if order else None},
-        )
-        return [SlotSet("emergency_order_id", order["id"] if order else None)]

@@ -18,8 +18,8 @@ Why a client of the REST channel and not a custom Rasa `InputChannel`:
   user event; actions/common.py `identity()` and `channel()` read the caller's number and
   "hotline" from it, and the session start looks the resident up with it) and `input_channel`
   (so the tracker records "hotline" as the latest input channel, as a custom channel would).
-- Nothing of the hotline is loaded into the Rasa server process (only the REST channel's
-  emergency screen, channels/rasa_rest.py): a mistake here cannot keep Rasa from starting
+- Nothing of the hotline is loaded into the Rasa server process: a mistake here cannot keep
+  Rasa from starting
   for every other channel, and the hotline can be restarted on its own.
 - What REST does not return is what the NLU made of the words and whether the bot paused for a
   person. `state()` reads that from the tracker's current state without its events

@@ -277,6 +277,7 @@ def test_the_takeover_silence_staff_replies_emergencies_a_rasa_restart_and_the_h
         assert urgent["state"] == "staff"
         emergency = next(o for o in stack.orders(resident["id"]) if o["kind"] == "emergency")
         assert emergency["priority"] == "P0"
+        assert emergency["details"]["during_takeover"] is True  # for the staff who have it
         assert urgent["replies"][-1] == "您现在在家吗？"
         assert web.say("在家")["replies"][0].startswith("好，已经告诉工作人员了")
         assert web.say("你们快点")["replies"] == []

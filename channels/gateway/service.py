@@ -73,9 +73,12 @@ class Incoming:
     intent: str | None = None  # a button: what the dialogue gets instead ("/book_medical")
     identity: tuple[IdentityKind, str] | None = None
 
-    def metadata(self) -> dict[str, Any]:
-        """What actions read from the message (actions/common.py identity() and channel())."""
+    def metadata(self, takeover: str | None = None) -> dict[str, Any]:
+        """What actions read from the message (actions/common.py identity() and channel());
+        `takeover`: staff have the conversation (an emergency's order says so)."""
         meta: dict[str, Any] = {"channel": self.channel.value}
+        if takeover:
+            meta["takeover"] = takeover
         if self.identity:
             meta["identity"] = {"kind": self.identity[0].value, "value": self.identity[1]}
         return meta
@@ -192,7 +195,7 @@ class Gateway:
             urgent = await self._urgent(incoming)
             if not urgent:
                 return quiet
-            replies, _ = await self._converse(incoming)
+            replies, _ = await self._converse(incoming, takeover=state)
         except (DialogueUnavailable, GatewayError):
             # Staff have the message; what the NLU would have heard is unknown.
             notice = " ".join(filter(None, (quiet.notice, DANGER_NUMBERS)))
@@ -224,14 +227,16 @@ class Gateway:
         known = await self.store.conversation(incoming.key)
         return Outcome(replies, known.get("state", "bot"))
 
-    async def _converse(self, incoming: Incoming) -> tuple[list[str], bool]:
+    async def _converse(
+        self, incoming: Incoming, takeover: str | None = None
+    ) -> tuple[list[str], bool]:
         """Forward to the dialogue; record and return what it says (and whether it handed
         the conversation to a person)."""
         try:
             turn = await self.dialogue.send(
                 incoming.key,
                 incoming.intent or incoming.text,
-                incoming.metadata(),
+                incoming.metadata(takeover),
                 incoming.channel.value,
             )
         except DialogueUnavailable as exc:
