@@ -7,13 +7,14 @@ sweep run here at a chosen moment: the controllable clock).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
+import httpx
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from tests.browser import Console
-from tests.support import Api, Backend
+from tests.support import Api, Backend, hotline_token
 from workorders.models import Conversation, Event, Handoff
 from workorders.office_hours import OfficeHours
 from workorders.services import conversations, events
@@ -104,10 +105,35 @@ def test_staff_claim_reply_and_hand_back_in_the_console(api: Api, console: Conso
 
 
 def test_a_hotline_hand_over_is_a_call_back_and_is_closed_with_its_outcome(
-    api: Api, console: Console
+    api: Api, backend: Backend, console: Console
 ) -> None:
     key, order_id = open_handoff(api, channel="hotline")
+    # The hotline writes the call's record when the call ends, with the orders it made.
+    now = datetime.now(timezone.utc)
+    with httpx.Client(
+        base_url=api.base_url, headers={"Authorization": f"Bearer {hotline_token(backend)}"}
+    ) as hotline:
+        record = hotline.post(
+            "/calls",
+            json={
+                "call_id": f"{uuid.uuid4().hex}@sip.linli.local",
+                "channel": "hotline",
+                "caller": "13800138000",
+                "started_at": (now - timedelta(seconds=90)).isoformat(),
+                "ended_at": now.isoformat(),
+                "outcome": "callback",
+                "transcript": [
+                    {"at": now.isoformat(), "speaker": "bot", "text": "您好，这里是邻里助手。"},
+                    {"at": now.isoformat(), "speaker": "caller", "text": "我要找人工"},
+                ],
+                "order_ids": [order_id],
+            },
+        )
+    assert record.status_code == 201, record.text
     page = console.open("agent", f"/console/conversations?c={key}")
+    call = page.locator("#conv-call")
+    expect(call.locator("#conv-call-facts")).to_contain_text("来电 138****8000，需回拨")
+    expect(call.locator(".msg-text")).to_have_text(["您好，这里是邻里助手。", "我要找人工"])
     page.get_by_role("button", name="我来接手").click()
     expect(page.locator("#conv-notice")).to_have_text(
         "这个渠道不能把文字送到居民那里：请按回拨工单给居民打电话，处理完后结束会话。"

@@ -16,6 +16,15 @@ const REASONS = {
   complaint: "居民投诉",
 };
 const ROLES = { resident: "居民", bot: "助手", staff: "工作人员", system: "记录" };
+const SPEAKERS = { caller: "来电人", bot: "助手", staff: "工作人员" };
+const CALL_OUTCOMES = {
+  completed: "已办完",
+  transferred: "已转人工",
+  callback: "需回拨",
+  abandoned: "对方挂断",
+  failed: "未接通",
+};
+const CALLED = ["hotline", "terminal"];
 const SUPERVISING = ["supervisor", "admin"].includes(me?.role);
 
 const list = document.getElementById("conv-list");
@@ -174,6 +183,46 @@ async function loadDetail() {
   }
   current = await api(`/conversations/${encodeURIComponent(selected)}`);
   render();
+  await showCall(current);
+}
+
+/**
+ * A telephone hand-over: the call it came from, found by its callback order among the calls of
+ * the hour before (the record is written when the call ends, listing the orders it made).
+ */
+async function showCall(conversation) {
+  const box = document.getElementById("conv-call");
+  const handoff = conversation?.handoff ?? conversation?.handoffs[0];
+  box.hidden = true;
+  if (!conversation || !CALLED.includes(conversation.channel) || !handoff?.order_id) return;
+  const opened = new Date(handoff.opened_at).getTime();
+  const query = new URLSearchParams({
+    channel: conversation.channel,
+    from: new Date(opened - 3600_000).toISOString(),
+    to: new Date(opened + 60_000).toISOString(),
+    limit: "100",
+  });
+  const calls = await api(`/calls?${query}`);
+  const call = calls.items.find((c) => c.order_ids.includes(handoff.order_id));
+  if (!call || conversation !== current) return;
+  const detail = await api(`/calls/${call.id}`);
+  fill(
+    document.getElementById("conv-call-facts"),
+    `${formatTime(detail.started_at)} 起，${duration(detail.duration_seconds * 1000)}，`,
+    `来电 ${detail.caller ?? "未显示号码"}，${CALL_OUTCOMES[detail.outcome] ?? detail.outcome}`,
+  );
+  fill(
+    document.getElementById("conv-call-log"),
+    detail.transcript.map((turn) =>
+      h(
+        "li",
+        { class: `msg msg--${turn.speaker === "caller" ? "resident" : turn.speaker}` },
+        h("p", { class: "msg-who" }, SPEAKERS[turn.speaker] ?? turn.speaker),
+        h("p", { class: "msg-text" }, turn.text),
+      ),
+    ),
+  );
+  box.hidden = false;
 }
 
 function select(key) {
