@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from workorders.models import Conversation, Event, Handoff, WorkOrder
+from workorders.models import Conversation, Event, Handoff, Resident, WorkOrder
 from workorders.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,13 @@ def record_conversation(
     handoff: Handoff | None,
     **data: Any,
 ) -> Event:
-    """A conversation's event, for consoles and the gateway; no words, no personal data."""
+    """A conversation's event, for consoles and the gateway; no words, no personal data.
+    Like an order's, it says which community it concerns (None: a sender not yet known)."""
+    resident = session.get(Resident, conversation.resident_id) if conversation.resident_id else None
     payload = {
         "conversation": conversation.key,
         "channel": conversation.channel,
+        "community": resident.community if resident else None,
         "resident_id": conversation.resident_id,
         "handoff_id": handoff.id if handoff else None,
         "reason": handoff.reason if handoff else None,
