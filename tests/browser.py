@@ -32,8 +32,11 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
+    """One browser per test module: Playwright's sync API keeps its event loop marked as
+    running in this thread while it is open, so the asyncio tests of other modules could not
+    start theirs (asyncio.run() from a running event loop)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make debian-deps` as root (Debian chromium)")
     with sync_playwright() as playwright:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import redis
@@ -13,11 +15,13 @@ from sqlalchemy import select
 from tests.factories import repair_body, resident_body
 from tests.servers import free_port
 from tests.support import Api, ApiProcess, Backend, seed_principals
+from workorders.db import POOL_SIZE
 from workorders.models import Event
 from workorders.services import events
 from workorders.settings import get_settings
 
 STREAM = get_settings().event_stream
+POLLS = 2 * POOL_SIZE + 5  # more than the API's worker threads (workorders/app.py)
 
 
 def _community_events(
@@ -165,3 +169,28 @@ def test_a_long_poll_that_answers_is_no_line_in_the_log(api: Api) -> None:
     assert "GET /events?after=%24&wait_ms=50 200" not in log
     assert f"GET /events?after={marker}&wait_ms=50 422" in log
     assert "GET /events?after=%24 200" in log
+
+
+def test_waiting_consoles_hold_up_nobody(api: Api) -> None:
+    """More long polls than the API has worker threads (2 x its database pool): every other
+    request is still answered while they all wait."""
+    rid = api.call("bot", "POST", "/residents", json=resident_body()).json()["id"]
+    order = api.call("bot", "POST", "/work-orders", json=repair_body(rid)).json()
+    after = api.call("agent", "GET", "/events", params={"after": "$"}).json()["last_id"]
+
+    def poll() -> int:
+        with api.as_("agent") as client:
+            return client.get(
+                "/events", params={"after": after, "wait_ms": 20_000}, timeout=40
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=POLLS) as pool:
+        polls = [pool.submit(poll) for _ in range(POLLS)]
+        time.sleep(1)  # all of them waiting in the API
+        read = api.call("agent", "GET", f"/work-orders/{order['id']}")
+        assert read.status_code == 200
+        assert not any(p.done() for p in polls)  # answered while every poll still waits
+        api.call(
+            "agent", "POST", f"/work-orders/{order['id']}/transitions", json={"to": "accepted"}
+        )
+        assert [p.result() for p in polls] == [200] * POLLS  # and the event ends their wait

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -165,24 +166,25 @@ def _publish_where(factory: sessionmaker[Session], condition: Any) -> int:
     return done
 
 
-def last_id() -> str:
-    """The id of the newest event ("0" when there is none): where "from now on" begins."""
-    newest = redis_client().xrevrange(get_settings().event_stream, count=1)
-    return newest[0][0].decode() if newest else "0"
-
-
 @lru_cache
-def _long_poll_client() -> redis.Redis:
-    """For blocking reads: the socket must outwait the longest long-poll (30 s)."""
-    return redis.Redis.from_url(
+def _reader() -> aioredis.Redis:
+    """For the stream's readers, on the event loop: a long poll holds no worker thread (50
+    waiting consoles once took every thread of the pool and stalled an SOS press). Its socket
+    must outwait the longest long poll (30 s)."""
+    return aioredis.Redis.from_url(
         get_settings().redis_url, socket_timeout=35, socket_connect_timeout=2
     )
 
 
-def read(after: str, limit: int, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
-    """Events after a stream id ("0" for the beginning, "$" for only new ones)."""
-    client = _long_poll_client() if block_ms else redis_client()
-    reply = client.xread({get_settings().event_stream: after}, count=limit, block=block_ms)
+async def last_id() -> str:
+    """The id of the newest event ("0" when there is none): where "from now on" begins."""
+    newest = await _reader().xrevrange(get_settings().event_stream, count=1)
+    return newest[0][0].decode() if newest else "0"
+
+
+async def read(after: str, limit: int, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
+    """Events after a stream id ("0" for the beginning), waiting up to `block_ms` for one."""
+    reply = await _reader().xread({get_settings().event_stream: after}, count=limit, block=block_ms)
     out: list[tuple[str, dict[str, str]]] = []
     for _stream, entries in reply or []:
         for entry_id, fields in entries:

@@ -6,7 +6,6 @@ import json
 
 import redis
 from fastapi import APIRouter, Depends, Query
-from starlette.concurrency import run_in_threadpool
 
 from workorders.errors import ApiError
 from workorders.schemas import ErrorOut, EventOut, EventPage
@@ -29,8 +28,8 @@ async def read_events(
 ) -> EventPage:
     try:
         if after == "$":  # "from now on" as a concrete id, so nothing between polls is lost
-            after = await run_in_threadpool(events.last_id)
-        entries = await run_in_threadpool(events.read, after, limit, wait_ms or None)
+            after = await events.last_id()
+        entries = await events.read(after, limit, wait_ms or None)
     except redis.RedisError as exc:
         raise ApiError(503, "events_unavailable", "事件服务暂时不可用，请稍后再试。") from exc
     items = [
