@@ -7,6 +7,9 @@ while it was down is done exactly once when it is back.
 Everything is real: baresip calls the hotline over SIP/RTP (the hotline's recogniser is
 scripted, HOTLINE_ASR=scripted, as scripts/run sets when there is no Chinese Vosk model), Rasa
 serves the trained model, the SOS terminal simulator is pressed over its control port.
+
+Then as staff would: the console in Debian's Chromium, the simulated terminal's button pressed,
+the alarm taken on; and a resident in the web chat.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Browser, expect
 
+from tests.browser import Console
 from tests.conftest import RUN_ID
 from tests.dialogue_stack import MODEL, Chat
 from tests.factories import resident_body, unique_phone
@@ -37,7 +42,18 @@ from tests.supervised import Squatter, Supervised, until
 from tests.test_hotline import Caller, loud_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = ("fhir", "api", "scheduler", "actions", "rasa", "outbox", "health", "sos", "hotline")
+PROGRAMS = (
+    "fhir",
+    "api",
+    "scheduler",
+    "actions",
+    "rasa",
+    "gateway",
+    "outbox",
+    "health",
+    "sos",
+    "hotline",
+)
 PASSWORD = "make-run-test-" + secrets.token_hex(4)
 SUN_DEMING = "15947042776"  # the demo resident with the SOS terminal sos-0000
 SCRIPT = ["你好", "厨房水管漏水了", "好的，再见"]  # what the caller "says", in order
@@ -303,3 +319,40 @@ async def test_killing_the_api_restarts_it_alone_and_loses_nothing(
         n: p for n, p in first.items() if n != "api"
     }, "only the API was restarted"
     assert "exited: hotline" not in run.supervised.text()
+
+
+def test_the_button_reaches_a_person_on_the_console_and_the_web_chat_answers(
+    make_run: Run,
+    chromium: Browser,
+) -> None:
+    run = make_run
+    up(run)
+    console = Console(chromium, run.api_url, "make-run")
+    try:
+        board = console.open("li.agent", "/console/", password=PASSWORD)
+        expect(board.locator("html")).to_have_attribute("data-live", "connected")
+        pressed = run.sos("POST", "/sos")
+        assert pressed["state"]["ready"], pressed
+        card = board.locator(".alarm--waiting")
+        expect(card).to_contain_text("孙德明", timeout=30_000)
+        expect(board.locator("#alarm-board")).to_have_attribute("data-alarm-sounding", "true")
+        order_id = int((card.get_attribute("id") or "").removeprefix("alarm-"))
+        card.get_by_role("button", name="我来处理").click()
+        expect(board.locator(f"#alarm-{order_id}")).to_contain_text("李网格员（我） 负责")
+        with run.api(staff_token(run)) as api:
+            order = api.get(f"/work-orders/{order_id}").json()
+            chain = api.get(f"/work-orders/{order_id}/escalation").json()
+        assert (order["kind"], order["status"]) == ("emergency", "accepted")
+        assert chain["running"] is False and chain["acknowledged_at"]
+
+        chat = console.browser.new_context(
+            base_url=f"http://127.0.0.1:{run.ports['gateway']}", locale="zh-CN"
+        )
+        console.contexts.append(chat)
+        page = chat.new_page()
+        page.goto("/chat/")
+        page.get_by_role("button", name="政策咨询").click()
+        expect(page.locator(".messages li.bot").first).to_be_visible(timeout=60_000)
+        assert console.errors == []
+    finally:
+        console.close(failed=False)
