@@ -193,6 +193,11 @@ def test_the_takeover_from_hand_over_to_hand_back(api: Api) -> None:
     assert staff_line["text"] == "您好，我是李网格员，师傅电话139****9000"
     assert staff_line["author"] == "agent" and staff_line["delivered_at"] is not None
 
+    # Worked on meanwhile in the orders page: handing back still resolves it.
+    moved = api.call(
+        "agent", "POST", f"/work-orders/{order_id}/transitions", json={"to": "in_progress"}
+    )
+    assert moved.status_code == 200, moved.text
     back = api.call(
         "agent",
         "POST",

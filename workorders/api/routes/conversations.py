@@ -139,8 +139,11 @@ def _work_the_order(
     for target in targets:
         with factory() as session:
             order = orders.get(session, order_id)
-            if Status(order.status) in (Status.resolved, Status.closed, Status.cancelled):
+            status = Status(order.status)
+            if status in (Status.resolved, Status.closed, Status.cancelled):
                 return
+            if target == Status.accepted and status != Status.new:
+                continue  # accepted already, and maybe worked on since (in progress, on hold)
             try:
                 outcome = orders.transition(
                     session, caller, order_id, target, reason, hospital, policy, clock()
