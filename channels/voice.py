@@ -6,7 +6,7 @@
     turn = await conversation.send("厨房水管漏水了")   # or a keypad choice: "/report_repair"
     turn.replies        # what to say, in order (Reply.text, Reply.slow …)
     turn.expect         # what the dialogue expects next: "yes_no", "choice" or None
-    state = await conversation.state()   # intent the NLU found, paused for a person, form
+    state = await conversation.state()   # the intent the NLU found, the active form
 
 A channel translates, it never decides: this module turns a caller's words into a message
 with the caller's identity, and the dialogue's answer into texts plus the hints actions attach
@@ -19,10 +19,9 @@ Why a client of the REST channel and not a custom Rasa `InputChannel`:
   "hotline" from it, and the session start looks the resident up with it) and `input_channel`
   (so the tracker records "hotline" as the latest input channel, as a custom channel would).
 - Nothing of the hotline is loaded into the Rasa server process: a mistake here cannot keep
-  Rasa from starting
-  for every other channel, and the hotline can be restarted on its own.
-- What REST does not return is what the NLU made of the words and whether the bot paused for a
-  person. `state()` reads that from the tracker's current state without its events
+  Rasa from starting for every other channel, and the hotline can be restarted on its own.
+- What REST does not return is what the NLU made of the words and which form is active.
+  `state()` reads that from the tracker's current state without its events
   (`GET /conversations/{id}/tracker?include_events=NONE`, a few ms), only when asked.
 
 The REST channel sends a reply's `json_message` as a message of its own ("custom") right after
@@ -90,7 +89,6 @@ class DialogueState:
 
     intent: str | None
     confidence: float
-    paused: bool
     active_loop: str | None
 
 
@@ -216,6 +214,5 @@ class VoiceConversation:
         return DialogueState(
             intent=intent.get("name"),
             confidence=float(intent.get("confidence") or 0.0),
-            paused=bool(tracker.get("paused")),
             active_loop=loop or None,
         )

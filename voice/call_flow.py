@@ -18,7 +18,7 @@ What the flow decides and why:
 - Unintelligible speech (nothing recognised, or a confirmation denied) goes to the dialogue
   as `/nlu_fallback`, so the dialogue core's one counter of misunderstandings decides when a
   person takes over (actions/conversation.py); `max_failures` here is only a safety net.
-- A hand-over (the dialogue's `handoff` hint or a paused conversation) is carried out on the
+- A hand-over (the dialogue's `handoff` hint) is carried out on the
   telephone: within office hours a transfer to the staff extension (REFER, else a bridge);
   otherwise, or when nobody answers, the caller is told when they will be called back. The
   callback order itself is the dialogue's (actions/handoff.py makes exactly one, idempotent
@@ -473,7 +473,7 @@ class CallFlow:
         self.failures = self.failures + 1 if state and state.intent == "nlu_fallback" else 0
         if self.call.state is CallState.ENDED:
             return
-        if handoff or (state is not None and state.paused):
+        if handoff:
             await self._hand_over()
         elif self.failures >= self.settings.max_failures and text != ASK_FOR_PERSON:
             await self._converse(ASK_FOR_PERSON)  # the dialogue makes the callback order
