@@ -330,59 +330,50 @@ def reply(
     return views.respond(_message_out(message, _names(session, caller.id)), 201)
 
 
-def _end(
-    kind: str,
-    text: str | None,
-    key: str,
-    caller: Caller,
-    session: Session,
-    hospital: HospitalAdapter,
-    policy: SlaPolicy,
-    clock: Clock,
-) -> Response:
-    if not caller.is_staff:
-        raise ApiError(403, "forbidden", "只有工作人员可以结束人工接待。")
-    handoff, event_ids = conversations.end(session, caller, key, kind, text, clock())
-    publish(event_ids)
-    reason = ("交回助手：" if kind == "handed_back" else "会话结束：") + (text or "无备注")
-    _work_the_order(
-        caller,
-        handoff.order_id,
-        (Status.accepted, Status.resolved),
-        reason,
-        hospital,
-        policy,
-        clock,
-    )
-    return views.respond(_conversation_out(session, key))
+class _Ending:
+    """Hand back or close: the same rights, the same end of the callback order."""
+
+    def __init__(
+        self,
+        caller: Caller = Depends(require("conversations:reply")),
+        session: Session = Depends(get_session),
+        hospital: HospitalAdapter = Depends(get_hospital),
+        policy: SlaPolicy = Depends(get_policy),
+        clock: Clock = Depends(get_clock),
+    ) -> None:
+        self.caller, self.session, self.hospital = caller, session, hospital
+        self.policy, self.clock = policy, clock
+
+    def __call__(self, kind: str, text: str | None, key: str) -> Response:
+        if not self.caller.is_staff:
+            raise ApiError(403, "forbidden", "只有工作人员可以结束人工接待。")
+        handoff, event_ids = conversations.end(
+            self.session, self.caller, key, kind, text, self.clock()
+        )
+        publish(event_ids)
+        reason = ("交回助手：" if kind == "handed_back" else "会话结束：") + (text or "无备注")
+        _work_the_order(
+            self.caller,
+            handoff.order_id,
+            (Status.accepted, Status.resolved),
+            reason,
+            self.hospital,
+            self.policy,
+            self.clock,
+        )
+        return views.respond(_conversation_out(self.session, key))
 
 
 @router.post("/{key}/handback", response_model=ConversationOut, responses=_ONE)
-def hand_back(
-    body: HandBackIn,
-    key: str = Key,
-    caller: Caller = Depends(require("conversations:reply")),
-    session: Session = Depends(get_session),
-    hospital: HospitalAdapter = Depends(get_hospital),
-    policy: SlaPolicy = Depends(get_policy),
-    clock: Clock = Depends(get_clock),
-) -> Response:
+def hand_back(body: HandBackIn, key: str = Key, end: _Ending = Depends()) -> Response:
     """Return the conversation to the bot, with a note of what staff settled."""
-    return _end("handed_back", body.note, key, caller, session, hospital, policy, clock)
+    return end("handed_back", body.note, key)
 
 
 @router.post("/{key}/close", response_model=ConversationOut, responses=_ONE)
-def close(
-    body: CloseIn,
-    key: str = Key,
-    caller: Caller = Depends(require("conversations:reply")),
-    session: Session = Depends(get_session),
-    hospital: HospitalAdapter = Depends(get_hospital),
-    policy: SlaPolicy = Depends(get_policy),
-    clock: Clock = Depends(get_clock),
-) -> Response:
+def close(body: CloseIn, key: str = Key, end: _Ending = Depends()) -> Response:
     """End the hand-over with an outcome (recorded on the conversation and its order)."""
-    return _end("closed", body.outcome, key, caller, session, hospital, policy, clock)
+    return end("closed", body.outcome, key)
 
 
 @router.get("/{key}/outbound", response_model=list[OutboundOut], responses=_ONE)
