@@ -1,0 +1,1 @@
+"""The WeChat official-account channel (on the conversation gateway at /wechat)."""
