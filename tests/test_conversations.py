@@ -1,7 +1,9 @@
 """Conversations (`/conversations`): every message kept masked and encrypted, the takeover
 state (bot, waiting, staff) that keeps the bot silent, one owner at a time, replies delivered
-once, hand-back and close carried to the callback order, and unclaimed hand-overs alerting
-supervisors in office hours. Against the API as a real process on SQLite and PostgreSQL.
+once, hand-back and close carried to the callback order, unclaimed hand-overs alerting
+supervisors in office hours, how far a reply reaches (WeChat's 48 h window) and a reply the
+channel refused (held for the resident's next message, or given up for a call). Against the
+API as a real process on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.support import Api, Backend
+from workorders.client import ApiError as ClientError
+from workorders.client import WorkOrdersClient
 from workorders.models import AuditEntry, Event
 from workorders.office_hours import OfficeHours
 from workorders.schemas import HandoffIn
@@ -444,3 +448,259 @@ def test_the_api_tells_the_dialogue_when_staff_answer(api: Api) -> None:
         assert abs((answer_from - now).total_seconds()) < 5
     else:
         assert answer_from == HOURS.next_opening(now)
+
+
+# --- reach (WeChat's 48 h window) and replies the channel could not deliver ----------------
+
+
+def test_the_channel_reports_how_far_a_reply_reaches(api: Api, backend: Backend) -> None:
+    conversation = key()
+    path = f"/conversations/{conversation}/reach"
+    body = {"open_until": "2026-12-07T09:30:00+08:00", "sends_left": 4}
+    unknown = api.call("gateway", "PUT", path, json=body)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "conversation_not_found")
+    say(api, conversation, "你好")
+    assert hand_over(api, conversation).status_code == 201
+    assert detail(api, conversation)["reach"] is None  # never reported: no limits
+
+    for _ in range(2):  # idempotent: the same report again changes nothing
+        assert api.call("gateway", "PUT", path, json=body).status_code == 204
+    reach = detail(api, conversation)["reach"]
+    assert reach["sends_left"] == 4
+    assert datetime.fromisoformat(reach["open_until"]) == datetime(
+        2026, 12, 7, 9, 30, tzinfo=SHANGHAI
+    )
+    listed = api.call("agent", "GET", "/conversations", params={"state": "waiting"}).json()
+    assert next(c for c in listed["items"] if c["key"] == conversation)["reach"] == reach
+
+    closed = {"open_until": None, "sends_left": 0}
+    assert api.call("gateway", "PUT", path, json=closed).status_code == 204
+    assert detail(api, conversation)["reach"] == closed  # the latest report stands
+    assert api.call("agent", "PUT", path, json=body).status_code == 403
+    with backend.session() as session:
+        reported = session.execute(
+            select(Event.payload).where(Event.type == "conversation.reach")
+        ).scalars()
+        mine = [p for p in reported if p["conversation"] == conversation]
+    assert len(mine) == 2  # one per change, so consoles show the latest
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"open_until": "2026-12-07T09:30:00+08:00", "sends_left": 6},
+        {"open_until": "2026-12-07T09:30:00+08:00", "sends_left": -1},
+        {"open_until": "2026-12-07T09:30:00+08:00", "sends_left": "4"},
+        {"open_until": "2026-12-07T09:30:00+08:00", "sends_left": True},
+        {"open_until": "2026-12-07T09:30:00", "sends_left": 4},
+        {"open_until": 1796607000, "sends_left": 4},
+        {"open_until": "明天", "sends_left": 4},
+        {"sends_left": 4},
+        {"open_until": None},
+        {"open_until": None, "sends_left": 4, "openid": "o-abc"},
+    ],
+)
+def test_a_bad_reach_report_is_refused(api: Api, body: dict) -> None:
+    conversation = key()
+    say(api, conversation, "你好")
+    response = api.call("gateway", "PUT", f"/conversations/{conversation}/reach", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["message"].startswith("请求内容有误，请检查这些字段：")
+    assert detail(api, conversation)["reach"] is None
+
+
+def test_what_staff_read_for_each_wechat_refusal() -> None:
+    assert [conversations.refusal(c) for c in (45015, 45047, 43004, 40003, 45009)] == [
+        "居民超过48小时没有发消息，微信不让再发客服消息",
+        "这次能发的客服消息条数用完了",
+        "居民已经取消关注公众号",
+        "居民的微信号无效",
+        "微信拒收（错误码 45009）",
+    ]
+
+
+def staff_reply(api: Api, conversation: str, order_id: int | None, text: str) -> int:
+    """A hand-over claimed by agent, who replies: the reply's message id."""
+    say(api, conversation, "你好")  # a channel that can push (the web chat)
+    assert hand_over(api, conversation, order_id).status_code in (200, 201)
+    assert api.call("agent", "POST", f"/conversations/{conversation}/claim").status_code == 200
+    reply = api.call("agent", "POST", f"/conversations/{conversation}/replies", json={"text": text})
+    assert reply.status_code == 201, reply.text
+    return int(reply.json()["id"])
+
+
+def undeliverable(
+    api: Api, conversation: str, message_id: int, code: int, fallback: str
+) -> httpx.Response:
+    return api.call(
+        "gateway",
+        "POST",
+        f"/conversations/{conversation}/outbound/{message_id}/undeliverable",
+        json={"code": code, "fallback": fallback},
+    )
+
+
+def _undeliverable_events(backend: Backend, conversation: str) -> list[dict]:
+    with backend.session() as session:
+        rows = session.execute(
+            select(Event.payload)
+            .where(Event.type == "conversation.undeliverable")
+            .order_by(Event.id)
+        ).scalars()
+        return [p for p in rows if p["conversation"] == conversation]
+
+
+def _system_lines(api: Api, conversation: str) -> list[str]:
+    return [m["text"] for m in detail(api, conversation)["messages"] if m["role"] == "system"]
+
+
+HELD = "这条回复暂时发不到居民的微信（{}）。已发订阅消息提醒居民，居民回消息后会自动送达。"
+GIVEN_UP = "这条回复没能发到居民的微信（{}）。请按回拨工单打电话联系居民。"
+
+
+def test_a_reply_wechat_refused_is_held_then_given_up_for_a_call(
+    api: Api, backend: Backend
+) -> None:
+    conversation = key()
+    say(api, conversation, "我家水管漏了")
+    order_id = callback_order(api, conversation)
+    message_id = staff_reply(api, conversation, order_id, "师傅电话13900139000")
+    outbound = f"/conversations/{conversation}/outbound"
+    before = len(_system_lines(api, conversation))
+
+    # Held: still pending in its exact words, a system line says why, staff are told.
+    for _ in range(2):  # the channel's retry is a no-op
+        held = undeliverable(api, conversation, message_id, 45015, "subscribe")
+        assert held.status_code == 204, held.text
+    pending = api.call("gateway", "GET", outbound).json()
+    assert [(m["id"], m["text"]) for m in pending] == [(message_id, "师傅电话13900139000")]
+    record = detail(api, conversation)
+    line = next(m for m in record["messages"] if m["id"] == message_id)
+    assert line["delivered_at"] is None
+    assert line["undelivered"] == {
+        "code": 45015,
+        "reason": "居民超过48小时没有发消息，微信不让再发客服消息",
+        "fallback": "subscribe",
+    }
+    assert _system_lines(api, conversation)[before:] == [
+        HELD.format("居民超过48小时没有发消息，微信不让再发客服消息")
+    ]
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert [h for h in order["history"] if h["action"] == "note"] == []  # nothing to call yet
+
+    # Then failed for good: no longer pending, its words forgotten, never marked delivered.
+    for _ in range(2):
+        gone = undeliverable(api, conversation, message_id, 43004, "callback")
+        assert gone.status_code == 204, gone.text
+    assert api.call("gateway", "GET", outbound).json() == []
+    line = next(m for m in detail(api, conversation)["messages"] if m["id"] == message_id)
+    assert line["delivered_at"] is None
+    assert line["text"] == "师傅电话139****9000"  # the masked record stays
+    assert line["undelivered"] == {
+        "code": 43004,
+        "reason": "居民已经取消关注公众号",
+        "fallback": "callback",
+    }
+    with backend.session() as session:
+        kept = session.execute(
+            text("SELECT delivery FROM conversation_messages WHERE id = :id"), {"id": message_id}
+        ).scalar_one()
+    assert kept is None
+    said = GIVEN_UP.format("居民已经取消关注公众号")
+    assert _system_lines(api, conversation)[before:] == [
+        HELD.format("居民超过48小时没有发消息，微信不让再发客服消息"),
+        said,
+    ]
+    # Whoever works the callback order reads the same, once.
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert [h["reason"] for h in order["history"] if h["action"] == "note"] == [said]
+
+    # One event per change, ids and codes only, so open consoles refresh.
+    events_seen = _undeliverable_events(backend, conversation)
+    assert [(e["message_id"], e["code"], e["fallback"]) for e in events_seen] == [
+        (message_id, 45015, "subscribe"),
+        (message_id, 43004, "callback"),
+    ]
+    handoff_id = record["handoffs"][0]["id"]
+    assert {e["handoff_id"] for e in events_seen} == {handoff_id}
+    strings = {v for e in events_seen for v in e.values() if isinstance(v, str)}
+    assert strings == {conversation, "web", "request_human", "subscribe", "callback"}
+
+    # Given up is final: it cannot be held again, nor will it be delivered after all.
+    again = undeliverable(api, conversation, message_id, 45015, "subscribe")
+    assert (again.status_code, again.json()["code"]) == (409, "given_up")
+    assert len(_undeliverable_events(backend, conversation)) == 2
+
+
+def test_a_reply_given_up_without_a_callback_order_asks_staff_to_call(api: Api) -> None:
+    conversation = key()
+    message_id = staff_reply(api, conversation, None, "您好")
+    response = undeliverable(api, conversation, message_id, 40003, "callback")
+    assert response.status_code == 204, response.text
+    assert _system_lines(api, conversation)[-1] == (
+        "这条回复没能发到居民的微信（居民的微信号无效）。请打电话联系居民。"
+    )
+    assert api.call("gateway", "GET", f"/conversations/{conversation}/outbound").json() == []
+
+
+def test_only_an_undelivered_staff_reply_of_that_conversation_can_be_refused(
+    api: Api, backend: Backend
+) -> None:
+    conversation = key()
+    said = say(api, conversation, "你好")
+    message_id = staff_reply(api, conversation, None, "您好，请讲")
+    other = key()
+    other_reply = staff_reply(api, other, None, "您好")
+    for wrong in (said["message_ids"][0], other_reply, 2**31 - 1):
+        refused = undeliverable(api, conversation, wrong, 45015, "subscribe")
+        assert (refused.status_code, refused.json()["code"]) == (404, "message_not_found")
+    unknown = undeliverable(api, key(), message_id, 45015, "subscribe")
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "conversation_not_found")
+
+    done = api.call(
+        "gateway", "POST", f"/conversations/{conversation}/outbound/{message_id}/delivered"
+    )
+    assert done.status_code == 204
+    late = undeliverable(api, conversation, message_id, 45015, "callback")
+    assert late.status_code == 409
+    assert late.json() == {"code": "already_delivered", "message": "这条回复已经送到居民那里了。"}
+
+    bad = api.call(
+        "gateway",
+        "POST",
+        f"/conversations/{other}/outbound/{other_reply}/undeliverable",
+        json={"code": 45015, "fallback": "sms"},
+    )
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+    staff = api.call(
+        "agent",
+        "POST",
+        f"/conversations/{other}/outbound/{other_reply}/undeliverable",
+        json={"code": 45015, "fallback": "callback"},
+    )
+    assert staff.status_code == 403
+    assert _undeliverable_events(backend, conversation) == []
+    assert _undeliverable_events(backend, other) == []
+
+
+async def test_the_client_reports_reach_and_a_refused_reply(api: Api) -> None:
+    conversation = key()
+    message_id = staff_reply(api, conversation, None, "您好")
+    client = WorkOrdersClient(api.base_url, api.process.tokens["gateway"])
+    try:
+        await client.set_reach(conversation, "2026-12-07T09:30:00+08:00", 4)
+        await client.set_reach(conversation, None, 0)
+        await client.undeliverable(conversation, message_id, 45047, "subscribe")
+        await client.undeliverable(conversation, message_id, 45047, "subscribe")
+        with pytest.raises(ClientError) as refused:
+            await client.set_reach(conversation, None, 6)
+        assert (refused.value.status, refused.value.code) == (422, "invalid_request")
+    finally:
+        await client.aclose()
+    record = detail(api, conversation)
+    assert record["reach"] == {"open_until": None, "sends_left": 0}
+    assert _system_lines(api, conversation)[-1] == HELD.format("这次能发的客服消息条数用完了")
+    assert [m["undelivered"] for m in record["messages"] if m["id"] == message_id] == [
+        {"code": 45047, "reason": "这次能发的客服消息条数用完了", "fallback": "subscribe"}
+    ]

@@ -174,6 +174,25 @@ class WorkOrdersClient:
     async def delivered(self, key: str, message_id: int) -> None:
         await self.request("POST", f"/conversations/{key}/outbound/{message_id}/delivered")
 
+    async def undeliverable(self, key: str, message_id: int, code: int, fallback: str) -> None:
+        """The channel refused a staff reply (`code`: WeChat's errcode). `fallback`:
+        "subscribe" (held until the resident writes again) or "callback" (given up; staff are
+        told to call). The same again is a no-op."""
+        await self.request(
+            "POST",
+            f"/conversations/{key}/outbound/{message_id}/undeliverable",
+            json={"code": code, "fallback": fallback},
+        )
+
+    async def set_reach(self, key: str, open_until: str | None, sends_left: int) -> None:
+        """How far a staff reply reaches the resident now: until `open_until` (ISO, with a
+        time zone; None: not now), `sends_left` more (0..5). The latest report stands."""
+        await self.request(
+            "PUT",
+            f"/conversations/{key}/reach",
+            json={"open_until": open_until, "sends_left": sends_left},
+        )
+
     # --- what the telephony service reads -------------------------------------------------------
 
     async def events(self, after: str, wait_ms: int = 0, limit: int = 100) -> dict[str, Any]:

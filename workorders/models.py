@@ -334,6 +334,11 @@ class Conversation(Base):
     open_handoff_id = Column(Integer, nullable=True)
     created_at = Column(TZDateTime(), nullable=False, default=utcnow)
     last_message_at = Column(TZDateTime(), nullable=False, default=utcnow, index=True)
+    # How far a staff reply can reach the resident, as the channel last reported it (WeChat's
+    # customer-service messages: until 48 h after the resident's last message, so many more);
+    # both null for a channel without such limits (never reported).
+    reach_until = Column(TZDateTime(), nullable=True)
+    reach_left = Column(Integer, nullable=True)
 
 
 class ConversationMessage(Base):
@@ -342,6 +347,8 @@ class ConversationMessage(Base):
     `text` is masked and encrypted, like call transcripts, and is what every view shows. A staff
     reply also keeps its exact words in `delivery` (encrypted) until the channel has delivered
     them, then only the masked record remains. `client_id` makes a channel's retry a no-op.
+    A reply the channel could not deliver keeps why (`undelivered_*`); given up on
+    (`callback`), its exact words are forgotten while `delivered_at` stays null.
     """
 
     __tablename__ = "conversation_messages"
@@ -358,6 +365,10 @@ class ConversationMessage(Base):
     client_id = Column(String(128), nullable=True)
     delivery = Column(EncryptedText, nullable=True)
     delivered_at = Column(TZDateTime(), nullable=True)
+    # A staff reply the channel refused: its error code and what was done instead (subscribe:
+    # held until the resident writes again; callback: given up, staff call the resident).
+    undelivered_code = Column(Integer, nullable=True)
+    undelivered_fallback = Column(String(16), nullable=True)
 
 
 class Handoff(Base):

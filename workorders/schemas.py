@@ -842,6 +842,60 @@ class HandoffOut(Out):
     alerts_sent: int
 
 
+class ReachIn(Strict):
+    """How far a staff reply can reach the resident now, as the channel knows it (WeChat:
+    customer-service messages until 48 h after the resident's last message, at most 5 per
+    message). Reported again whenever it changes; the latest report stands."""
+
+    open_until: datetime | None = Field(
+        ..., description="Until when replies can be sent (with a time zone); null: not now"
+    )
+    sends_left: conint(strict=True, ge=0, le=5) = Field(
+        ..., description="How many more replies the channel may send in that window"
+    )
+
+    @validator("open_until", pre=True)
+    def _iso(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("open_until 应为带时区的时间，例如 2026-12-07T09:30:00+08:00")
+        return value
+
+    @validator("open_until")
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("open_until 必须带时区，例如 2026-12-07T09:30:00+08:00")
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("open_until 超出了可以表示的时间范围") from None
+
+
+class ReachOut(Out):
+    open_until: datetime | None = Field(..., description="Until when replies can be sent")
+    sends_left: int = Field(..., description="How many more replies may be sent until then")
+
+
+class UndeliverableIn(Strict):
+    """The channel refused a staff reply (WeChat's `errcode`) and what it did instead."""
+
+    code: conint(strict=True, ge=-(2**31), le=2**31 - 1) = Field(
+        ..., description="The channel's error code (WeChat: 45015, 45047, 43004, 40003 …)"
+    )
+    fallback: Literal["subscribe", "callback"] = Field(
+        ...,
+        description="subscribe: the resident was sent a subscription message, the reply waits "
+        "for them to write again; callback: the reply is given up, staff call the resident",
+    )
+
+
+class UndeliveredOut(Out):
+    code: int
+    reason: str = Field(..., description="Why, in Chinese, for staff")
+    fallback: Literal["subscribe", "callback"]
+
+
 class ConversationOut(Out):
     key: str
     channel: Channel
@@ -850,6 +904,9 @@ class ConversationOut(Out):
     resident_name: str | None = Field(..., description="Masked unless revealed")
     state: ConversationState
     handoff: HandoffOut | None = Field(..., description="The open hand-over, if any")
+    reach: ReachOut | None = Field(
+        ..., description="How far a reply reaches now, as the channel reported; null: no limits"
+    )
     created_at: datetime
     last_message_at: datetime
 
@@ -861,6 +918,9 @@ class MessageOut(Out):
     author: str | None = Field(..., description="Display name of the staff member")
     text: str = Field(..., description="Numbers masked")
     delivered_at: datetime | None
+    undelivered: UndeliveredOut | None = Field(
+        ..., description="A staff reply the channel refused, and what was done instead"
+    )
 
 
 class ConversationDetailOut(ConversationOut):

@@ -5,7 +5,7 @@ may answer: not while a hand-over is open (waiting for staff, or claimed by one 
 state lives here, not in Rasa's tracker, so it survives session expiry and a Rasa restart.
 One person owns a claimed conversation; two claiming at once is decided by one conditional
 UPDATE. Every message is stored masked and encrypted; a staff reply keeps its exact words only
-until the channel has delivered them.
+until the channel has delivered them, or has given up on them (staff call the resident).
 """
 
 from __future__ import annotations
@@ -29,15 +29,28 @@ from workorders.models import (
     WorkOrder,
 )
 from workorders.office_hours import OfficeHours
-from workorders.schemas import HandoffIn, MessagesIn
+from workorders.schemas import HandoffIn, MessagesIn, ReachIn, UndeliverableIn
 from workorders.security import Caller
-from workorders.services import events
+from workorders.services import events, orders
+from workorders.services.sla import SlaPolicy
 
 REASON_LABELS = {
     "request_human": "居民要求人工服务",
     "not_understood": "助手多次没听懂",
     "complaint": "居民投诉",
 }
+# Why WeChat refused a staff reply (its errcode), in the words staff read; the channel only
+# passes the code on.
+REFUSALS = {
+    45015: "居民超过48小时没有发消息，微信不让再发客服消息",
+    45047: "这次能发的客服消息条数用完了",
+    43004: "居民已经取消关注公众号",
+    40003: "居民的微信号无效",
+}
+
+
+def refusal(code: int) -> str:
+    return REFUSALS.get(code, f"微信拒收（错误码 {code}）")
 
 
 @dataclass
@@ -359,16 +372,111 @@ def outbound(session: Session, key: str) -> list[ConversationMessage]:
     )
 
 
-def delivered(session: Session, key: str, message_id: int, now: datetime) -> ConversationMessage:
-    """The channel delivered it: only the masked record stays. Said twice: a no-op."""
-    conversation = get(session, key)
+def _staff_reply(
+    session: Session, key: str, conversation: Conversation, message_id: int
+) -> ConversationMessage:
     message = session.get(ConversationMessage, message_id)
     if message is None or message.conversation_id != conversation.id or message.role != "staff":
         raise ApiError(404, "message_not_found", f"会话 {key} 里没有编号为 {message_id} 的回复。")
+    return message
+
+
+def delivered(session: Session, key: str, message_id: int, now: datetime) -> ConversationMessage:
+    """The channel delivered it: only the masked record stays. Said twice: a no-op."""
+    conversation = get(session, key)
+    message = _staff_reply(session, key, conversation, message_id)
     if message.delivered_at is None:
         message.delivered_at, message.delivery = now, None
         session.commit()
     return message
+
+
+def set_reach(session: Session, key: str, body: ReachIn) -> list[int]:
+    """The channel's latest word on how far a reply reaches; staff watching are told."""
+    conversation = get(session, key, lock=True)
+    reach = (body.open_until, body.sends_left)
+    if (conversation.reach_until, conversation.reach_left) == reach:
+        session.commit()
+        return []
+    conversation.reach_until, conversation.reach_left = reach
+    handoff = open_handoff(session, conversation)
+    event_ids: list[int] = []
+    if handoff is not None:
+        event = events.record_conversation(session, "conversation.reach", conversation, handoff)
+        session.flush()
+        event_ids.append(event.id)
+    session.commit()
+    return event_ids
+
+
+def _handoff_at(session: Session, conversation: Conversation, at: datetime) -> Handoff | None:
+    """The hand-over open at `at` (a staff reply is only written while one is)."""
+    return session.execute(
+        select(Handoff)
+        .where(Handoff.conversation_id == conversation.id, Handoff.opened_at <= at)
+        .order_by(Handoff.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def undeliverable(
+    session: Session,
+    caller: Caller,
+    key: str,
+    message_id: int,
+    body: UndeliverableIn,
+    policy: SlaPolicy,
+    now: datetime,
+) -> list[int]:
+    """The channel could not deliver a staff reply. `subscribe`: it stays pending until the
+    resident writes again; `callback`: given up (its exact words forgotten, never marked
+    delivered) and the callback order told to call. Said again: a no-op; `callback` may
+    follow `subscribe` (held, then failed for good), not the other way round."""
+    conversation = get(session, key, lock=True)
+    message = _staff_reply(session, key, conversation, message_id)
+    if message.delivered_at is not None:
+        raise ApiError(409, "already_delivered", "这条回复已经送到居民那里了。")
+    before = message.undelivered_fallback
+    if before == body.fallback:
+        session.commit()
+        return []
+    if before == "callback":
+        raise ApiError(
+            409,
+            "given_up",
+            "这条回复已经不再发送，改为打电话联系居民。",
+            {"fallback": before},
+        )
+    reason = refusal(body.code)
+    handoff = _handoff_at(session, conversation, message.at)
+    order_id = handoff.order_id if handoff else None
+    message.undelivered_code, message.undelivered_fallback = body.code, body.fallback
+    if body.fallback == "subscribe":
+        note = (
+            f"这条回复暂时发不到居民的微信（{reason}）。"
+            "已发订阅消息提醒居民，居民回消息后会自动送达。"
+        )
+    else:
+        message.delivery = None
+        call = "请按回拨工单打电话联系居民。" if order_id else "请打电话联系居民。"
+        note = f"这条回复没能发到居民的微信（{reason}）。{call}"
+    _say(session, conversation, "system", note, now)
+    event = events.record_conversation(
+        session,
+        "conversation.undeliverable",
+        conversation,
+        handoff,
+        message_id=message.id,
+        code=body.code,
+        fallback=body.fallback,
+    )
+    session.flush()
+    event_id = event.id
+    if body.fallback == "callback" and order_id is not None:
+        orders.add_note(session, caller, order_id, note, policy, now)  # commits it all
+    else:
+        session.commit()
+    return [event_id]
 
 
 def search(

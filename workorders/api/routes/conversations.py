@@ -3,7 +3,9 @@
 Channels (the gateway, `conversations:write`) record each message and learn whether the bot
 may answer; the dialogue opens a hand-over; staff (`conversations:read`, `:reply`) claim,
 reply, hand back or close. Claiming is the first response on the hand-over's callback order
-(it is accepted and assigned to whoever claims); handing back or closing resolves it.
+(it is accepted and assigned to whoever claims); handing back or closing resolves it. The
+channel also reports how far a reply reaches the resident (WeChat's 48 h window) and a reply
+it could not deliver.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ from workorders.schemas import (
     MessageOut,
     MessagesIn,
     OutboundOut,
+    ReachIn,
+    ReachOut,
     RecordedOut,
     ReplyIn,
     StateOut,
+    UndeliverableIn,
+    UndeliveredOut,
 )
 from workorders.security import Caller, require
 from workorders.services import audit, conversations, orders
@@ -98,6 +104,9 @@ def _fields(
         "resident_name": resident.name if resident else None,
         "state": conversations.state_of(handoff),
         "handoff": _handoff_out(session, handoff),
+        "reach": None
+        if conversation.reach_left is None
+        else ReachOut(open_until=conversation.reach_until, sends_left=conversation.reach_left),
         "created_at": conversation.created_at,
         "last_message_at": conversation.last_message_at,
     }
@@ -118,6 +127,13 @@ def _message_out(message: ConversationMessage, names: dict[int, str]) -> Message
         author=names.get(message.author_id) if message.author_id else None,
         text=message.text,
         delivered_at=message.delivered_at,
+        undelivered=None
+        if message.undelivered_fallback is None
+        else UndeliveredOut(
+            code=message.undelivered_code,
+            reason=conversations.refusal(message.undelivered_code),
+            fallback=message.undelivered_fallback,
+        ),
     )
 
 
@@ -404,4 +420,36 @@ def mark_delivered(
 ) -> Response:
     """The channel delivered the reply: its exact words are forgotten, the masked record stays."""
     conversations.delivered(session, key, message_id, clock())
+    return Response(status_code=204)
+
+
+@router.post("/{key}/outbound/{message_id}/undeliverable", status_code=204, responses=_ONE)
+def mark_undeliverable(
+    body: UndeliverableIn,
+    key: str = Key,
+    message_id: int = Path(..., ge=1, le=2**31 - 1),
+    caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_session),
+    policy: SlaPolicy = Depends(get_policy),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """The channel refused the reply (`code`, WeChat's errcode). `subscribe`: it stays
+    pending until the resident writes again; `callback`: given up, and the hand-over's
+    callback order gets a note to call the resident. Either way a system message says why.
+    The same again is a no-op; `callback` may follow `subscribe`."""
+    event_ids = conversations.undeliverable(session, caller, key, message_id, body, policy, clock())
+    publish(event_ids)
+    return Response(status_code=204)
+
+
+@router.put("/{key}/reach", status_code=204, responses={404: {"model": ErrorOut}})
+def set_reach(
+    body: ReachIn,
+    key: str = Key,
+    _caller: Caller = Depends(require("conversations:write")),
+    session: Session = Depends(get_session),
+) -> Response:
+    """How far a staff reply reaches the resident now (WeChat: customer-service messages
+    until `open_until`, `sends_left` more); the latest report stands."""
+    publish(conversations.set_reach(session, key, body))
     return Response(status_code=204)
