@@ -655,3 +655,18 @@ def test_wechatpy_client_works_against_it(safe: Standin) -> None:
     safe.http.post(f"{safe.base}/standin/tokens/revoke").raise_for_status()
     client.message.send_text(user, "再说一次")  # 40001: wechatpy fetches a new token, retries
     assert [i["text"] for i in safe.inbox(user)] == ["您好，请讲", "再说一次"]
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+def test_the_page_is_served_with_a_strict_policy(safe: Standin) -> None:
+    page = safe.http.get(f"{safe.base}/")
+    assert page.status_code == 200 and "邻里社区" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "http" not in policy  # nothing from elsewhere
+    for asset in ("app.js", "style.css", "mic.svg", "picture.svg"):
+        assert safe.http.get(f"{safe.base}/static/{asset}").status_code == 200
+    config = safe.http.get(f"{safe.base}/standin/config").json()
+    assert config["account_name"] == "邻里社区" and config["original_id"] == ORIGINAL_ID

@@ -222,6 +222,10 @@ def install(app: FastAPI, settings: StandinSettings, state: State) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", response_model=None)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")

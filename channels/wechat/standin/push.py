@@ -224,6 +224,7 @@ class Pusher:
         named = dict(fields)
         return {
             "msg_id": named.get("MsgId"),
+            "media_id": named.get("MediaId"),
             "create_time": named["CreateTime"],
             "attempts": [a.as_json() for a in attempts],
             "passive": passive,
