@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from enum import Enum
 from pathlib import Path
@@ -39,7 +40,12 @@ class StandinSettings(BaseSettings):
     cutoff_seconds: float = Field(5.0, gt=0, env="WECHAT_STANDIN_CUTOFF_SECONDS")
     retries: int = Field(3, ge=0, le=10, env="WECHAT_STANDIN_RETRIES")
     # Where the 🎤 button's sample recordings are (AISHELL, transcripts.tsv beside them).
-    samples_dir: Path = Field(ROOT.parent / "shared" / "audio" / "zh", env="WECHAT_STANDIN_SAMPLES")
+    samples_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared")
+        / "audio"
+        / "zh",
+        env="WECHAT_STANDIN_SAMPLES",
+    )
 
     class Config:
         env_file = str(ROOT / "var" / "linli.env")
