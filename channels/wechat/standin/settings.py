@@ -41,9 +41,9 @@ class StandinSettings(BaseSettings):
     retries: int = Field(3, ge=0, le=10, env="WECHAT_STANDIN_RETRIES")
     # Where the 🎤 button's sample recordings are (AISHELL, transcripts.tsv beside them).
     samples_dir: Path = Field(
-        default_factory=lambda: Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared")
-        / "audio"
-        / "zh",
+        default_factory=lambda: (
+            Path(os.environ.get("LINLI_SHARED_DIR") or ROOT.parent / "shared") / "audio" / "zh"
+        ),
         env="WECHAT_STANDIN_SAMPLES",
     )
 
