@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from channels.wechat.tokens import AccessTokens, TokenUnavailable
+from channels.wechat.tokens import AccessTokens, Fetch, TokenUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ class WeChatApi:
         prefix: str,
         *,
         timeout: float = 10.0,
-        tokens_factory: Callable[[Callable[[bool], Awaitable[tuple[str, int]]]], AccessTokens]
-        | None = None,
+        tokens_factory: Callable[[Fetch], AccessTokens] | None = None,
     ) -> None:
         self._app_id = app_id
         self._secret = app_secret
