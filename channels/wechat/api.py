@@ -12,9 +12,9 @@ Bodies are sent as UTF-8 JSON without `\\u` escapes: WeChat counts and shows the
 Texts: a customer-service text may carry `TEXT_LIMIT_BYTES` (2048 bytes of UTF-8). `send_text`
 splits a longer text at line, then sentence, then clause boundaries and sends the parts in
 order as separate messages. Each part counts against WeChat's quota of customer-service
-messages per resident interaction (45047), so a long text can use it up; a part that fails
-raises with `sent`, the number of parts already delivered. Callers that prefer to decide can
-`split_text` first.
+messages per resident action (a message, a menu click, a follow: a handful each, then 45047),
+so a long text can use it up. A part that fails raises with `sent`, the number of parts already
+delivered. Callers that prefer to decide can `split_text` first.
 """
 
 from __future__ import annotations
@@ -76,7 +76,12 @@ class WeChatError(Exception):
 
 
 class WeChatUnavailable(Exception):
-    """WeChat (or the Redis holding the token) did not answer usably: try again later."""
+    """WeChat (or the Redis holding the token) did not answer usably: try again later. A send
+    that timed out may still have been delivered. `sent` as for WeChatError."""
+
+    def __init__(self, reason: str, sent: int = 0) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT_BYTES) -> list[str]:
@@ -148,7 +153,7 @@ class WeChatApi:
             body = {"touser": openid, "msgtype": "text", "text": {"content": part}}
             try:
                 await self._call("POST", "/cgi-bin/message/custom/send", body)
-            except WeChatError as exc:
+            except (WeChatError, WeChatUnavailable) as exc:
                 exc.sent = sent
                 raise
         return len(parts)
