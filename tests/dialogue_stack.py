@@ -172,3 +172,16 @@ def running_stack(
         rasa.start()
         stack.callback(rasa.stop)
         yield DialogueStack(api_process, rasa.health.rsplit("/", 1)[0], actions, rasa)
+
+
+def agent_token(stack: DialogueStack, run_id: str) -> str:
+    """A bearer token of the dialogue stack's staff agent (seeded as agent-dlg<run id>)."""
+    from tests.support import PASSWORD
+
+    login = httpx.post(
+        f"{stack.api.base_url}/auth/token",
+        json={"username": f"agent-dlg{run_id}", "password": PASSWORD},
+        timeout=30,
+    )
+    assert login.status_code == 200, login.text
+    return str(login.json()["access_token"])

@@ -24,11 +24,11 @@ from playwright.sync_api import Browser, Page
 from channels.gateway.webchat import conversation_key
 from tests.browser import chromium  # noqa: F401 (the fixture)
 from tests.conftest import RUN_ID
-from tests.dialogue_stack import BIN, ROOT, DialogueStack, Process
+from tests.dialogue_stack import BIN, ROOT, DialogueStack, Process, agent_token
 from tests.factories import resident_body
 from tests.servers import free_port
 from tests.supervised import until
-from tests.support import PASSWORD, Api
+from tests.support import Api
 
 PREFIX = f"linli:test:{RUN_ID}"  # the conftest removes these keys at the end
 TRACKERS = f"linlitest{RUN_ID}:tracker:"  # Rasa's tracker store (tests/conftest.py)
@@ -194,18 +194,12 @@ def gateway_process(
 def stack(dialogue: DialogueStack) -> Iterator[Stack]:
     gateway = gateway_process(dialogue)
     gateway.start()
-    login = httpx.post(
-        f"{dialogue.api.base_url}/auth/token",
-        json={"username": f"agent-dlg{RUN_ID}", "password": PASSWORD},
-        timeout=30,
-    )
-    assert login.status_code == 200, login.text
     try:
         yield Stack(
             Api(dialogue.api),
             dialogue,
             gateway.health.removesuffix("/health"),
-            login.json()["access_token"],
+            agent_token(dialogue, RUN_ID),
         )
     finally:
         gateway.stop()

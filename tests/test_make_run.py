@@ -49,6 +49,7 @@ PROGRAMS = (
     "actions",
     "rasa",
     "gateway",
+    "wechat",
     "outbox",
     "health",
     "sos",
@@ -103,7 +104,9 @@ class Run:
 def make_run(redis_client: redis.Redis) -> Iterator[Run]:
     assert MODEL.exists(), "make test trains models/current.tar.gz first"
     run_dir = Path(tempfile.mkdtemp(prefix="linli-run-"))  # short: supervisor.sock lives here
-    ports = {name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos", "gateway")}
+    ports = {
+        name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos", "gateway", "wechat")
+    }
     ports["sip"] = free_sip_port()
     tokens = {
         f"LINLI_TOKEN_{name}": secrets.token_urlsafe(24)
@@ -116,7 +119,7 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         key: value
         for key, value in os.environ.items()
         # scripts/run derives these from the ports below
-        if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_"))
+        if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_", "WECHAT_"))
         and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL", "GATEWAY_URL")
     }
     env.update(
@@ -128,6 +131,7 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         LINLI_RASA_PORT=str(ports["rasa"]),
         LINLI_SOS_PORT=str(ports["sos"]),
         LINLI_GATEWAY_PORT=str(ports["gateway"]),
+        WECHAT_STANDIN_PORT=str(ports["wechat"]),
         HOTLINE_SIP_PORT=str(ports["sip"]),
         HOTLINE_ASR="scripted",
         HOTLINE_SCRIPT=str(script),

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -15,8 +16,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
-from channels.gateway import api, errors, webchat
-from channels.gateway.delivery import Delivery
+from channels.gateway import api, errors, webchat, wechat
+from channels.gateway.delivery import Delivery, Pusher
 from channels.gateway.deps import Services
 from channels.gateway.dialogue import Dialogue
 from channels.gateway.resume import Resumer
@@ -64,10 +65,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         store = Store(client, settings.redis_prefix)
         resumer = Resumer(dialogue, store)
         gateway = Gateway(workorders, dialogue, store, resumer)
-        delivery = Delivery(workorders, events, gateway, store, resumer, settings.events_wait_ms)
+        closing: list[Any] = [workorders, events, dialogue]
+        tasks: list[asyncio.Task[Any]] = []
+        pushers: dict[str, Pusher] = {}
+        if settings.wechat_token.get_secret_value():
+            app.state.wechat = wechat.make_channel(settings, client, gateway, store, workorders)
+            pushers["wechat"] = app.state.wechat.pusher
+            closing.append(app.state.wechat.pusher.api)
+            tasks.append(asyncio.create_task(app.state.wechat.keep_menu(), name="wechat-menu"))
+        delivery = Delivery(
+            workorders, events, gateway, store, resumer, settings.events_wait_ms, pushers
+        )
         hub = WakeHub(store)
         app.state.services = Services(settings, store, gateway, delivery, hub)
-        tasks = [
+        tasks += [
             asyncio.create_task(hub.run(), name="gateway-wake-ups"),
             asyncio.create_task(delivery.run(), name="gateway-event-tail"),
         ]
@@ -79,18 +90,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             for task in tasks:
                 with suppress(asyncio.CancelledError):
                     await task
-            for closing in (workorders, events, dialogue):
-                await closing.aclose()
+            for each in closing:
+                await each.aclose()
             await client.close()
 
     app = FastAPI(
         title="Linli conversation gateway",
-        description="Every text channel's way to the dialogue; the resident web chat at /chat/.",
+        description=(
+            "Every text channel's way to the dialogue: the resident web chat at /chat/, "
+            "WeChat at /wechat."
+        ),
         lifespan=lifespan,
     )
     errors.install(app)
     app.include_router(webchat.router)
     app.include_router(api.router)
+    app.include_router(wechat.router)
     app.mount("/chat/static", StaticFiles(directory=webchat.STATIC), name="chat-static")
 
     @app.get("/health", include_in_schema=False)

@@ -8,9 +8,12 @@ on where it stopped) and, for conversations this gateway carries:
   staff reply and on each change, so they fetch the replies at once;
 - resumes the bot once a hand-over ends (channels/gateway/resume.py; the first message after
   the hand-back does the same, whichever comes first);
-- records what the API could not take while it was down (channels/gateway/service.py).
+- records what the API could not take while it was down (channels/gateway/service.py);
+- hands a staff reply on WeChat to its pusher (channels/gateway/wechat_push.py), which sends
+  it as a customer-service message.
 
-A staff reply counts as delivered only when the page has shown it (`delivered`).
+A staff reply counts as delivered only when the page has shown it (`delivered`), or when
+WeChat took it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -41,6 +44,12 @@ WAKES = frozenset(STATE_AFTER) | {"conversation.reply"}
 MAX_PAUSE_SECONDS = 30.0
 
 
+class Pusher(Protocol):
+    """A channel that delivers staff replies by itself (WeChat), rather than an open page."""
+
+    async def deliver_pending(self, key: str) -> None: ...
+
+
 class Delivery:
     def __init__(
         self,
@@ -50,9 +59,11 @@ class Delivery:
         store: Store,
         resumer: Resumer,
         wait_ms: int,
+        pushers: dict[str, Pusher] | None = None,  # by channel
     ) -> None:
         self.api, self.events_api, self.gateway = api, events_api, gateway
         self.store, self.resumer, self.wait_ms = store, resumer, wait_ms
+        self.pushers = pushers or {}
 
     # --- what an open page shows -------------------------------------------------------------
 
@@ -104,7 +115,8 @@ class Delivery:
 
     async def on_event(self, item: dict[str, Any]) -> None:
         key = (item.get("data") or {}).get("conversation")
-        if not key or not await self.store.conversation(key):
+        known = await self.store.conversation(key) if key else {}
+        if not key or not known:
             return  # not a conversation this gateway carries (the hotline's, say)
         kind = item["type"]
         if kind in STATE_AFTER:
@@ -115,6 +127,9 @@ class Delivery:
                 await self.gateway.refresh(key)
         if kind in WAKES:
             await self.store.wake(key)
+        pusher = self.pushers.get(known.get("channel", ""))
+        if kind == "conversation.reply" and pusher is not None:
+            await pusher.deliver_pending(key)
         if kind in ENDED:
             await self._resume(key)
 

@@ -32,6 +32,20 @@ class GatewaySettings(BaseSettings):
     # An open web chat page asks for staff replies this often even without a wake-up.
     stream_fallback_seconds: float = Field(15.0, gt=0, env="GATEWAY_STREAM_FALLBACK_SECONDS")
 
+    # WeChat (channels/wechat, /wechat): the official account's server settings. Without a token
+    # the channel is off. The EncodingAESKey is needed for safe and compatible mode.
+    wechat_token: SecretStr = Field(SecretStr(""), env="WECHAT_TOKEN")
+    wechat_app_id: str = Field("", env="WECHAT_APP_ID")
+    wechat_app_secret: SecretStr = Field(SecretStr(""), env="WECHAT_APP_SECRET")
+    wechat_aes_key: SecretStr = Field(SecretStr(""), env="WECHAT_AES_KEY")
+    wechat_api_base: str = Field("https://api.weixin.qq.com", env="WECHAT_API_BASE")
+    # A subscription-message template ("服务回复提醒": thing1, thing2) that tells a resident staff
+    # answered when a customer-service message is no longer allowed; none: staff call back.
+    wechat_reply_template: str = Field("", env="WECHAT_REPLY_TEMPLATE_ID")
+    # How long a push waits for the dialogue's answer to go back passively; later answers go as
+    # customer-service messages. WeChat gives up after 5 s; the bench's goal is 1 s.
+    wechat_passive_seconds: float = Field(0.8, gt=0, le=4.0, env="WECHAT_PASSIVE_SECONDS")
+
     class Config:
         env_file = str(ROOT / "var" / "linli.env")
         env_file_encoding = "utf-8"

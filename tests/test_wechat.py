@@ -1,0 +1,450 @@
+"""WeChat end to end: the WeChat stand-in (channels/wechat/standin, WeChat's real protocol on
+loopback, safe mode) pushes as residents would, to the real gateway in front of Rasa with the
+trained model, the action server and the work-order API. What each resident received is read
+from the stand-in: a passive reply, a customer-service message, or WeChat's error notice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+import pytest
+import xmltodict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from wechatpy.crypto import WeChatCrypto
+
+from tests.conftest import RUN_ID
+from tests.dialogue_stack import BIN, DialogueStack, Process, agent_token
+from tests.factories import resident_body
+from tests.servers import free_port, serve_app
+from tests.support import Api
+
+PREFIX = f"linli:test:{RUN_ID}:wx"  # the conftest removes linli:test:{RUN_ID}* at the end
+ERROR_NOTICE = "该公众号暂时无法提供服务，请稍后再试"
+SAMPLE = "BAC009S0764W0121.wav"  # ../shared/audio/zh
+
+
+def account() -> dict[str, str]:
+    """A fresh official account's server settings, as ensure-key makes them."""
+    return {
+        "WECHAT_TOKEN": secrets.token_hex(16),
+        "WECHAT_AES_KEY": base64.b64encode(os.urandom(32)).decode().rstrip("="),
+        "WECHAT_APP_ID": "wx" + secrets.token_hex(8),
+        "WECHAT_APP_SECRET": secrets.token_hex(16),
+    }
+
+
+@dataclass
+class User:
+    """One WeChat user, acting through the stand-in."""
+
+    standin: str
+    openid: str = field(default_factory=lambda: "o" + secrets.token_urlsafe(20))
+    seen: int = 0  # inbox items already read
+    resident: dict[str, Any] = field(default_factory=dict)
+
+    def act(self, **message: Any) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.standin}/standin/users/{self.openid}/messages", json=message, timeout=120
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def inbox(self, wait: float = 0) -> list[dict[str, Any]]:
+        """What arrived since last read (waiting up to `wait` seconds for something)."""
+        response = httpx.get(
+            f"{self.standin}/standin/users/{self.openid}/inbox",
+            params={"after": self.seen, "wait": wait},
+            timeout=wait + 30,
+        )
+        items = response.json()["items"]
+        self.seen += len(items)
+        return items
+
+    def answer(self, pushed: dict[str, Any], seconds: float = 30) -> str:
+        """The one answer to a push: passive, or else the next customer-service message."""
+        assert pushed["error_notice"] is None, pushed
+        if pushed["passive"] is not None:
+            self.seen = max(self.seen, pushed["passive"]["seq"])
+            return str(pushed["passive"]["text"])
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            items = self.inbox(wait=left)
+            texts = [i["text"] for i in items if i["via"] == "custom"]
+            if texts:
+                return "\n".join(texts)
+        raise AssertionError(f"no answer within {seconds} s")
+
+    def say(self, text: str) -> str:
+        return self.answer(self.act(type="text", content=text))
+
+    def click(self, key: str) -> str:
+        return self.answer(self.act(type="event", event="CLICK", key=key))
+
+
+@dataclass
+class WeChat:
+    api: Api
+    dialogue: DialogueStack
+    gateway: str
+    standin: str
+    settings: dict[str, str]
+    staff_token: str
+
+    def user(self, known: bool = True) -> User:
+        """A follower of the account; `known`: a resident the dialogue already linked to the
+        openid (as its registration flow does on first contact)."""
+        user = User(self.standin)
+        if known:
+            body = resident_body(identities=[{"kind": "wechat_openid", "value": user.openid}])
+            response = self.api.call("bot", "POST", "/residents", json=body)
+            assert response.status_code == 201, response.text
+            user.resident = response.json()
+        user.answer(user.act(type="event", event="subscribe"))  # the dialogue's greeting
+        return user
+
+    def key(self, user: User) -> str:
+        raw = f"{self.settings['WECHAT_APP_ID']}:{user.openid}".encode()
+        return "wx-" + hashlib.sha256(raw).hexdigest()[:32]
+
+    def orders(self, resident_id: int) -> list[dict[str, Any]]:
+        return self.api.call(
+            "bot", "GET", "/work-orders", params={"resident_id": resident_id}
+        ).json()["items"]
+
+    def staff(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.staff_token}"}
+        return httpx.request(
+            method, f"{self.api.base_url}{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def lines(self, key: str) -> list[tuple[str, str]]:
+        response = self.staff("GET", f"/conversations/{key}")
+        assert response.status_code == 200, response.text
+        return [(m["role"], m["text"]) for m in response.json()["messages"]]
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.standin}/standin/stats", timeout=10).json()
+
+    def push_raw(
+        self, body: bytes, *, signed: bool = True, nonce: str = "n0nce", **query: str
+    ) -> httpx.Response:
+        """A push made by hand, as WeChat would make it (or not)."""
+        timestamp = str(int(time.time()))
+        signature = sign(self.settings["WECHAT_TOKEN"], timestamp, nonce)
+        params = {"signature": signature if signed else "0" * 40, "timestamp": timestamp}
+        params |= {"nonce": nonce, **query}
+        return httpx.post(f"{self.gateway}/wechat", params=params, content=body, timeout=30)
+
+    def crypto(self) -> WeChatCrypto:
+        s = self.settings
+        return WeChatCrypto(s["WECHAT_TOKEN"], s["WECHAT_AES_KEY"], s["WECHAT_APP_ID"])
+
+
+def decrypt(wechat: WeChat, envelope: str) -> str:
+    """A passive reply's text, as WeChat reads an encrypted one."""
+    outer = xmltodict.parse(envelope)["xml"]
+    plain = wechat.crypto().decrypt_message(
+        envelope, outer["MsgSignature"], outer["TimeStamp"], outer["Nonce"]
+    )
+    return str(xmltodict.parse(plain)["xml"]["Content"])
+
+
+def sign(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def gateway_with_wechat(
+    dialogue: DialogueStack, settings: dict[str, str], standin_port: int, **env: str
+) -> Process:
+    port = free_port()
+    return Process(
+        [str(BIN / "python"), "-m", "channels.gateway", "--port", str(port)],
+        {
+            "RASA_URL": dialogue.rasa_url,
+            "WORKORDERS_URL": dialogue.api.base_url,
+            "LINLI_TOKEN_GATEWAY": dialogue.api.tokens["gateway"],
+            "LINLI_REDIS_PREFIX": f"{PREFIX}:{uuid.uuid4().hex[:6]}",
+            "GATEWAY_EVENTS_WAIT_MS": "5000",
+            "WECHAT_API_BASE": f"http://127.0.0.1:{standin_port}",
+            **settings,
+            **env,
+        },
+        f"http://127.0.0.1:{port}/health",
+        startup=30,
+    )
+
+
+def standin_process(settings: dict[str, str], port: int, callback: str) -> Process:
+    return Process(
+        [str(BIN / "python"), "-m", "channels.wechat.standin", "--port", str(port)],
+        {**settings, "WECHAT_MODE": "safe", "WECHAT_STANDIN_CALLBACK": callback},
+        f"http://127.0.0.1:{port}/standin/config",
+        startup=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def wechat(dialogue: DialogueStack) -> Iterator[WeChat]:
+    settings = account()
+    standin_port = free_port()
+    gateway = gateway_with_wechat(dialogue, settings, standin_port)
+    gateway.start()
+    gateway_url = gateway.health.removesuffix("/health")
+    standin = standin_process(settings, standin_port, f"{gateway_url}/wechat")
+    standin.start()
+    try:
+        yield WeChat(
+            Api(dialogue.api),
+            dialogue,
+            gateway_url,
+            f"http://127.0.0.1:{standin_port}",
+            settings,
+            agent_token(dialogue, RUN_ID),
+        )
+    finally:
+        standin.stop()
+        gateway.stop()
+
+
+# --- the protocol ---------------------------------------------------------------------------
+
+
+def test_the_url_check_answers_echostr_only_to_a_correct_signature(wechat: WeChat) -> None:
+    timestamp, nonce, echo = str(int(time.time())), "n0nce", "echo-4711"
+    good = sign(wechat.settings["WECHAT_TOKEN"], timestamp, nonce)
+    query = {"timestamp": timestamp, "nonce": nonce, "echostr": echo}
+    answer = httpx.get(f"{wechat.gateway}/wechat", params={**query, "signature": good})
+    assert (answer.status_code, answer.text) == (200, echo)
+    wrong = httpx.get(f"{wechat.gateway}/wechat", params={**query, "signature": "f" * 40})
+    assert wrong.status_code == 403 and echo not in wrong.text
+
+
+def test_a_bad_signature_is_refused_and_nothing_reaches_the_dialogue(wechat: WeChat) -> None:
+    user = wechat.user()
+    resident = user.resident
+    xml = (
+        f"<xml><ToUserName>gh_x</ToUserName><FromUserName>{user.openid}</FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType>text</MsgType>"
+        "<Content>厨房水管漏水了</Content><MsgId>99887766</MsgId></xml>"
+    ).encode()
+    assert wechat.push_raw(xml, signed=False).status_code == 403
+    # Safe mode: the outer signature right, the ciphertext's msg_signature wrong.
+    sealed = wechat.crypto().encrypt_message(xml.decode(), "n0nce", str(int(time.time())))
+    envelope = sealed.replace("<MsgSignature>", "<X>").replace("</MsgSignature>", "</X>")
+    forged = wechat.push_raw(envelope.encode(), encrypt_type="aes", msg_signature="0" * 40)
+    assert forged.status_code == 403
+    time.sleep(1)
+    assert wechat.orders(resident["id"]) == []
+    assert ("resident", "厨房水管漏水了") not in wechat.lines(wechat.key(user))
+    assert user.inbox() == []
+
+
+# --- a resident's requests ------------------------------------------------------------------
+
+
+def test_a_policy_question_gets_one_answer(wechat: WeChat) -> None:
+    user = wechat.user()
+    pushed = user.act(type="text", content="高龄津贴怎么领")
+    assert len(pushed["attempts"]) == 1  # answered within WeChat's cut-off
+    answer = user.answer(pushed)
+    assert "来自" in answer, answer
+    assert user.inbox(wait=2) == []  # one answer, nothing by customer-service message after it
+
+
+def test_a_new_resident_reports_a_repair_and_is_never_asked_who_they_are_again(
+    wechat: WeChat,
+) -> None:
+    user = wechat.user(known=False)
+    assert "怎么称呼" in user.say("厨房水管漏水了")
+    assert "几号楼" in user.say("我叫王秀英")
+    assert "电话" in user.say("三号楼二单元五零二")
+    done = user.say("13912345678")
+    assert "报修记下了" in done, done
+    found = wechat.api.call(
+        "bot", "GET", "/residents/lookup", params={"kind": "wechat_openid", "value": user.openid}
+    )
+    assert found.status_code == 200, found.text
+    resident = found.json()
+    [order] = wechat.orders(resident["id"])
+    assert (order["kind"], order["channel"]) == ("repair", "wechat")
+    again = user.say("电梯又坏了")
+    assert "怎么称呼" not in again and "电话" not in again, again
+
+
+def test_a_doctors_booking_by_menu_then_its_status_and_its_cancellation(wechat: WeChat) -> None:
+    user = wechat.user()
+    resident = user.resident
+    assert "您想看哪个科" in user.click("MEDICAL")
+    offer = user.say("内科，下礼拜二")
+    assert "第1个" in offer and "您要第几个" in offer, offer
+    assert "对吗" in user.say("第一个")
+    done = user.say("对")
+    assert "约好了" in done, done
+    [order] = wechat.orders(resident["id"])
+    assert (order["kind"], order["channel"], order["details"]["department"]) == (
+        "medical_appointment",
+        "wechat",
+        "内科",
+    )
+    status = user.click("STATUS")
+    assert status.startswith("您有1件事在办：看病预约：内科，已经收到，正在安排"), status
+    assert "确定要取消" in user.say("帮我把挂号取消了")
+    assert "已经取消" in user.say("对")
+    cancelled = wechat.api.call("bot", "GET", f"/work-orders/{order['id']}").json()
+    assert cancelled["status"] == "cancelled"
+    # The menu's clicks are recorded with their labels, as the resident saw them.
+    lines = wechat.lines(wechat.key(user))
+    assert ("resident", "看病预约") in lines and ("resident", "我的工单") in lines
+
+
+def test_a_voice_message_is_heard_by_wechats_recognition(wechat: WeChat) -> None:
+    user = wechat.user()
+    pushed = user.act(type="voice", sample=SAMPLE, recognition="高龄津贴怎么领。")
+    assert "来自" in user.answer(pushed)
+    assert ("resident", "高龄津贴怎么领") in wechat.lines(wechat.key(user))
+
+
+def test_images_locations_links_and_odd_texts_get_a_kind_answer_and_no_order(
+    wechat: WeChat,
+) -> None:
+    user = wechat.user()
+    resident = user.resident
+    assert "收到您的图片了" in user.answer(user.act(type="image"))
+    assert "收到您的位置了" in user.answer(user.act(type="location", label="幸福小区"))
+    assert "链接" in user.answer(user.act(type="link", title="t", url="http://x.invalid/"))
+    assert "太长了" in user.say("水" * 5000)
+    emoji = user.say("😀😀👍")
+    assert emoji and ERROR_NOTICE not in emoji
+    assert wechat.orders(resident["id"]) == []
+
+
+def test_malformed_unknown_and_empty_pushes_are_answered_clearly(wechat: WeChat) -> None:
+    user = wechat.user()
+    now = str(int(time.time()))
+    head = f"<ToUserName>gh_x</ToUserName><FromUserName>{user.openid}</FromUserName>"
+
+    def push(xml: str) -> httpx.Response:
+        sealed = wechat.crypto().encrypt_message(xml, "n0nce", now)
+        signature = xmltodict.parse(sealed)["xml"]["MsgSignature"]
+        return wechat.push_raw(sealed.encode(), encrypt_type="aes", msg_signature=signature)
+
+    broken = push(f"<xml>{head}<CreateTime>{now}</CreateTime><MsgType>text<")
+    assert broken.status_code == 400
+    odd = push(
+        f"<xml>{head}<CreateTime>{now}</CreateTime><MsgType>hologram</MsgType>"
+        "<MsgId>1234</MsgId></xml>"
+    )
+    assert odd.status_code == 200 and "这种消息我还看不懂" in decrypt(wechat, odd.text)
+    empty = push(
+        f"<xml>{head}<CreateTime>{now}</CreateTime><MsgType>text</MsgType>"
+        "<Content></Content><MsgId>1235</MsgId></xml>"
+    )
+    assert empty.status_code == 200 and "消息是空的" in decrypt(wechat, empty.text)
+
+
+# --- takeover by staff ------------------------------------------------------------------------
+
+
+def test_staff_take_over_reply_by_customer_service_message_and_hand_back(wechat: WeChat) -> None:
+    user = wechat.user()
+    key = wechat.key(user)
+    handed = user.click("HUMAN")
+    assert "请工作人员" in handed and "正在为您联系工作人员" in handed, handed
+    assert wechat.staff("POST", f"/conversations/{key}/claim").status_code == 200
+    # While staff have it the bot keeps quiet: the resident is told who has it, nothing more.
+    quiet = user.act(type="text", content="我家的灯不亮了")
+    assert user.answer(quiet) == "工作人员agent正在为您服务"
+    sent = wechat.staff("POST", f"/conversations/{key}/replies", json={"text": "您好，我是小李"})
+    assert sent.status_code == 201, sent.text
+    [reply] = [i for i in user.inbox(wait=20) if i["via"] == "custom"]
+    assert reply["text"] == "【agent】您好，我是小李"
+    delivered = wechat.staff("GET", f"/conversations/{key}").json()
+    assert delivered["reach"]["sends_left"] == 4  # one of the five this message allowed
+    [staff_line] = [m for m in delivered["messages"] if m["role"] == "staff"]
+    assert staff_line["delivered_at"] is not None
+    back = wechat.staff(
+        "POST", f"/conversations/{key}/handback", json={"note": "已约好明天上午师傅上门"}
+    )
+    assert back.status_code == 200, back.text
+    assert "来自" in user.say("高龄津贴怎么领")  # the bot answers again
+
+
+# --- five seconds, exactly once -------------------------------------------------------------
+
+
+def slow_rasa(rasa_url: str, seconds: float) -> Starlette:
+    """Rasa behind a proxy that holds every dialogue turn for `seconds` (the rest passes)."""
+    client = httpx.AsyncClient(base_url=rasa_url, timeout=120)
+
+    async def forward(request: Request) -> Response:
+        if request.url.path == "/webhooks/rest/webhook":
+            await asyncio.sleep(seconds)
+        upstream = await client.request(
+            request.method,
+            request.url.path,
+            params=request.query_params,
+            content=await request.body(),
+            headers={"content-type": request.headers.get("content-type", "application/json")},
+        )
+        return Response(upstream.content, upstream.status_code, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST", "PUT"])])
+
+
+@pytest.fixture(scope="module")
+def slow(dialogue: DialogueStack, wechat: WeChat) -> Iterator[WeChat]:
+    """A second gateway whose dialogue takes 6 s a turn, beyond WeChat's 5."""
+    settings = account()
+    standin_port = free_port()
+    with serve_app(slow_rasa(dialogue.rasa_url, 6.0)) as rasa:
+        gateway = gateway_with_wechat(dialogue, settings, standin_port, RASA_URL=rasa)
+        gateway.start()
+        gateway_url = gateway.health.removesuffix("/health")
+        standin = standin_process(settings, standin_port, f"{gateway_url}/wechat")
+        standin.start()
+        try:
+            yield replace(
+                wechat, gateway=gateway_url, standin=f"http://127.0.0.1:{standin_port}",
+                settings=settings,
+            )  # fmt: skip
+        finally:
+            standin.stop()
+            gateway.stop()
+
+
+def test_a_slow_dialogue_answers_once_by_customer_service_message_across_retries(
+    slow: WeChat,
+) -> None:
+    user = slow.user()
+    # WeChat's three retries of one repair report, as when our answers to it are lost.
+    pushed = user.act(type="text", content="厨房水管漏水了", repeat=3)
+    assert [a["answer"] for a in pushed["attempts"]] == ["success"] * 3
+    assert pushed["error_notice"] is None
+    answer = user.answer(pushed, seconds=40)
+    assert "报修记下了" in answer, answer
+    [order] = slow.orders(user.resident["id"])
+    assert order["kind"] == "repair"
+    time.sleep(3)
+    assert user.inbox() == []  # exactly one answer
+    # Twenty copies of one message at once: one turn, one answer, still one order.
+    burst = user.act(type="text", content="谢谢", repeat=20, concurrent=True)
+    assert len(burst["attempts"]) == 20 and burst["error_notice"] is None
+    user.answer(burst, seconds=40)
+    time.sleep(3)
+    assert user.inbox() == []
+    assert [o["id"] for o in slow.orders(user.resident["id"])] == [order["id"]]
+    thanks = [t for r, t in slow.lines(slow.key(user)) if r == "resident" and t == "谢谢"]
+    assert thanks == ["谢谢"]
