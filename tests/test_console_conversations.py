@@ -1,13 +1,15 @@
 """The console's 会话 page in real Chromium against the API: a hand-over appears live, one person
 claims it while a colleague sees who has it, the reply waits for the channel, hand-back and
 close end it with the order; a hand-over nobody claims alerts the supervisor (the scheduler's
-sweep run here at a chosen moment: the controllable clock).
+sweep run here at a chosen moment: the controllable clock); how far a WeChat reply reaches, and
+a reply WeChat refused, marked on the reply.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import httpx
 from playwright.sync_api import expect
@@ -19,8 +21,12 @@ from workorders.models import Conversation, Event, Handoff
 from workorders.office_hours import OfficeHours
 from workorders.services import conversations, events
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
-def open_handoff(api: Api, *, channel: str = "web", with_order: bool = True) -> tuple[str, int]:
+
+def open_handoff(
+    api: Api, *, channel: str = "web", with_order: bool = True, can_push: bool | None = None
+) -> tuple[str, int]:
     key = f"{channel}-{uuid.uuid4().hex}"
     said = api.call(
         "gateway",
@@ -28,7 +34,7 @@ def open_handoff(api: Api, *, channel: str = "web", with_order: bool = True) -> 
         f"/conversations/{key}/messages",
         json={
             "channel": channel,
-            "can_push": channel == "web",
+            "can_push": channel == "web" if can_push is None else can_push,
             "messages": [{"role": "resident", "text": "我要找人工，电话13800138000"}],
         },
     )
@@ -200,4 +206,117 @@ def test_an_unclaimed_hand_over_alerts_the_supervisor_on_every_page(
     agent.get_by_role("button", name="我来接手").click()
     expect(alert).to_have_count(0)
     expect(later.locator(f'#handoff-alert li[data-conversation="{key}"]')).to_have_count(0)
+    assert console.errors == []
+
+
+def _minute(moment: datetime) -> str:
+    """How the console writes a deadline: 12月7日 09:30, in the residents' time zone."""
+    local = moment.astimezone(SHANGHAI)
+    return f"{local.month}月{local.day}日 {local:%H:%M}"
+
+
+def test_the_console_shows_how_far_a_wechat_reply_reaches(api: Api, console: Console) -> None:
+    key, order_id = open_handoff(api, channel="wechat", can_push=True)
+
+    def report(open_until: datetime | None, sends_left: int) -> None:
+        response = api.call(
+            "gateway",
+            "PUT",
+            f"/conversations/{key}/reach",
+            json={
+                "open_until": open_until.isoformat() if open_until else None,
+                "sends_left": sends_left,
+            },
+        )
+        assert response.status_code == 204, response.text
+
+    page = console.open("agent", f"/console/conversations?c={key}")
+    reach = page.locator("#conv-reach")
+    expect(page.locator("#conv-log .msg--resident")).to_have_count(1)
+    expect(reach).to_be_hidden()  # nothing reported: a channel without limits
+    page.get_by_role("button", name="我来接手").click()
+    expect(page.get_by_label("回复居民")).to_be_visible()
+
+    until = datetime.now(timezone.utc) + timedelta(hours=47)
+    report(until, 4)  # live: the change is an event
+    expect(reach).to_have_text(f"微信客服消息：还能发 4 条，{_minute(until)} 前有效")
+    expect(reach).to_have_attribute("data-reach", "open")
+
+    report(until, 0)
+    expect(reach).to_have_attribute("data-reach", "closed")
+    expect(reach).to_have_text(
+        "微信客服消息：这次能发的条数已用完，居民再发消息后才能再发。"
+        f"回复现在不会通过微信送到居民那里，请打电话联系居民，电话在回拨工单 #{order_id} 上。"
+    )
+    expect(reach.get_by_role("link", name=f"#{order_id}")).to_have_attribute(
+        "href", f"/console/orders?order={order_id}"
+    )
+    console.screenshot(page, "conversations-reach-closed")
+
+    # The window closes while staff look at it: no event, the page's clock.
+    soon = datetime.now(timezone.utc) + timedelta(seconds=4)
+    report(soon, 3)
+    expect(reach).to_have_text(f"微信客服消息：还能发 3 条，{_minute(soon)} 前有效")
+    expect(reach).to_have_text(
+        f"微信客服消息：{_minute(soon)} 起已不能再发（居民超过48小时没有发消息）。"
+        f"回复现在不会通过微信送到居民那里，请打电话联系居民，电话在回拨工单 #{order_id} 上。",
+        timeout=15_000,
+    )
+    report(None, 0)
+    expect(reach).to_have_text(
+        "微信客服消息：现在不能发。"
+        f"回复现在不会通过微信送到居民那里，请打电话联系居民，电话在回拨工单 #{order_id} 上。"
+    )
+    assert console.errors == []
+
+
+def test_a_reply_wechat_refused_is_explained_and_marked(api: Api, console: Console) -> None:
+    key, order_id = open_handoff(api, channel="wechat", can_push=True)
+    page = console.open("agent", f"/console/conversations?c={key}")
+    page.get_by_role("button", name="我来接手").click()
+    page.get_by_label("回复居民").fill("师傅明天上午九点上门。")
+    page.get_by_role("button", name="发送").click()
+    reply = page.locator("#conv-log .msg--staff")
+    expect(reply.locator(".msg-delivery")).to_have_text("等待送达")
+    message_id = api.call("gateway", "GET", f"/conversations/{key}/outbound").json()[0]["id"]
+    system = page.locator("#conv-log .msg--system .msg-text")
+
+    def refused(code: int, fallback: str) -> None:
+        response = api.call(
+            "gateway",
+            "POST",
+            f"/conversations/{key}/outbound/{message_id}/undeliverable",
+            json={"code": code, "fallback": fallback},
+        )
+        assert response.status_code == 204, response.text
+
+    refused(45047, "subscribe")  # live: the event refreshes the open conversation
+    expect(reply).to_have_attribute("data-undelivered", "subscribe")
+    expect(reply.locator(".msg-delivery")).to_have_text(
+        "暂未送达：这次能发的客服消息条数用完了。已发订阅消息提醒居民，居民回消息后会自动送达。"
+    )
+    expect(system.last).to_have_text(
+        "这条回复暂时发不到居民的微信（这次能发的客服消息条数用完了）。"
+        "已发订阅消息提醒居民，居民回消息后会自动送达。"
+    )
+
+    refused(43004, "callback")
+    expect(reply).to_have_attribute("data-undelivered", "callback")
+    expect(reply).to_have_class("msg msg--staff msg--undelivered msg--callback")
+    expect(reply.locator(".msg-delivery")).to_have_text(
+        "未送达：没能发到居民的微信（居民已经取消关注公众号）。请打电话联系居民。"
+    )
+    said = "这条回复没能发到居民的微信（居民已经取消关注公众号）。请按回拨工单打电话联系居民。"
+    expect(system).to_have_text(
+        [
+            "转人工：居民要求人工服务",
+            "agent 接手了会话",
+            "这条回复暂时发不到居民的微信（这次能发的客服消息条数用完了）。"
+            "已发订阅消息提醒居民，居民回消息后会自动送达。",
+            said,
+        ]
+    )
+    console.screenshot(page, "conversations-undelivered")
+    order = api.call("agent", "GET", f"/work-orders/{order_id}").json()
+    assert [h["reason"] for h in order["history"] if h["action"] == "note"] == [said]
     assert console.errors == []

@@ -1,13 +1,16 @@
 /**
  * 会话: the hand-overs waiting for a person (longest first) and those staff own. One is open at
  * a time (?c=<key> in the address): the whole conversation, claim, reply, hand back, close.
+ * Next to the reply box, how far a reply reaches the resident (WeChat: customer-service messages
+ * for 48 h after the resident's last message, a few per message), with a warning to call when it
+ * does not; a reply the channel refused is marked on the reply itself.
  * Everything follows the event stream, so two consoles see the same owner within a poll (the
  * alert about a hand-over nobody claimed is on every page: ../js/handoff_alerts.js).
  */
 import { api } from "../js/api.js";
 import { can, channelLabel, me } from "../js/context.js";
 import { fill, h } from "../js/dom.js";
-import { duration, formatTime } from "../js/format.js";
+import { duration, formatMinute, formatTime } from "../js/format.js";
 import * as live from "../js/live.js";
 
 const REASONS = {
@@ -35,6 +38,7 @@ const notice = document.getElementById("conv-notice");
 const errorBox = document.getElementById("conv-error");
 const claimButton = document.getElementById("conv-claim");
 const log = document.getElementById("conv-log");
+const reachBox = document.getElementById("conv-reach");
 const replyForm = document.getElementById("conv-reply");
 const replyText = document.getElementById("conv-reply-text");
 const endBox = document.getElementById("conv-end");
@@ -44,6 +48,7 @@ const closeForm = document.getElementById("conv-close");
 let rows = [];
 let selected = new URLSearchParams(location.search).get("c");
 let current = null; // the open conversation's detail
+let reachShown = ""; // what the reach box says now, so the clock redraws it only on a change
 
 function waited(conversation) {
   const since = conversation.handoff?.opened_at;
@@ -123,14 +128,54 @@ function factsOf(conversation) {
   return items.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]);
 }
 
-function line(message) {
+/** A staff reply the channel refused: held for the resident's next message, or given up. */
+const REFUSED = {
+  subscribe: {
+    look: "held",
+    label: "暂未送达",
+    says: (reason) => `：${reason}。已发订阅消息提醒居民，居民回消息后会自动送达。`,
+  },
+  callback: {
+    look: "failed",
+    label: "未送达",
+    says: (reason) => `：没能发到居民的微信（${reason}）。请打电话联系居民。`,
+  },
+};
+
+/** Where a staff reply is: delivered, waiting for the channel, held or given up (marked). */
+function delivery(message, channel) {
+  if (message.delivered_at) return [null, h("p", { class: "msg-delivery" }, "已送达")];
+  const fallback = message.undelivered?.fallback;
+  const refused = REFUSED[fallback];
+  if (refused) {
+    const { look, label, says } = refused;
+    return [
+      fallback,
+      h(
+        "p",
+        { class: `msg-delivery msg-delivery--${look}` },
+        h("strong", {}, label),
+        says(message.undelivered.reason),
+      ),
+    ];
+  }
+  const waiting = channel === "web" ? "等待居民打开页面后送达" : "等待送达";
+  return [null, h("p", { class: "msg-delivery" }, waiting)];
+}
+
+function line(message, channel) {
   const who =
     message.role === "staff" && message.author
       ? `${ROLES.staff} ${message.author}`
       : ROLES[message.role];
+  const [undelivered, status] =
+    message.role === "staff" ? delivery(message, channel) : [null, null];
   return h(
     "li",
-    { class: `msg msg--${message.role}`, dataset: { role: message.role } },
+    {
+      class: `msg msg--${message.role}${undelivered ? ` msg--undelivered msg--${undelivered}` : ""}`,
+      dataset: { role: message.role, ...(undelivered ? { undelivered } : {}) },
+    },
     h(
       "p",
       { class: "msg-who" },
@@ -139,14 +184,60 @@ function line(message) {
       h("time", { datetime: message.at }, formatTime(message.at)),
     ),
     h("p", { class: "msg-text" }, message.text),
-    message.role === "staff"
-      ? h(
-          "p",
-          { class: "msg-delivery" },
-          message.delivered_at ? "已送达" : "等待居民打开页面后送达",
-        )
-      : null,
+    status,
   );
+}
+
+/**
+ * How far a reply reaches the resident, as the channel last reported it (null: no limits). Open
+ * with sends left: how many, until when. Otherwise a warning: a reply will not reach them on
+ * the channel now, call them (the number is on the callback order, else in the resident's file).
+ */
+function reachNotice(conversation) {
+  const reach = conversation.reach;
+  if (!reach || !conversation.handoff || !conversation.can_push) return null;
+  const wechat = conversation.channel === "wechat";
+  const what = wechat ? "微信客服消息" : `${channelLabel(conversation.channel)}消息`;
+  const until = reach.open_until ? new Date(reach.open_until).getTime() : 0;
+  if (until > Date.now() && reach.sends_left > 0) {
+    const left = `还能发 ${reach.sends_left} 条，${formatMinute(reach.open_until)} 前有效`;
+    return { key: `open ${left}`, warn: false, children: [`${what}：${left}`] };
+  }
+  let why = "这次能发的条数已用完，居民再发消息后才能再发";
+  if (!reach.open_until) why = "现在不能发";
+  else if (until <= Date.now()) {
+    why = `${formatMinute(reach.open_until)} 起已不能再发（居民超过48小时没有发消息）`;
+  }
+  const orderId = conversation.handoff.order_id;
+  const residentId = conversation.resident_id;
+  let call = ["请打电话联系居民。"];
+  if (orderId) {
+    const link = h("a", { href: `/console/orders?order=${orderId}` }, `#${orderId}`);
+    call = ["请打电话联系居民，电话在回拨工单 ", link, " 上。"];
+  } else if (residentId) {
+    const link = h("a", { href: `/console/residents?id=${residentId}` }, "居民资料");
+    call = ["请打电话联系居民，电话在", link, "里。"];
+  }
+  return {
+    key: `closed ${why} ${orderId}`,
+    warn: true,
+    children: [
+      h("strong", {}, `${what}：${why}。`),
+      `回复现在不会通过${wechat ? "微信" : channelLabel(conversation.channel)}送到居民那里，`,
+      ...call,
+    ],
+  };
+}
+
+function renderReach() {
+  const notice = current ? reachNotice(current) : null;
+  const key = notice ? notice.key : "";
+  if (key === reachShown) return;
+  reachShown = key;
+  reachBox.hidden = !notice;
+  reachBox.className = `conv-reach${notice?.warn ? " conv-reach--closed" : ""}`;
+  reachBox.dataset.reach = notice ? (notice.warn ? "closed" : "open") : "";
+  fill(reachBox, notice ? notice.children : []);
 }
 
 function render() {
@@ -159,11 +250,13 @@ function render() {
     `会话 · ${channelLabel(conversation.channel)}${conversation.resident_name ? ` · ${conversation.resident_name}` : ""}`;
   detail.dataset.state = conversation.state;
   fill(facts, factsOf(conversation));
-  fill(log, conversation.messages.map(line));
+  fill(log, conversation.messages.map((m) => line(m, conversation.channel)));
   log.scrollTop = log.scrollHeight; // the newest at the bottom, in view
   const open = Boolean(handoff);
   claimButton.hidden = !open || Boolean(handoff.claimed_by) || !can("conversations:reply");
   replyForm.hidden = !mine || !conversation.can_push;
+  reachShown = null; // redraw: another conversation, or the same one changed
+  renderReach();
   endBox.hidden =
     !open || !can("conversations:reply") || (handoff.claimed_by && !mine && !SUPERVISING);
   if (!open) notice.textContent = "这个会话现在由助手接待。";
@@ -292,6 +385,7 @@ setInterval(() => {
     const span = item.querySelector(".conv-waited");
     if (conversation && span) span.textContent = waited(conversation);
   }
+  renderReach(); // the window closes while staff look at it
 }, 1000);
 
 await live.ready();

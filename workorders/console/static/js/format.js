@@ -11,13 +11,22 @@ const timeFormat = new Intl.DateTimeFormat("zh-CN", {
   hour12: false,
 });
 
+function partsOf(iso) {
+  return Object.fromEntries(timeFormat.formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+}
+
 /** 11月21日 14:03:05 */
 export function formatTime(iso) {
   if (!iso) return "—";
-  const parts = Object.fromEntries(
-    timeFormat.formatToParts(new Date(iso)).map((p) => [p.type, p.value]),
-  );
+  const parts = partsOf(iso);
   return `${parts.month}月${parts.day}日 ${parts.hour}:${parts.minute}:${parts.second}`;
+}
+
+/** 12月7日 09:30 (a deadline, to the minute) */
+export function formatMinute(iso) {
+  if (!iso) return "—";
+  const parts = partsOf(iso);
+  return `${parts.month}月${parts.day}日 ${parts.hour}:${parts.minute}`;
 }
 
 /** 45秒, 3分12秒, 2小时5分, 3天4小时. */
