@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from rasa_sdk import Tracker
 
@@ -14,8 +13,9 @@ from actions.settings import settings
 from workorders.client import WorkOrdersClient
 from workorders.contract import Channel, IdentityKind
 
-TZ = ZoneInfo("Asia/Shanghai")
-WEEKDAYS = "一二三四五六日"
+# Spoken times live with the words of orders (the gateway says them too); the actions import
+# them from here as before.
+from workorders.words import TZ, parse_time, say_clock, say_day, say_moment  # noqa: F401
 
 
 @lru_cache
@@ -92,34 +92,6 @@ def answering(tracker: Tracker, slot: str) -> bool:
 
 def now() -> datetime:
     return datetime.now(TZ)
-
-
-def say_day(moment: datetime) -> str:
-    local = moment.astimezone(TZ)
-    return f"{local.month}月{local.day}号星期{WEEKDAYS[local.weekday()]}"
-
-
-def say_clock(moment: datetime) -> str:
-    local = moment.astimezone(TZ)
-    hour = local.hour
-    part = "上午" if hour < 12 else ("中午" if hour < 13 else ("下午" if hour < 18 else "晚上"))
-    shown = hour if hour <= 12 else hour - 12
-    minute = "" if local.minute == 0 else ("半" if local.minute == 30 else f"{local.minute}分")
-    return f"{part}{shown}点{minute}"
-
-
-def say_moment(moment: datetime) -> str:
-    return say_day(moment) + say_clock(moment)
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=TZ)
 
 
 async def create_order(

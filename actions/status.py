@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.common import api, parse_time, say_moment
+from actions.common import api
 from workorders.client import ApiError, ApiUnavailable
-from workorders.contract import KIND_LABELS, Kind
+from workorders.words import plain, subject  # noqa: F401 (the words; cancel.py imports them here)
 
 OPEN = ["new", "accepted", "in_progress", "on_hold", "resolved"]
-PROGRESS = {
-    "new": "已经收到，正在安排",
-    "accepted": "工作人员已经接单",
-    "in_progress": "正在办理",
-    "on_hold": "在等配件或等您回复",
-    "resolved": "已经办好了，请您评价一下",
-}
-
-
-def subject(order: dict[str, Any]) -> str:
-    details = order.get("details", {})
-    what = details.get("category") or details.get("service") or details.get("department") or ""
-    return f"{KIND_LABELS[Kind(order['kind'])]}{'：' + what if what else ''}"
-
-
-def plain(order: dict[str, Any]) -> str:
-    text = f"{subject(order)}，{PROGRESS.get(order['status'], order['status'])}"
-    when = parse_time(order.get("scheduled_at") or order.get("details", {}).get("window_start"))
-    if when is not None and order["status"] != "resolved":
-        text += f"，时间是{say_moment(when)}"
-    return text
 
 
 class ActionCheckStatus(Action):

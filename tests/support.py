@@ -44,7 +44,7 @@ SERVICE_SCOPES = {
         "appointments",
         "conversations:write",
     ],
-    "gateway": ["conversations:write", "events:read", "residents:lookup"],
+    "gateway": ["conversations:write", "events:read", "residents:lookup", "orders:read"],
     "wechat": ["residents:lookup", "orders:read", "orders:rate", "events:read"],
     "terminal": ["emergency:create", "residents:lookup"],
 }

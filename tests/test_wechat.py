@@ -34,6 +34,7 @@ from tests.support import Api
 PREFIX = f"linli:test:{RUN_ID}:wx"  # the conftest removes linli:test:{RUN_ID}* at the end
 ERROR_NOTICE = "该公众号暂时无法提供服务，请稍后再试"
 SAMPLE = "BAC009S0764W0121.wav"  # ../shared/audio/zh
+STATUS_TEMPLATE = "linli-order-status"
 
 
 def account() -> dict[str, str]:
@@ -178,6 +179,7 @@ def gateway_with_wechat(
             "LINLI_TOKEN_GATEWAY": dialogue.api.tokens["gateway"],
             "LINLI_REDIS_PREFIX": f"{PREFIX}:{uuid.uuid4().hex[:6]}",
             "GATEWAY_EVENTS_WAIT_MS": "5000",
+            "WECHAT_STATUS_TEMPLATE_ID": STATUS_TEMPLATE,
             "WECHAT_API_BASE": f"http://127.0.0.1:{standin_port}",
             **settings,
             **env,
@@ -448,3 +450,55 @@ def test_a_slow_dialogue_answers_once_by_customer_service_message_across_retries
     assert [o["id"] for o in slow.orders(user.resident["id"])] == [order["id"]]
     thanks = [t for r, t in slow.lines(slow.key(user)) if r == "resident" and t == "谢谢"]
     assert thanks == ["谢谢"]
+
+
+# --- order status messages ------------------------------------------------------------------
+
+
+def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order(
+    wechat: WeChat, redis_client: Any
+) -> None:
+    user = wechat.user()
+    done = user.say("厨房水管漏水了")
+    assert "报修记下了" in done, done
+    [order] = wechat.orders(user.resident["id"])
+    # The gateway learnt the openid of this resident (its own prefix, found by the resident).
+    [learnt] = list(redis_client.scan_iter(f"{PREFIX}:*:wechat:resident:{user.resident['id']}"))
+    assert redis_client.get(learnt).decode() == user.openid
+    cursor_key = learnt.decode().split(":gateway:")[0] + ":gateway:events-cursor"
+    before = redis_client.get(cursor_key)
+    assert before is not None
+
+    def moved(to: str) -> None:
+        answer = wechat.staff("POST", f"/work-orders/{order['id']}/transitions", json={"to": to})
+        assert answer.status_code == 200, answer.text
+
+    def told(status_words: str) -> dict[str, Any]:
+        items = user.inbox(wait=20)
+        assert [i["via"] for i in items] == ["template"], items
+        [item] = items
+        assert item["template_id"] == STATUS_TEMPLATE
+        what = "报修：" + order["details"]["category"]
+        assert item["data"]["values"] == {
+            "first": f"{what}，{status_words}",
+            "keyword1": what,
+            "keyword2": status_words,
+            "remark": "有问题请在公众号里留言，或打社区热线。",
+        }
+        return item
+
+    moved("accepted")
+    told("工作人员已经接单")
+    moved("in_progress")  # not a status residents are told about
+    moved("resolved")
+    told("已经办好了，请您评价一下")
+    assert user.inbox(wait=3) == []
+    # The event tail reads the same events again (as after a crash before its cursor moved):
+    # nothing is sent twice.
+    after = redis_client.get(cursor_key)
+    redis_client.set(cursor_key, before)
+    deadline = time.monotonic() + 20
+    while redis_client.get(cursor_key) in (before, None) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert redis_client.get(cursor_key) >= after  # replayed up to where it was
+    assert user.inbox(wait=3) == []

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
 from channels.gateway import api, errors, webchat, wechat
-from channels.gateway.delivery import Delivery, Pusher
+from channels.gateway.delivery import Delivery, OrderListener, Pusher
 from channels.gateway.deps import Services
 from channels.gateway.dialogue import Dialogue
 from channels.gateway.resume import Resumer
@@ -68,13 +68,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         closing: list[Any] = [workorders, events, dialogue]
         tasks: list[asyncio.Task[Any]] = []
         pushers: dict[str, Pusher] = {}
+        order_listeners: list[OrderListener] = []
         if settings.wechat_token.get_secret_value():
             app.state.wechat = wechat.make_channel(settings, client, gateway, store, workorders)
             pushers["wechat"] = app.state.wechat.pusher
+            order_listeners.append(app.state.wechat.notifier.on_order_event)
             closing.append(app.state.wechat.pusher.api)
             tasks.append(asyncio.create_task(app.state.wechat.keep_menu(), name="wechat-menu"))
         delivery = Delivery(
-            workorders, events, gateway, store, resumer, settings.events_wait_ms, pushers
+            workorders,
+            events,
+            gateway,
+            store,
+            resumer,
+            settings.events_wait_ms,
+            pushers,
+            order_listeners,
         )
         hub = WakeHub(store)
         app.state.services = Services(settings, store, gateway, delivery, hub)

@@ -10,7 +10,9 @@ on where it stopped) and, for conversations this gateway carries:
   the hand-back does the same, whichever comes first);
 - records what the API could not take while it was down (channels/gateway/service.py);
 - hands a staff reply on WeChat to its pusher (channels/gateway/wechat_push.py), which sends
-  it as a customer-service message.
+  it as a customer-service message;
+- hands every `order.*` event to the order listeners (WeChat's status messages,
+  channels/gateway/wechat_notify.py); a listener's failure is logged, the tail goes on.
 
 A staff reply counts as delivered only when the page has shown it (`delivered`), or when
 WeChat took it.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -42,6 +45,7 @@ STATE_AFTER = {
 ENDED = ("conversation.handed_back", "conversation.closed")
 WAKES = frozenset(STATE_AFTER) | {"conversation.reply"}
 MAX_PAUSE_SECONDS = 30.0
+OrderListener = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Pusher(Protocol):
@@ -60,10 +64,12 @@ class Delivery:
         resumer: Resumer,
         wait_ms: int,
         pushers: dict[str, Pusher] | None = None,  # by channel
+        order_listeners: list[OrderListener] | None = None,
     ) -> None:
         self.api, self.events_api, self.gateway = api, events_api, gateway
         self.store, self.resumer, self.wait_ms = store, resumer, wait_ms
         self.pushers = pushers or {}
+        self.order_listeners = order_listeners or []
 
     # --- what an open page shows -------------------------------------------------------------
 
@@ -107,8 +113,11 @@ class Delivery:
         cursor = await self.store.cursor() or "$"  # first start: from now on
         page = await self.events_api.events(cursor, wait_ms=self.wait_ms)
         for item in page["items"]:
-            if str(item.get("type", "")).startswith("conversation."):
+            kind = str(item.get("type", ""))
+            if kind.startswith("conversation."):
                 await self.on_event(item)
+            elif kind.startswith("order."):
+                await self.on_order_event(item)
             await self.store.set_cursor(item["id"])
         if page["last_id"] != cursor:
             await self.store.set_cursor(page["last_id"])
@@ -132,6 +141,13 @@ class Delivery:
             await pusher.deliver_pending(key)
         if kind in ENDED:
             await self._resume(key)
+
+    async def on_order_event(self, item: dict[str, Any]) -> None:
+        for listener in self.order_listeners:
+            try:
+                await listener(item)
+            except Exception:  # a notification never stops the tail
+                log.exception("event %s: an order listener failed", item.get("id"))
 
     async def _resume(self, key: str) -> None:
         try:

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class GatewaySettings(BaseSettings):
     rasa_url: str = Field("http://127.0.0.1:5005", env="RASA_URL")
     workorders_url: str = Field("http://127.0.0.1:8000", env="WORKORDERS_URL")
-    # svc-gateway's token: conversations:write, events:read, residents:lookup.
+    # svc-gateway's token: conversations:write, events:read, residents:lookup, orders:read.
     token: SecretStr = Field(SecretStr(""), env="LINLI_TOKEN_GATEWAY")
     redis_url: str = Field("redis://127.0.0.1:6379/0", env="REDIS_URL")
     # The namespace of Linli's own Redis keys (the action server uses the same); the gateway's
@@ -42,6 +42,10 @@ class GatewaySettings(BaseSettings):
     # A subscription-message template ("服务回复提醒": thing1, thing2) that tells a resident staff
     # answered when a customer-service message is no longer allowed; none: staff call back.
     wechat_reply_template: str = Field("", env="WECHAT_REPLY_TEMPLATE_ID")
+    # A template message (first, keyword1, keyword2, remark) that tells a resident their order
+    # was accepted, resolved or cancelled (channels/gateway/wechat_notify.py); none: a
+    # customer-service message while the resident's 48 h window is open.
+    wechat_status_template: str = Field("", env="WECHAT_STATUS_TEMPLATE_ID")
     # How long a push waits for the dialogue's answer to go back passively; later answers go as
     # customer-service messages. WeChat gives up after 5 s; the bench's goal is 1 s.
     wechat_passive_seconds: float = Field(0.8, gt=0, le=4.0, env="WECHAT_PASSIVE_SECONDS")

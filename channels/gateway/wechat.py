@@ -37,6 +37,7 @@ from channels.gateway.deps import Services, services
 from channels.gateway.service import Gateway, GatewayError, Incoming, Outcome
 from channels.gateway.settings import GatewaySettings
 from channels.gateway.store import Store
+from channels.gateway.wechat_notify import Notifier
 from channels.gateway.wechat_push import Pusher
 from channels.wechat import menu
 from channels.wechat.api import WeChatApi, WeChatError, WeChatUnavailable
@@ -109,9 +110,11 @@ class WeChatChannel:
         pusher: Pusher,
         transcriber: Transcriber | None,
         passive_seconds: float,
+        notifier: Notifier | None = None,
     ) -> None:
         self.protocol, self.gateway, self.store, self.pusher = protocol, gateway, store, pusher
         self.transcriber, self.passive_seconds = transcriber, passive_seconds
+        self.notifier = notifier  # order status messages (channels/gateway/wechat_notify.py)
         self.turns = Turns(store)
         self._answers: dict[str, asyncio.Future[str]] = {}  # turns running in this process
         self._tasks: set[asyncio.Task[None]] = set()
@@ -201,6 +204,9 @@ class WeChatChannel:
             outcome = await self.gateway.handle(incoming)
         except GatewayError as exc:
             return exc.message
+        resident_id = (await self.store.conversation(incoming.key)).get("resident_id")
+        if resident_id and self.notifier is not None:  # linked: their orders' news comes here
+            await self.notifier.learned(resident_id, inbound.openid)
         return answer_text(outcome)
 
     def _quick_answer(self, inbound: Inbound) -> str | None:
@@ -286,8 +292,9 @@ def make_channel(
         timeout=settings.api_timeout_seconds,
     )
     pusher = Pusher(api, workorders, store, settings.wechat_reply_template or None)
+    notifier = Notifier(api, workorders, store, settings.wechat_status_template or None)
     return WeChatChannel(
-        protocol, gateway, store, pusher, Transcriber(), settings.wechat_passive_seconds
+        protocol, gateway, store, pusher, Transcriber(), settings.wechat_passive_seconds, notifier
     )
 
 
