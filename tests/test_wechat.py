@@ -140,10 +140,16 @@ class WeChat:
         return httpx.get(f"{self.standin}/standin/stats", timeout=10).json()
 
     def push_raw(
-        self, body: bytes, *, signed: bool = True, nonce: str = "n0nce", **query: str
+        self,
+        body: bytes,
+        *,
+        signed: bool = True,
+        nonce: str = "n0nce",
+        timestamp: str | None = None,
+        **query: str,
     ) -> httpx.Response:
         """A push made by hand, as WeChat would make it (or not)."""
-        timestamp = str(int(time.time()))
+        timestamp = timestamp or str(int(time.time()))
         signature = sign(self.settings["WECHAT_TOKEN"], timestamp, nonce)
         params = {"signature": signature if signed else "0" * 40, "timestamp": timestamp}
         params |= {"nonce": nonce, **query}
@@ -244,9 +250,12 @@ def test_a_bad_signature_is_refused_and_nothing_reaches_the_dialogue(wechat: WeC
     ).encode()
     assert wechat.push_raw(xml, signed=False).status_code == 403
     # Safe mode: the outer signature right, the ciphertext's msg_signature wrong.
-    sealed = wechat.crypto().encrypt_message(xml.decode(), "n0nce", str(int(time.time())))
+    now = str(int(time.time()))
+    sealed = wechat.crypto().encrypt_message(xml.decode(), "n0nce", now)
     envelope = sealed.replace("<MsgSignature>", "<X>").replace("</MsgSignature>", "</X>")
-    forged = wechat.push_raw(envelope.encode(), encrypt_type="aes", msg_signature="0" * 40)
+    forged = wechat.push_raw(
+        envelope.encode(), timestamp=now, encrypt_type="aes", msg_signature="0" * 40
+    )
     assert forged.status_code == 403
     time.sleep(1)
     assert wechat.orders(resident["id"]) == []
@@ -341,7 +350,9 @@ def test_malformed_unknown_and_empty_pushes_are_answered_clearly(wechat: WeChat)
     def push(xml: str) -> httpx.Response:
         sealed = wechat.crypto().encrypt_message(xml, "n0nce", now)
         signature = xmltodict.parse(sealed)["xml"]["MsgSignature"]
-        return wechat.push_raw(sealed.encode(), encrypt_type="aes", msg_signature=signature)
+        return wechat.push_raw(
+            sealed.encode(), timestamp=now, encrypt_type="aes", msg_signature=signature
+        )
 
     broken = push(f"<xml>{head}<CreateTime>{now}</CreateTime><MsgType>text<")
     assert broken.status_code == 400
@@ -502,3 +513,36 @@ def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order
         time.sleep(0.2)
     assert redis_client.get(cursor_key) >= after  # replayed up to where it was
     assert user.inbox(wait=3) == []
+
+
+# Last in the module: it moves the stand-in's clock two days on.
+def test_a_staff_reply_wechat_refuses_after_48_hours_goes_to_a_call_back(wechat: WeChat) -> None:
+    user = wechat.user()
+    key = wechat.key(user)
+    user.click("HUMAN")
+    assert wechat.staff("POST", f"/conversations/{key}/claim").status_code == 200
+    # Two days pass at WeChat without a word from the resident: the window is closed.
+    moved = httpx.post(f"{wechat.standin}/standin/clock", json={"advance_seconds": 49 * 3600})
+    assert moved.status_code == 200
+    sent = wechat.staff("POST", f"/conversations/{key}/replies", json={"text": "师傅明天上午到"})
+    assert sent.status_code == 201, sent.text
+    reply_id = sent.json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        messages = wechat.staff("GET", f"/conversations/{key}").json()["messages"]
+        [reply] = [m for m in messages if m["id"] == reply_id]
+        if reply["undelivered"]:
+            break
+        time.sleep(0.5)
+    assert reply["delivered_at"] is None
+    assert (reply["undelivered"]["code"], reply["undelivered"]["fallback"]) == (
+        45015,
+        "callback",
+    )
+    assert messages[-1]["role"] == "system"
+    assert messages[-1]["text"] == (
+        "这条回复没能发到居民的微信（居民超过48小时没有发消息，微信不让再发客服消息）。"
+        "请按回拨工单打电话联系居民。"
+    )
+    assert [i for i in user.inbox(wait=2) if i["via"] == "custom"] == []
+    assert wechat.api.call("gateway", "GET", f"/conversations/{key}/outbound").json() == []

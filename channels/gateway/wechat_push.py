@@ -168,8 +168,9 @@ class Pusher:
             except (WeChatError, WeChatUnavailable) as exc:
                 log.info("%s: no subscription message either (%s)", key, exc)
         fallback = "subscribe" if reminded else "callback"
-        noted = self.store._key("wechat", "undeliverable", str(message_id))
-        if not await self.store.redis.set(noted, fallback, nx=True, ex=WINDOW_SECONDS):
+        # Held (subscribe) and later given up (callback) are two reports; each is made once.
+        noted = self.store._key("wechat", "undeliverable", str(message_id), fallback)
+        if not await self.store.redis.set(noted, "1", nx=True, ex=WINDOW_SECONDS):
             return  # told the API already
         try:
             await self.workorders.undeliverable(key, message_id, code, fallback)
