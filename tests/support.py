@@ -43,8 +43,15 @@ SERVICE_SCOPES = {
         "orders:rate",
         "appointments",
         "conversations:write",
+        "proxies:request",
     ],
-    "gateway": ["conversations:write", "events:read", "residents:lookup", "orders:read"],
+    "gateway": [
+        "conversations:write",
+        "events:read",
+        "residents:lookup",
+        "orders:read",
+        "proxies:request",
+    ],
     "wechat": ["residents:lookup", "orders:read", "orders:rate", "events:read"],
     "terminal": ["emergency:create", "residents:lookup"],
 }

@@ -15,6 +15,7 @@ from workorders.api.routes import (
     events,
     health,
     orders,
+    proxies,
     residents,
     stats,
     terminals,
@@ -57,6 +58,7 @@ def create_app() -> FastAPI:
         terminals,
         calls,
         conversations,
+        proxies,
     ):
         app.include_router(module.router)
     console.install(app)

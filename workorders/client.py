@@ -117,15 +117,67 @@ class WorkOrdersClient:
     async def order(self, order_id: int) -> dict[str, Any]:
         return await self.request("GET", f"/work-orders/{order_id}")
 
-    async def move(self, order_id: int, to: str, reason: str | None = None) -> dict[str, Any]:
+    async def move(
+        self, order_id: int, to: str, reason: str | None = None, proxy_id: int | None = None
+    ) -> dict[str, Any]:
+        """`proxy_id`: a family member does it for the resident (代办; cancelling)."""
+        body = _by_proxy({"to": to, "reason": reason}, proxy_id)
+        return await self.request("POST", f"/work-orders/{order_id}/transitions", json=body)
+
+    async def rate(
+        self, order_id: int, score: int, comment: str | None = None, proxy_id: int | None = None
+    ) -> dict[str, Any]:
+        body = _by_proxy({"score": score, "comment": comment}, proxy_id)
+        return await self.request("POST", f"/work-orders/{order_id}/rating", json=body)
+
+    # --- family members acting for an elder (代办) ---------------------------------------------
+
+    async def request_proxy(
+        self,
+        resident_id: int,
+        kind: IdentityKind | str,
+        value: str,
+        name: str,
+        relation: str,
+        phone: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask the elder's consent for this family member (`proxies:request`). Idempotent: the
+        same person again while the request waits or the consent holds returns that proxy."""
         return await self.request(
-            "POST", f"/work-orders/{order_id}/transitions", json={"to": to, "reason": reason}
+            "POST",
+            f"/residents/{resident_id}/proxies",
+            json={
+                "identity": {"kind": IdentityKind(kind).value, "value": value},
+                "name": name,
+                "relation": relation,
+                "phone": phone,
+            },
         )
 
-    async def rate(self, order_id: int, score: int, comment: str | None = None) -> dict[str, Any]:
+    async def proxies_of(self, kind: IdentityKind | str, value: str) -> list[dict[str, Any]]:
+        """For whom this person may act, or asked to, newest first:
+        `[{id, resident_id, resident_name (masked), relation, status}]`."""
         return await self.request(
-            "POST", f"/work-orders/{order_id}/rating", json={"score": score, "comment": comment}
+            "GET", "/proxies", params={"kind": IdentityKind(kind).value, "value": value}
         )
+
+    async def proxy(self, proxy_id: int) -> dict[str, Any]:
+        return await self.request("GET", f"/proxies/{proxy_id}")
+
+    async def decide_proxy(
+        self, proxy_id: int, granted: bool, via: str, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """The elder's answer (`via`: "hotline" with proxies:consent, "console" for staff).
+        The same answer again is a no-op; 409 `proxy_closed` when refused or withdrawn."""
+        return await self.request(
+            "POST",
+            f"/proxies/{proxy_id}/consent",
+            json={"granted": granted, "via": via, "event_id": event_id},
+        )
+
+    async def withdraw_proxy(self, proxy_id: int, via: str) -> dict[str, Any]:
+        """The elder takes consent back (idempotent)."""
+        return await self.request("POST", f"/proxies/{proxy_id}/withdraw", json={"via": via})
 
     # --- call records ---------------------------------------------------------------------------
 
@@ -239,6 +291,11 @@ class WorkOrdersClient:
                 "limit": limit,
             },
         )
+
+
+def _by_proxy(body: dict[str, Any], proxy_id: int | None) -> dict[str, Any]:
+    """Name the family member acting for the resident (代办), when one is."""
+    return body if proxy_id is None else {**body, "proxy_id": proxy_id}
 
 
 def _iso(value: Any) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import relationship
 from sqlalchemy.types import TypeDecorator
@@ -171,9 +172,53 @@ class WorkOrder(Base):
     rating_comment = Column(EncryptedText, nullable=True)
     rated_at = Column(TZDateTime(), nullable=True)
 
+    # Set when a family member asked for the elder (代办): who, through their consent.
+    proxy_id = Column(ForeignKey("proxies.id"), nullable=True)
+
     history = relationship(
         "OrderHistory", order_by="OrderHistory.id", lazy="select", cascade="all, delete-orphan"
     )
+    proxy = relationship("Proxy", lazy="selectin")
+
+
+class Proxy(Base):
+    """A family member who may act for an elder (代办) once the elder consents.
+
+    The family member is known by a channel identity (today a WeChat openid), stored encrypted
+    and found by the same keyed hash as `Identity.value_hash`. `status`: requested (waiting for
+    the elder), active (consented), refused, withdrawn; at most one requested or active proxy
+    per elder and identity (a partial unique index).
+    """
+
+    __tablename__ = "proxies"
+    __table_args__ = (
+        Index(
+            "uq_proxies_open",
+            "resident_id",
+            "identity_hash",
+            unique=True,
+            sqlite_where=text("status IN ('requested', 'active')"),
+            postgresql_where=text("status IN ('requested', 'active')"),
+        ),
+        Index("ix_proxies_identity", "identity_kind", "identity_hash"),
+    )
+
+    id = Column(Integer, primary_key=True)
+    resident_id = Column(ForeignKey("residents.id", ondelete="CASCADE"), nullable=False, index=True)
+    identity_kind = Column(String(32), nullable=False)
+    identity_value = Column(EncryptedText, nullable=False)
+    identity_hash = Column(String(64), nullable=False)
+    name = Column(EncryptedText, nullable=False)
+    relation = Column(String(32), nullable=False)
+    phone = Column(EncryptedText, nullable=True)
+    status = Column(String(16), nullable=False)
+    requested_at = Column(TZDateTime(), nullable=False, default=utcnow)
+    decided_at = Column(TZDateTime(), nullable=True)
+    decided_via = Column(String(16), nullable=True)  # hotline | console
+    decided_by = Column(ForeignKey("principals.id"), nullable=True)
+    withdrawn_at = Column(TZDateTime(), nullable=True)
+
+    resident = relationship("Resident", lazy="joined", innerjoin=True)
 
 
 class OrderHistory(Base):

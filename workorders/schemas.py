@@ -345,6 +345,11 @@ class OrderCreate(Strict):
     scheduled_at: datetime | None = None
     notes: Text1000 | None = None
     assignee_team: Text64 | None = None
+    proxy_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None,
+        description="A family member acting for the resident (代办): their proxy, which must be "
+        "active (the elder consented) and the resident's, else 403 proxy_not_active",
+    )
 
     @root_validator(skip_on_failure=True)
     def _by_kind(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +373,9 @@ class OrderCreate(Strict):
 class TransitionIn(Strict):
     to: Status
     reason: constr(strip_whitespace=True, max_length=500) | None = None
+    proxy_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None, description="A family member acting for the resident (代办): their active proxy"
+    )
 
 
 class AssignIn(Strict):
@@ -384,6 +392,9 @@ class AssignIn(Strict):
 class RatingIn(Strict):
     score: conint(ge=1, le=5)
     comment: constr(strip_whitespace=True, max_length=500) | None = None
+    proxy_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None, description="A family member acting for the resident (代办): their active proxy"
+    )
 
 
 class NoteIn(Strict):
@@ -430,6 +441,12 @@ class RatingOut(Out):
     rated_at: datetime
 
 
+class RequestedByOut(Out):
+    proxy_id: int
+    name: str = Field(..., description="The family member; masked (李*明) unless revealed")
+    relation: str
+
+
 class OrderOut(Out):
     id: int
     kind: Kind
@@ -454,6 +471,9 @@ class OrderOut(Out):
     sla: SlaOut
     rating: RatingOut | None
     allowed_transitions: list[Status]
+    requested_by: RequestedByOut | None = Field(
+        None, description="A family member made it for the resident (代办)"
+    )
     masked: bool
 
 
@@ -466,6 +486,57 @@ class OrderPage(Out):
     total: int
     limit: int
     offset: int
+
+
+# --- family members acting for an elder (代办) ----------------------------------------------
+
+ProxyStatus = Literal["requested", "active", "refused", "withdrawn"]
+ProxyVia = Literal["hotline", "console"]
+
+
+class ProxyRequestIn(Strict):
+    identity: IdentityIn = Field(..., description="Who asks: today a WeChat openid")
+    name: Text64 = Field(..., description="The family member's name")
+    relation: constr(strip_whitespace=True, min_length=1, max_length=32) = Field(
+        ..., description="儿子, 女儿, 老伴 …"
+    )
+    phone: str | None = None
+
+    _phone = validator("phone", allow_reuse=True)(lambda v: v and valid_phone(v))
+
+
+class ConsentIn(Strict):
+    granted: bool
+    via: ProxyVia = Field(..., description="hotline: svc-hotline (proxies:consent); console: staff")
+    event_id: constr(strip_whitespace=True, min_length=1, max_length=64) | None = Field(
+        None, description="The proxy.consent_requested event answered (kept in the audit entry)"
+    )
+
+
+class WithdrawIn(Strict):
+    via: ProxyVia
+
+
+class ProxyBriefOut(Out):
+    id: int
+    resident_id: int
+    resident_name: str = Field(..., description="Masked: 李*英")
+    relation: str
+    status: ProxyStatus
+
+
+class ProxyOut(Out):
+    id: int
+    resident_id: int
+    resident_name: str = Field(..., description="Masked (李*英) unless staff reveal")
+    name: str = Field(..., description="The family member; masked unless staff reveal")
+    relation: str
+    phone: str | None = Field(..., description="Masked unless staff reveal")
+    status: ProxyStatus
+    requested_at: datetime
+    decided_at: datetime | None
+    decided_via: ProxyVia | None
+    withdrawn_at: datetime | None
 
 
 # --- staff and auth -------------------------------------------------------------------------

@@ -45,18 +45,24 @@ SCOPES = (
     "conversations:read",
     "conversations:reply",
     "conversations:write",
+    "proxies:request",
+    "proxies:consent",
 )
 
 # Agents do the daily work; statistics are for supervisors; accounts and the audit log for admins.
 # Call records and conversation messages are written by the services that carry them
 # (svc-hotline, svc-gateway, svc-actions), never by a person; staff reply through
-# conversations:reply.
+# conversations:reply. Family members acting for an elder (代办) are asked for by the dialogue
+# (proxies:request) and consented to on the hotline (proxies:consent); staff record consent
+# from the console by their role, not through these scopes.
 _AGENT = frozenset(SCOPES) - {
     "stats:read",
     "audit:read",
     "staff:manage",
     "calls:write",
     "conversations:write",
+    "proxies:request",
+    "proxies:consent",
 }
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.agent: _AGENT,

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from workorders.contract import Speaker, Status
 from workorders.crypto import format_address, mask_address, mask_id_number, mask_phone, mask_text
-from workorders.models import CallRecord, Resident, WorkOrder
+from workorders.models import CallRecord, Proxy, Resident, WorkOrder
 from workorders.schemas import (
     AddressOut,
     CallDetailOut,
@@ -20,12 +20,15 @@ from workorders.schemas import (
     IdentityOut,
     OrderDetailOut,
     OrderOut,
+    ProxyBriefOut,
+    ProxyOut,
     RatingOut,
+    RequestedByOut,
     ResidentOut,
     ServiceNotes,
     SlaOut,
 )
-from workorders.services import state_machine
+from workorders.services import proxies, state_machine
 
 _FREE_TEXT = ("description", "text", "question", "summary", "note", "reason")
 _PHONES = ("phone", "caller_phone")
@@ -137,6 +140,13 @@ def _order_fields(order: WorkOrder, reveal: bool) -> dict[str, Any]:
         if order.rating is not None and order.rated_at is not None
         else None,
         "allowed_transitions": state_machine.allowed(status),
+        "requested_by": RequestedByOut(
+            proxy_id=order.proxy.id,
+            name=order.proxy.name if reveal else proxies.mask_name(order.proxy.name),
+            relation=order.proxy.relation,
+        )
+        if order.proxy is not None
+        else None,
         "masked": not reveal,
     }
 
@@ -159,6 +169,33 @@ def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
             )
             for h in order.history
         ],
+    )
+
+
+def proxy_brief_out(proxy: Proxy) -> ProxyBriefOut:
+    return ProxyBriefOut(
+        id=proxy.id,
+        resident_id=proxy.resident_id,
+        resident_name=proxies.mask_name(proxy.resident.name),
+        relation=proxy.relation,
+        status=proxy.status,
+    )
+
+
+def proxy_out(proxy: Proxy, reveal: bool) -> ProxyOut:
+    """Services always see the names and the number masked; staff in full when they reveal."""
+    return ProxyOut(
+        id=proxy.id,
+        resident_id=proxy.resident_id,
+        resident_name=proxy.resident.name if reveal else proxies.mask_name(proxy.resident.name),
+        name=proxy.name if reveal else proxies.mask_name(proxy.name),
+        relation=proxy.relation,
+        phone=proxy.phone if reveal else mask_phone(proxy.phone),
+        status=proxy.status,
+        requested_at=proxy.requested_at,
+        decided_at=proxy.decided_at,
+        decided_via=proxy.decided_via,
+        withdrawn_at=proxy.withdrawn_at,
     )
 
 

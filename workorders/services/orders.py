@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from workorders.contract import Channel, Kind, Priority, Role, Status
 from workorders.errors import ApiError, not_found
 from workorders.hospital.base import HospitalAdapter, HospitalUnavailable, SlotUnavailable
-from workorders.models import OrderHistory, Principal, Resident, WorkOrder
+from workorders.models import OrderHistory, Principal, Proxy, Resident, WorkOrder
 from workorders.schemas import OrderCreate, WhereaboutsIn
 from workorders.security import Caller
-from workorders.services import events, idempotency, sla, state_machine
+from workorders.services import events, idempotency, proxies, sla, state_machine
 from workorders.services.sla import SlaPolicy
 
 # What service accounts (bots, channels, terminals) may do on a resident's behalf.
@@ -164,6 +164,7 @@ def _join_open_emergency(
     resident: Resident,
     idem_key: str | None,
     now: datetime,
+    proxy: Proxy | None,
 ) -> Outcome | None:
     """One emergency per resident at a time: what they say on the callback after an SOS, or
     a second call, joins the open one (a note and a fresh staff alert), never a second P0."""
@@ -173,6 +174,9 @@ def _join_open_emergency(
     said = str(body.details.get("description") or "").strip()
     channel = Channel(body.channel).value
     reason = f"再次求助（{CHANNEL_LABELS.get(channel, channel)}）：{said}"[:1000]
+    if proxy is not None:
+        reason = proxies.on_behalf(proxy, "create", reason)[:1000]
+        proxies.record_use(session, caller, proxy, open_order, "create")
     _history(open_order, caller, "emergency_repeated", now, reason=reason)
     event = events.record(
         session, "emergency.repeated", open_order, to_role=Role.agent, channel=channel
@@ -198,15 +202,19 @@ def create(
         body.kind == Kind.emergency and caller.can("emergency:create")
     ):
         raise ApiError(403, "forbidden", "您的账号不能创建这类工单。")
-    body_hash = idempotency.request_hash(body.dict())
+    # Without a proxy, the same hash as before proxies existed: keys stored then still match.
+    body_hash = idempotency.request_hash(
+        body.dict(exclude={"proxy_id"} if body.proxy_id is None else None)
+    )
     if idem_key is not None:
         existing_id = idempotency.claim(session, caller, idem_key, "work_order", body_hash)
         if existing_id is not None:
             return Outcome(get(session, existing_id), False, [])
     resident = _resident(session, body.resident_id)
+    proxy = proxies.active_for(session, body.proxy_id, body.resident_id)
     kind = Kind(body.kind)
     if kind == Kind.emergency and resident is not None:
-        joined = _join_open_emergency(session, caller, body, resident, idem_key, now)
+        joined = _join_open_emergency(session, caller, body, resident, idem_key, now, proxy)
         if joined is not None:
             return joined
     priority = Priority.P0 if kind == Kind.emergency else (body.priority or Priority.P2)
@@ -234,12 +242,16 @@ def create(
         assignee_team=body.assignee_team,
         related_order_id=details.get("about_order_id"),
         created_by=caller.id,
+        proxy_id=proxy.id if proxy else None,
     )
+    order.proxy = proxy
     sla.start_clock(order, policy.targets(kind, priority), now)
     try:
         session.add(order)
-        _history(order, caller, "created", now, None, Status.new)
+        said = proxies.on_behalf(proxy, "create") if proxy else None
+        _history(order, caller, "created", now, None, Status.new, said)
         session.flush()
+        proxies.record_use(session, caller, proxy, order, "create")
         new_events = [events.record(session, "order.created", order)]
         if kind == Kind.complaint:
             order.escalated_at = now
@@ -273,6 +285,7 @@ def transition(
     hospital: HospitalAdapter,
     policy: SlaPolicy,
     now: datetime,
+    proxy_id: int | None = None,
 ) -> Outcome:
     order = get(session, order_id, lock=True)
     current = Status(order.status)
@@ -282,6 +295,7 @@ def transition(
         raise ApiError(
             403, "forbidden", "机器人和终端只能取消或重新打开工单，其余状态由工作人员处理。"
         )
+    proxy = proxies.active_for(session, proxy_id, order.resident_id)
     state_machine.check(current, target)
     if target == Status.cancelled and order.kind == Kind.medical_appointment:
         appointment = order.details.get("appointment_id")
@@ -296,6 +310,10 @@ def transition(
         order, current, target, policy.targets(Kind(order.kind), Priority(order.priority)), now
     )
     order.status = target
+    if proxy is not None:
+        verb = "cancel" if target == Status.cancelled else "update"
+        reason = proxies.on_behalf(proxy, verb, reason)
+        proxies.record_use(session, caller, proxy, order, verb)
     _history(order, caller, "status", now, current, target, reason)
     event = events.record(
         session, "order.status_changed", order, from_status=current, to_status=target
@@ -393,7 +411,13 @@ def update_whereabouts(
 
 
 def rate(
-    session: Session, caller: Caller, order_id: int, score: int, comment: str | None, now: datetime
+    session: Session,
+    caller: Caller,
+    order_id: int,
+    score: int,
+    comment: str | None,
+    now: datetime,
+    proxy_id: int | None = None,
 ) -> Outcome:
     """The resident's rating closes a resolved order; the same rating again is a no-op."""
     order = get(session, order_id, lock=True)
@@ -401,13 +425,18 @@ def rate(
         if order.rating == score and (order.rating_comment or None) == (comment or None):
             return Outcome(order, False, [])
         raise ApiError(409, "already_rated", "这张工单已经评价过了。")
+    proxy = proxies.active_for(session, proxy_id, order.resident_id)
     if order.status != Status.resolved:
         raise ApiError(409, "not_resolved", "工单办结后才能评价。")
     order.rating, order.rating_comment, order.rated_at = score, comment, now
     order.status = Status.closed
     order.closed_at = order.updated_at = now
     order.paused_since = None
-    _history(order, caller, "rated", now, Status.resolved, Status.closed, f"评分 {score}")
+    said = f"评分 {score}"
+    if proxy is not None:
+        said = proxies.on_behalf(proxy, "rate", said)
+        proxies.record_use(session, caller, proxy, order, "rate")
+    _history(order, caller, "rated", now, Status.resolved, Status.closed, said)
     event = events.record(
         session,
         "order.status_changed",

@@ -72,7 +72,9 @@ def create_order(
     policy: SlaPolicy = Depends(get_policy),
     clock: Clock = Depends(get_clock),
 ) -> Response:
-    """Create a work order. Medical appointments book their slot at the hospital first."""
+    """Create a work order. Medical appointments book their slot at the hospital first.
+    `proxy_id`: a family member made it for the resident (代办); the proxy must be active and
+    the resident's (else 403 proxy_not_active); shown as `requested_by` and on the history."""
     outcome = orders.create(session, caller, body, key, hospital, policy, clock())
     publish(outcome.event_ids)
     out = views.order_detail_out(outcome.order, reveal(caller, False, "order", None))
@@ -143,7 +145,7 @@ def change_status(
 ) -> Response:
     """Move an order along its life cycle; asking for the status it already has is a no-op."""
     outcome = orders.transition(
-        session, caller, order_id, body.to, body.reason, hospital, policy, clock()
+        session, caller, order_id, body.to, body.reason, hospital, policy, clock(), body.proxy_id
     )
     publish(outcome.event_ids)
     return views.respond(
@@ -219,7 +221,9 @@ def rate_order(
     clock: Clock = Depends(get_clock),
 ) -> Response:
     """The resident's 1-5 rating of a resolved order; it closes the order."""
-    outcome = orders.rate(session, caller, order_id, body.score, body.comment, clock())
+    outcome = orders.rate(
+        session, caller, order_id, body.score, body.comment, clock(), body.proxy_id
+    )
     publish(outcome.event_ids)
     return views.respond(views.order_detail_out(outcome.order, False))
 

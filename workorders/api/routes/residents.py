@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from workorders.api import views
-from workorders.api.deps import idempotency_key, reveal
+from workorders.api.deps import Clock, get_clock, idempotency_key, publish, reveal
 from workorders.contract import IdentityKind
 from workorders.crypto import mask_text
 from workorders.db import get_read_session, get_session
@@ -14,6 +14,8 @@ from workorders.errors import ApiError
 from workorders.schemas import (
     ErrorOut,
     IdentityIn,
+    ProxyOut,
+    ProxyRequestIn,
     ResidentCreate,
     ResidentOut,
     ResidentPage,
@@ -21,7 +23,7 @@ from workorders.schemas import (
     valid_phone,
 )
 from workorders.security import Caller, require
-from workorders.services import audit, idempotency, residents
+from workorders.services import audit, idempotency, proxies, residents
 
 router = APIRouter(
     prefix="/residents",
@@ -180,3 +182,48 @@ def link_identity(
     shown = reveal(caller, False, "resident", resident.id)
     session.commit()
     return views.resident_out(resident, shown)
+
+
+@router.post(
+    "/{resident_id}/proxies",
+    response_model=ProxyOut,
+    status_code=201,
+    responses={**_ONE, 200: {"model": ProxyOut}},
+)
+def request_proxy(
+    body: ProxyRequestIn,
+    resident_id: int = ResidentId,
+    _caller: Caller = Depends(require("proxies:request")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """A family member asks to act for the elder (代办): 201 `requested`, and the event
+    `proxy.consent_requested` (`via: hotline` calls the elder; `via: console` when the elder
+    has no phone on file: staff confirm). The same person again while requested or active:
+    200 with that one."""
+    outcome = proxies.request(session, residents.get(session, resident_id), body, clock())
+    publish(outcome.event_ids)
+    return views.respond(views.proxy_out(outcome.proxy, False), 201 if outcome.changed else 200)
+
+
+@router.get("/{resident_id}/proxies", response_model=list[ProxyOut], responses=_ONE)
+def proxies_of_resident(
+    resident_id: int = ResidentId,
+    reveal_pii: bool = Query(
+        False, alias="reveal", description="Staff: show the names and numbers (audited)"
+    ),
+    purpose: str | None = Query(None, max_length=100, description="Staff: why, with reveal"),
+    caller: Caller = Depends(require("residents:read")),
+    session: Session = Depends(get_read_session),
+) -> list[ProxyOut]:
+    """Staff: every family member who asked to act for the elder, newest first."""
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "只有工作人员可以查看老人的代办家属。")
+    resident = residents.get(session, resident_id)
+    audit.record_now(caller, "list_proxies", "resident", resident.id)
+    rows = proxies.of_resident(session, resident.id)
+    # Whose data is shown in full is each proxy's: one reveal entry per proxy, with the purpose.
+    shown = reveal_pii and caller.can("residents:pii")
+    for proxy in rows if shown else ():
+        reveal(caller, True, "proxy", proxy.id, _purpose(purpose))
+    return [views.proxy_out(p, shown) for p in rows]
