@@ -2,6 +2,8 @@
  * 居民: the list (GET /residents, masked), one resident's profile (masked unless revealed) and
  * what Linli did for them: orders, calls, conversations. Showing the profile in full needs a
  * purpose, sent as `purpose` with `reveal=true`; the API writes it into the audit entry.
+ * 代办家属: family members who asked to act for the elder; staff record the elder's answer they
+ * got by phone (老人已同意 / 老人不同意, confirmed first) and withdraw consent (收回同意).
  */
 import { api } from "../js/api.js";
 import { can, channelLabel, kindLabel, statusLabel } from "../js/context.js";
@@ -26,6 +28,39 @@ const OUTCOME_LABELS = {
   failed: "技术故障",
 };
 const CONVERSATION_STATES = { bot: "助手接待", waiting: "等待人工", staff: "人工处理中" };
+const PROXY_STATES = {
+  requested: "等待老人同意",
+  active: "已同意",
+  refused: "已拒绝",
+  withdrawn: "已收回",
+};
+const VIA_LABELS = { hotline: "热线电话确认", console: "工作人员电话确认" };
+// What each button asks staff to confirm, what it sends, and what is announced after.
+const PROXY_ACTIONS = {
+  grant: {
+    label: "老人已同意",
+    confirm: (p) =>
+      `请确认：您已经打电话和老人本人核实，老人同意由${p.name}（${p.relation}）代为办理。`,
+    path: (p) => `/proxies/${p.id}/consent`,
+    body: { granted: true, via: "console" },
+    done: (p) => `已记录：老人同意由${p.name}（${p.relation}）代办。`,
+  },
+  refuse: {
+    label: "老人不同意",
+    confirm: (p) => `请确认：老人不同意由${p.name}（${p.relation}）代为办理。`,
+    path: (p) => `/proxies/${p.id}/consent`,
+    body: { granted: false, via: "console" },
+    done: (p) => `已记录：老人不同意由${p.name}（${p.relation}）代办。`,
+  },
+  withdraw: {
+    label: "收回同意",
+    confirm: (p) =>
+      `请确认：收回后${p.name}（${p.relation}）不能再替老人预约、报修、取消或评价。`,
+    path: (p) => `/proxies/${p.id}/withdraw`,
+    body: { via: "console" },
+    done: (p) => `已收回${p.name}（${p.relation}）的代办授权。`,
+  },
+};
 
 const form = document.getElementById("r-search");
 const searchError = document.getElementById("r-search-error");
@@ -274,6 +309,7 @@ async function reveal() {
     current.revealed = full;
     current.purpose = purpose.text;
     showProfile();
+    section("r-proxies", "residents:read", () => proxiesOf(id));
     announce(announcer, `正在显示${full.name}的完整信息，用途“${purpose.text}”已记入审计日志。`);
     document.getElementById("r-hide").focus();
   } catch (error) {
@@ -285,6 +321,7 @@ function hideFull() {
   current.revealed = null;
   current.purpose = null;
   showProfile();
+  section("r-proxies", "residents:read", () => proxiesOf(current.masked.id));
   announce(announcer, "完整信息已隐去。");
   document.getElementById("r-reveal").focus();
 }
@@ -425,6 +462,132 @@ async function conversationsOf(residentId) {
   );
 }
 
+// --- 代办家属: family members acting for the elder, with the elder's consent ---------------
+
+function decidedText(p) {
+  if (p.status === "requested") return "—";
+  if (p.status === "withdrawn") {
+    const before = p.decided_at
+      ? `（${formatTime(p.decided_at)} ${VIA_LABELS[p.decided_via] ?? ""}同意）`
+      : "";
+    return `${formatTime(p.withdrawn_at)} 收回${before}`;
+  }
+  return `${formatTime(p.decided_at)} · ${VIA_LABELS[p.decided_via] ?? p.decided_via}`;
+}
+
+function proxyButtons(p, residentId) {
+  const wanted =
+    p.status === "requested" ? ["grant", "refuse"] : p.status === "active" ? ["withdraw"] : [];
+  return wanted.map((action) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: action === "grant" ? "button-primary" : null,
+        dataset: { proxyAction: action },
+        "aria-expanded": "false",
+        "aria-controls": `r-proxy-confirm-${p.id}`,
+        onclick: (event) => askToConfirm(p, action, residentId, event.currentTarget),
+      },
+      PROXY_ACTIONS[action].label,
+    ),
+  );
+}
+
+/** The confirmation under the proxy's row: nothing is sent before 确认. */
+function askToConfirm(p, action, residentId, button) {
+  const box = document.getElementById(`r-proxy-confirm-${p.id}`);
+  const spec = PROXY_ACTIONS[action];
+  for (const b of button.parentElement.querySelectorAll("button"))
+    b.setAttribute("aria-expanded", String(b === button));
+  box.hidden = false;
+  fill(
+    box,
+    h("p", { id: `r-proxy-confirm-text-${p.id}` }, spec.confirm(p)),
+    h("p", { class: "form-error", role: "alert", id: `r-proxy-error-${p.id}` }),
+    h(
+      "p",
+      { class: "buttons" },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button-primary",
+          "aria-describedby": `r-proxy-confirm-text-${p.id}`,
+          onclick: () => sendProxyAction(p, action, residentId),
+        },
+        `确认${spec.label}`,
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          onclick: () => {
+            box.hidden = true;
+            box.replaceChildren();
+            button.setAttribute("aria-expanded", "false");
+            button.focus();
+          },
+        },
+        "取消",
+      ),
+    ),
+  );
+  box.querySelector("button").focus();
+}
+
+async function sendProxyAction(p, action, residentId) {
+  const spec = PROXY_ACTIONS[action];
+  try {
+    await api(spec.path(p), { method: "POST", body: spec.body });
+  } catch (error) {
+    document.getElementById(`r-proxy-error-${p.id}`).textContent = error.message;
+    return;
+  }
+  if (current?.masked.id !== residentId) return;
+  await section("r-proxies", "residents:read", () => proxiesOf(residentId));
+  announce(announcer, spec.done(p));
+  document.querySelector(`#r-proxy-list li[data-proxy-id="${p.id}"]`)?.focus();
+}
+
+async function proxiesOf(residentId) {
+  const q = new URLSearchParams();
+  if (current?.revealed) {
+    q.set("reveal", "true");
+    q.set("purpose", current.purpose);
+  }
+  const items = await api(`/residents/${residentId}/proxies${q.size ? `?${q}` : ""}`);
+  if (!items.length) return h("p", {}, "没有家属申请代办。");
+  return h(
+    "ul",
+    { class: "plain proxies", id: "r-proxy-list" },
+    items.map((p) =>
+      h(
+        "li",
+        {
+          class: "proxy",
+          tabindex: "-1",
+          dataset: { proxyId: String(p.id), proxyStatus: p.status },
+        },
+        h(
+          "dl",
+          { class: "facts" },
+          fact("家属", `${p.name}（${p.relation}）`),
+          fact("电话", p.phone ?? "未留"),
+          fact(
+            "状态",
+            h("span", { class: `proxy-status proxy-status--${p.status}` }, PROXY_STATES[p.status]),
+          ),
+          fact("申请时间", formatTime(p.requested_at)),
+          fact("确认情况", decidedText(p)),
+        ),
+        h("p", { class: "buttons" }, proxyButtons(p, residentId)),
+        h("div", { id: `r-proxy-confirm-${p.id}`, class: "inline-form", hidden: true }),
+      ),
+    ),
+  );
+}
+
 function buildDetail(id) {
   const part = (id, title) =>
     h(
@@ -448,6 +611,7 @@ function buildDetail(id) {
         )
       : null,
     h("div", { id: "r-profile" }),
+    part("r-proxies", "代办家属"),
     part("r-orders", "工单"),
     part("r-calls", "通话记录"),
     part("r-conversations", "会话"),
@@ -466,6 +630,7 @@ async function openResident(id, { focus = true } = {}) {
     syncUrl();
     if (focus) detail.focus();
     await Promise.all([
+      section("r-proxies", "residents:read", () => proxiesOf(id)),
       section("r-orders", "orders:read", () => ordersOf(id)),
       section("r-calls", "calls:read", () => callsOf(id)),
       section("r-conversations", "conversations:read", () => conversationsOf(id)),
