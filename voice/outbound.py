@@ -11,29 +11,50 @@
   gateway: notifications the API marks "via sms" are phoned as well.
 - Notifications for the duty supervisor are the staff console's (the escalation's alert
   event); nothing to dial here.
+- `proxy.consent_requested` with `via` "hotline" (a family member asked on WeChat to act for
+  an elder, 代办): call the elder's own phone through the trunk, say who asks, 1 consents, 2
+  refuses (`POST /proxies/{id}/consent`, idempotent by the stream id). `via` "console": staff
+  ask; nothing to dial.
+- `order.status_changed` to "resolved", for a resident without a WeChat identity (WeChat users
+  rate there): a short 回访 call, "您的报修：水管已经办好了", a key 1-5 is the rating
+  (`POST /work-orders/{id}/rating`, which closes the order). Never for an order rated already.
+
+These two are follow-ups, not emergencies: they are placed in calling hours only
+(`calling_hours`, local time), and kept in a small file beside the cursor (`follow_ups`) rather
+than holding the stream position back for hours: no answer, a hang-up or no key records
+nothing and the call is made again `follow_up_after` later, `follow_up_attempts` times in all;
+then it is left for staff (the proxy stays "requested" in the console, the order resolved and
+unrated) and the log says so. Before every attempt the API is asked again whether the call is
+still wanted (the proxy still requested; the order still resolved and unrated).
 
 Delivery is at least once: the stream position (`HOTLINE_EVENTS_CURSOR`) moves past an event
 only when it has been handled, so a restart repeats a call rather than losing it; the API
 records each notification result once (idempotent by event id). A hotline started for the
 first time begins with what happens from then on; events older than `max_age` are not acted
 on: a hotline that was down for an hour must not ring a family about an emergency staff
-settled long ago.
+settled long ago (follow-ups: `follow_up_max_age`). A follow-up is in its file before the
+stream position moves past its event, and a restarted hotline takes the file up again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.sip import Call, CallState, SipEndpoint
 from voice.tts import TtsError
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
+from workorders.contract import IdentityKind
 from workorders.crypto import mask_text
+from workorders.words import TZ, subject
 
 if TYPE_CHECKING:
     from voice.hotline import Hotline
@@ -48,6 +69,69 @@ FAMILY_SOS = (
     "您好，这里是邻里社区服务中心。您的家人{name}刚刚按下了一键求助，地址是{address}。"
     "社区工作人员正在处理。收到请按1。重听请按星号键。"
 )
+GRANT_KEY, REFUSE_KEY = "1", "2"
+CONSENT = (
+    "您好，这里是邻里社区服务中心。您的{who}想在微信上替您办理社区服务，比如预约看病、报修。"
+    "同意请按1，不同意请按2，重听请按星号键。"
+)
+CONSENT_GRANTED = "好的，已经记下您同意了。"
+CONSENT_REFUSED = "好的，不会让他代办。"
+SCORE_KEYS = "12345"
+RATING = (
+    "您好，这里是邻里社区服务中心。您的{what}已经办好了。请为这次服务打个分："
+    "非常满意请按5，满意按4，一般按3，不满意按2，很不满意按1。重听请按星号键。"
+)
+RATING_THANKS = "谢谢您的评价。"
+CONSENT_EVENT, RESOLVED_EVENT = "proxy.consent_requested", "order.status_changed"
+AGAIN = "again"  # a follow-up's outcome: nobody answered or pressed a key; call again later
+
+
+@dataclass(frozen=True)
+class Question:
+    """A follow-up call: whom, what is said, the keys that answer it (→ the outcome), and
+    what records an answer (→ the words said before hanging up)."""
+
+    target: str
+    text: str
+    outcomes: dict[str, str]
+    answered: Callable[[str], Awaitable[str]]
+
+
+def follow_up_key(item: dict[str, Any]) -> str | None:
+    """The follow-up an event asks for (one per proxy, one per order), or None."""
+    data, kind = item["data"], item["type"]
+    if kind == CONSENT_EVENT and data.get("via") == "hotline" and data.get("proxy_id"):
+        return f"consent:{int(data['proxy_id'])}"
+    if kind == RESOLVED_EVENT and data.get("to_status") == "resolved" and item.get("order_id"):
+        return f"rating:{int(item['order_id'])}"
+    return None
+
+
+def who_asks(proxy: dict[str, Any]) -> str:
+    """女儿王丽; the relation alone when the name came masked (王*) or not at all."""
+    relation, name = proxy.get("relation") or "家人", proxy.get("name") or ""
+    return relation if not name or "*" in name else f"{relation}{name}"
+
+
+def phone_of(resident: dict[str, Any]) -> str | None:
+    """The resident's own number: the profile's, else a linked caller number."""
+    found = resident.get("phone") or next(
+        (i["value"] for i in resident.get("identities", []) if i["kind"] == IdentityKind.phone),
+        None,
+    )
+    return found if found and "*" not in found else None
+
+
+def calling_time(moment: datetime, hours: tuple[time, time] | None) -> datetime:
+    """`moment`, or the start of the next calling `hours` (local time) when outside them."""
+    if hours is None:
+        return moment
+    start, end = hours
+    local = moment.astimezone(TZ)
+    if start <= local.time() < end:
+        return moment
+    day = local.date() + timedelta(days=0 if local.time() < start else 1)
+    return datetime.combine(day, start, TZ)
 
 
 def spoken_address(address: dict[str, Any] | None) -> str:
@@ -72,6 +156,11 @@ class Outbound:
         ring_seconds: float = 40.0,
         callback_attempts: int = 3,
         retry_after: float = 20.0,
+        follow_ups: Path | None = None,
+        follow_up_attempts: int = 3,
+        follow_up_after: float = 3600.0,
+        follow_up_max_age: timedelta = timedelta(days=1),
+        calling_hours: tuple[time, time] | None = (time(9, 0), time(20, 0)),
     ) -> None:
         self.hotline = hotline
         self.endpoint = endpoint
@@ -82,6 +171,13 @@ class Outbound:
         self.ring_seconds = ring_seconds
         self.callback_attempts = callback_attempts
         self.retry_after = retry_after
+        self.follow_ups_path = follow_ups or cursor.with_name("follow-ups.json")
+        self.follow_up_attempts = follow_up_attempts
+        self.follow_up_after = follow_up_after
+        self.follow_up_max_age = follow_up_max_age
+        self.calling_hours = calling_hours  # local (Asia/Shanghai), every day; None: any time
+        # Follow-ups not done yet, by follow_up_key: {"item", "tries", "due"}; in the file too.
+        self._later: dict[str, dict[str, Any]] = {}
         # (event type, what came of it), the newest KEEP_HANDLED: for tests and a debugger.
         self.handled: list[tuple[str, str]] = []
         self._pending: list[tuple[str, asyncio.Future[None]]] = []  # stream order
@@ -91,6 +187,9 @@ class Outbound:
 
     async def run(self, stop: asyncio.Event) -> None:
         after = self._load_cursor()
+        self._later = self._load_follow_ups()
+        for key in list(self._later):
+            self._start_follow_up(key)
         while not stop.is_set():
             try:
                 page = await self.api.events(after, wait_ms=POLL_MS)
@@ -110,6 +209,11 @@ class Outbound:
 
     def _dispatch(self, item: dict[str, Any]) -> None:
         data, kind = item["data"], item["type"]
+        later = follow_up_key(item)
+        if later is not None:
+            self._queue_follow_up(later, item)
+            self._done_upto(item["id"])
+            return
         ours = (kind == "callback.requested" and data.get("terminal_id")) or (
             kind == "notification.requested" and data.get("audience") == "family"
         )
@@ -161,6 +265,176 @@ class Outbound:
     def _handled(self, kind: str, outcome: str) -> None:
         self.handled.append((kind, outcome))
         del self.handled[:-KEEP_HANDLED]  # a hotline runs for months
+
+    # --- follow-ups: consent and 回访 calls, in calling hours, tried again later -----------------
+
+    def _queue_follow_up(self, key: str, item: dict[str, Any]) -> None:
+        if key in self._later:
+            return  # asked for again (a replayed event, a second resolve): one call
+        if datetime.now(timezone.utc) - datetime.fromisoformat(item["data"]["at"]) > (
+            self.follow_up_max_age
+        ):
+            log.info("outbound: %s (%s) is too old to act on", item["type"], key)
+            self._handled(item["type"], "too_old")
+            return
+        now = datetime.now(timezone.utc).isoformat()
+        self._later[key] = {"item": item, "tries": 0, "due": now}
+        self._save_follow_ups()  # before the stream position moves past the event
+        self._start_follow_up(key)
+
+    def _start_follow_up(self, key: str) -> None:
+        task = asyncio.ensure_future(self._follow_up(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._follow_up_ended)
+
+    def _follow_up_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("outbound follow-up failed", exc_info=task.exception())
+
+    async def _follow_up(self, key: str) -> None:
+        """Call (in calling hours) until it is settled or tried `follow_up_attempts` times."""
+        entry = self._later[key]
+        item = entry["item"]
+        outcome = await self._follow_up_calls(key, entry)
+        self._later.pop(key, None)
+        self._save_follow_ups()
+        self._handled(item["type"], outcome)
+
+    async def _follow_up_calls(self, key: str, entry: dict[str, Any]) -> str:
+        item = entry["item"]
+        ask = self.consent_question if item["type"] == CONSENT_EVENT else self.rating_question
+        while True:
+            try:
+                question = await ask(item)
+                start = calling_time(datetime.fromisoformat(entry["due"]), self.calling_hours)
+                wait = (start - datetime.now(timezone.utc)).total_seconds()
+                if wait > 0 and not isinstance(question, str):
+                    await asyncio.sleep(wait)
+                    question = await ask(item)  # hours later: still wanted?
+                if isinstance(question, str):
+                    return question  # nothing to ask (settled, WeChat, no phone …)
+                key_pressed = await self._ask(question)
+                if key_pressed is not None:
+                    return question.outcomes[key_pressed]
+            except ApiUnavailable as exc:
+                log.warning("outbound: %s: the API did not answer (%s)", key, exc)
+            except ApiError as exc:
+                log.error("outbound: %s refused by the API: %s", key, exc)
+                return "failed"
+            entry["tries"] += 1
+            if entry["tries"] >= self.follow_up_attempts:
+                log.warning(
+                    "outbound: %s: no answer in %d calls; left for staff in the console",
+                    key,
+                    entry["tries"],
+                )
+                return "left_for_staff"
+            due = datetime.now(timezone.utc) + timedelta(seconds=self.follow_up_after)
+            entry["due"] = due.isoformat()
+            self._save_follow_ups()
+
+    def _load_follow_ups(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self.follow_ups_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error("outbound: %s unreadable (%s); follow-ups lost", self.follow_ups_path, exc)
+            return {}
+
+    def _save_follow_ups(self) -> None:
+        self.follow_ups_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.follow_ups_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self._later, ensure_ascii=False))
+        os.replace(temporary, self.follow_ups_path)
+
+    async def consent_question(self, item: dict[str, Any]) -> Question | str:
+        """What to ask the elder whether the family member may act for them, or why not."""
+        proxy_id = int(item["data"]["proxy_id"])
+        proxy = await self._retrying(self.api.proxy, proxy_id)
+        if proxy["status"] != "requested":
+            return "settled"  # decided meanwhile (in the console, an earlier call)
+        resident = await self._retrying(self.api.resident, int(proxy["resident_id"]))
+        target = self._target(resident)
+        if target is None:
+            log.warning("outbound: consent for proxy %s: no phone or no trunk", proxy_id)
+            return "no_phone" if self.trunk else "no_trunk"
+
+        async def decide(key: str) -> str:
+            granted = key == GRANT_KEY
+            try:
+                await self._retrying(
+                    self.api.decide_proxy, proxy_id, granted, "hotline", item["id"]
+                )
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                log.info("outbound: proxy %s was decided meanwhile (%s)", proxy_id, exc.code)
+            return CONSENT_GRANTED if granted else CONSENT_REFUSED
+
+        return Question(
+            target,
+            CONSENT.format(who=who_asks(proxy)),
+            {GRANT_KEY: "granted", REFUSE_KEY: "refused"},
+            decide,
+        )
+
+    async def rating_question(self, item: dict[str, Any]) -> Question | str:
+        """The 回访 call's question (a key 1-5 rates the order), or why there is none."""
+        order_id = int(item["order_id"])
+        order = await self._retrying(self.api.order, order_id)
+        if order.get("rating"):
+            return "already_rated"
+        if order["status"] != "resolved":
+            return "moved_on"  # closed, reopened or cancelled since
+        if order.get("resident_id") is None:
+            return "no_resident"
+        resident = await self._retrying(self.api.resident, int(order["resident_id"]))
+        if any(i["kind"] == IdentityKind.wechat_openid for i in resident["identities"]):
+            return "wechat"  # the gateway asks them to rate on WeChat
+        target = self._target(resident)
+        if target is None:
+            log.warning("outbound: 回访 of order %s: no phone or no trunk", order_id)
+            return "no_phone" if self.trunk else "no_trunk"
+
+        async def rate(key: str) -> str:
+            try:
+                await self._retrying(self.api.rate, order_id, int(key))
+            except ApiError as exc:
+                if exc.status != 409:  # already_rated (elsewhere, meanwhile) is done too
+                    raise
+                log.info("outbound: order %s not rated by phone: %s", order_id, exc.code)
+            return RATING_THANKS
+
+        scores = {key: f"rated_{key}" for key in SCORE_KEYS}
+        return Question(target, RATING.format(what=subject(order)), scores, rate)
+
+    def _target(self, resident: dict[str, Any]) -> str | None:
+        phone = phone_of(resident)
+        return f"sip:{phone}@{self.trunk}" if phone and self.trunk else None
+
+    async def _ask(self, question: Question) -> str | None:
+        """Call, say the question (three times at most) until one of its keys is pressed;
+        `question.answered(key)` records it and gives the words said before hanging up. The
+        key, or None: no answer, no key, a hang-up, or the words could not be synthesised."""
+        async with self._calling(question.target) as call:
+            if call is None:
+                return None
+            synth = self.hotline.synthesizer
+            keys = "".join(question.outcomes)
+            try:
+                key = await self._keyed(call, await synth.render(question.text), keys)
+            except TtsError:
+                log.error("outbound: the question could not be synthesised")
+                return None
+            if key is None:
+                return None
+            words = await question.answered(key)
+            if call.state is not CallState.ENDED:
+                with contextlib.suppress(TtsError):
+                    await call.play(await synth.render(words, persist=True))
+            return key
 
     # --- the callback to a terminal ----------------------------------------------------------
 
@@ -222,37 +496,52 @@ class Outbound:
 
     async def _tell(self, target: str, text: str) -> str:
         """Say `text` (three times at most) until the person presses 1; how it went."""
+        async with self._calling(target) as call:
+            if call is None:
+                return "no_answer"
+            synth = self.hotline.synthesizer
+            try:
+                if await self._keyed(call, await synth.render(text), ACK_KEY) is None:
+                    return "answered"
+                with contextlib.suppress(TtsError):
+                    await call.play(await synth.prompt("family_thanks"))
+                return "acknowledged"
+            except TtsError:
+                log.error("outbound: the notification could not be synthesised")
+                return "failed"
+
+    @contextlib.asynccontextmanager
+    async def _calling(self, target: str) -> AsyncIterator[Call | None]:
+        """The call to `target` once answered (None: it was not), hung up at the end."""
         call = await self.endpoint.dial(target, timeout=self.ring_seconds)
-        if call is None:
-            return "no_answer"
-        synth = self.hotline.synthesizer
         try:
-            message = await synth.render(text)
-            for _ in range(3):
-                playing = asyncio.ensure_future(call.play(message))
-                key = await self._key_while(call, playing, after=8.0)
-                if key == ACK_KEY:
-                    call.stop_playing()
-                    with contextlib.suppress(TtsError):
-                        await call.play(await synth.prompt("family_thanks"))
-                    return "acknowledged"
-                if call.state is CallState.ENDED:
-                    break
-                call.stop_playing()  # * or nothing: say it again
-            return "answered"
-        except TtsError:
-            log.error("outbound: the notification could not be synthesised")
-            return "failed"
+            yield call
         finally:
-            if call.state is not CallState.ENDED:
+            if call is not None and call.state is not CallState.ENDED:
                 await call.hangup()
 
+    async def _keyed(self, call: Call, message: bytes, keys: str) -> str | None:
+        """Play `message` (three times at most) until one of `keys` is pressed: that key, or
+        None when the other end hung up or pressed none of them. * or another key, or
+        nothing, says it again."""
+        for _ in range(3):
+            playing = asyncio.ensure_future(call.play(message))
+            key = await self._key_while(call, playing, keys, after=8.0)
+            call.stop_playing()
+            if key is not None and key in keys:
+                return key
+            if call.state is CallState.ENDED:
+                return None
+        return None
+
     @staticmethod
-    async def _key_while(call: Call, playing: asyncio.Future[bool], after: float) -> str | None:
+    async def _key_while(
+        call: Call, playing: asyncio.Future[bool], keys: str, after: float
+    ) -> str | None:
         """A key pressed while the message plays or within `after` seconds of its end."""
         while not playing.done():
             key = await call.receive_dtmf(timeout=0.2)
-            if key in (ACK_KEY, REPEAT_KEY):
+            if key is not None and key in keys + REPEAT_KEY:
                 return key
             if call.state is CallState.ENDED:
                 return None
