@@ -16,13 +16,15 @@ one of the lines below.
 
 It measures and reports, never asserts; var/bench/wechat.json; bench/README.md explains it.
 Knobs: BENCH_WECHAT_RATE=20 (pushes a second), BENCH_WECHAT_SECONDS=30, BENCH_WECHAT_USERS=200,
-BENCH_WECHAT_PASSIVE=0.8 (the gateway's WECHAT_PASSIVE_SECONDS).
+BENCH_WECHAT_PASSIVE=0.8 (the gateway's WECHAT_PASSIVE_SECONDS), BENCH_WECHAT_DRAIN=240 (seconds
+to wait after the last push for the answers still owed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -59,6 +61,7 @@ RATE = float(os.environ.get("BENCH_WECHAT_RATE", "20"))
 SECONDS = float(os.environ.get("BENCH_WECHAT_SECONDS", "30"))
 USERS = int(os.environ.get("BENCH_WECHAT_USERS", "200"))
 PASSIVE = os.environ.get("BENCH_WECHAT_PASSIVE", "0.8")
+DRAIN = float(os.environ.get("BENCH_WECHAT_DRAIN", "240"))  # seconds to wait for late answers
 GOAL_ACK_P99_MS = 1000.0
 LINES = ["你好", "高龄津贴怎么领", "我的工单", "谢谢你"]
 GATEWAY_SCOPES = ["conversations:write", "events:read", "residents:lookup", "orders:read"]
@@ -143,12 +146,21 @@ async def push_all(gateway: str, standin: str, openids: list[str]) -> list[dict[
             await asyncio.sleep(max(0.0, started + n / RATE - time.perf_counter()))
             tasks.append(asyncio.create_task(one(n)))
         await asyncio.gather(*tasks)
-        # Customer-service answers: the first one each push's resident got after it.
-        await asyncio.sleep(15)
+        # Customer-service answers, once the backlog has drained (or DRAIN seconds passed): the
+        # first one each push's resident got after it.
+        expected = collections.Counter(
+            r["openid"] for r in results if r.get("passive") is False and r.get("status") == 200
+        )
         inboxes: dict[str, list[dict[str, Any]]] = {}
-        for openid in openids:
-            got = await client.get(f"{standin}/standin/users/{openid}/inbox")
-            inboxes[openid] = [i for i in got.json()["items"] if i["via"] == "custom"]
+        drained_by = time.monotonic() + DRAIN
+        while True:
+            for openid in openids:
+                got = await client.get(f"{standin}/standin/users/{openid}/inbox")
+                inboxes[openid] = [i for i in got.json()["items"] if i["via"] == "custom"]
+            missing = sum(max(n - len(inboxes[o]), 0) for o, n in expected.items())
+            if not missing or time.monotonic() > drained_by:
+                break
+            await asyncio.sleep(2)
         for result in sorted(results, key=lambda r: r["n"]):
             if result.get("passive") is False and result.get("status") == 200:
                 waiting = inboxes.get(result["openid"], [])

@@ -51,6 +51,7 @@ SERVICE_SCOPES = {
         "residents:lookup",
         "orders:read",
         "proxies:request",
+        "notifications:write",
     ],
     "wechat": ["residents:lookup", "orders:read", "orders:rate", "events:read"],
     "terminal": ["emergency:create", "residents:lookup"],

@@ -30,6 +30,7 @@ from tests.dialogue_stack import BIN, DialogueStack, Process, agent_token
 from tests.factories import resident_body
 from tests.servers import free_port, serve_app
 from tests.support import Api
+from tests.test_sos_terminal import post_event, sos_body
 
 PREFIX = f"linli:test:{RUN_ID}:wx"  # the conftest removes linli:test:{RUN_ID}* at the end
 ERROR_NOTICE = "该公众号暂时无法提供服务，请稍后再试"
@@ -484,7 +485,7 @@ def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order
         answer = wechat.staff("POST", f"/work-orders/{order['id']}/transitions", json={"to": to})
         assert answer.status_code == 200, answer.text
 
-    def told(status_words: str) -> dict[str, Any]:
+    def told(status_words: str, remark: str = "有问题请在公众号里留言，或打社区热线。") -> None:
         items = user.inbox(wait=20)
         assert [i["via"] for i in items] == ["template"], items
         [item] = items
@@ -494,15 +495,14 @@ def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order
             "first": f"{what}，{status_words}",
             "keyword1": what,
             "keyword2": status_words,
-            "remark": "有问题请在公众号里留言，或打社区热线。",
+            "remark": remark,
         }
-        return item
 
     moved("accepted")
     told("工作人员已经接单")
     moved("in_progress")  # not a status residents are told about
     moved("resolved")
-    told("已经办好了，请您评价一下")
+    told("已经办好了，请您评价一下", "请直接回复1到5给这次服务打分（5分最满意），也可以说说意见。")
     assert user.inbox(wait=3) == []
     # The event tail reads the same events again (as after a crash before its cursor moved):
     # nothing is sent twice.
@@ -513,6 +513,67 @@ def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order
         time.sleep(0.2)
     assert redis_client.get(cursor_key) >= after  # replayed up to where it was
     assert user.inbox(wait=3) == []
+    # The resident answers the request to rate: the dialogue rates the order, once.
+    thanks = user.say("5分，师傅很好")
+    what = "报修：" + order["details"]["category"]
+    assert thanks == f"谢谢您的评价！您给「{what}」打了5分。您说的意见我们会转给工作人员。"
+    rated = wechat.api.call("bot", "GET", f"/work-orders/{order['id']}").json()
+    assert rated["status"] == "closed"
+    assert (rated["rating"]["score"], rated["rating"]["comment"]) == (5, "师傅很好")
+
+
+def test_a_family_member_hears_the_elders_consent_and_acknowledges_an_sos_in_wechat(
+    wechat: WeChat,
+) -> None:
+    son = wechat.user(known=False)
+    elder = wechat.api.call(
+        "bot",
+        "POST",
+        "/residents",
+        json=resident_body(address={"building": "5", "unit": "1", "room": "302"}),
+    ).json()
+    asked = wechat.api.call(
+        "bot",
+        "POST",
+        f"/residents/{elder['id']}/proxies",
+        json={
+            "identity": {"kind": "wechat_openid", "value": son.openid},
+            "name": "李小明",
+            "relation": "儿子",
+        },
+    )
+    assert asked.status_code == 201, asked.text
+    proxy = asked.json()
+    consent = wechat.staff(
+        "POST", f"/proxies/{proxy['id']}/consent", json={"granted": True, "via": "console"}
+    )
+    assert consent.status_code == 200, consent.text
+    [told] = son.inbox(wait=20)
+    assert (told["via"], told["data"]["values"]["first"]) == (
+        "template",
+        "老人已经同意由您代办社区服务了。现在您可以在这里替老人预约看病、居家养老服务、报修，"
+        "查进度和评价。",
+    )
+    device_id = f"sos-{uuid.uuid4().hex[:10]}"
+    terminal = wechat.staff(
+        "POST", "/terminals", json={"device_id": device_id, "resident_id": elder["id"]}
+    )
+    assert terminal.status_code == 201, terminal.text
+    pressed = post_event(wechat.api.base_url, device_id, terminal.json()["secret"], sos_body())
+    assert pressed.status_code == 201, pressed.text
+    order_id = pressed.json()["order_id"]
+    [alert] = son.inbox(wait=30)
+    values = alert["data"]["values"]
+    assert values["keyword1"] == f"一键求助：{proxy['resident_name']}"
+    assert values["first"].startswith(f"您的家人{proxy['resident_name']}")
+    assert values["first"].endswith("按下了一键求助，社区工作人员正在处理。")
+    assert values["remark"] == "收到请回复1。有危险请直接拨打120。"
+    # "1" is the son's acknowledgement (not a rating): it stops the escalation chain.
+    assert son.say("1") == "好的，已经告诉社区工作人员您收到了。社区正在处理，有情况会再联系您。"
+    history = wechat.staff("GET", f"/work-orders/{order_id}").json()["history"]
+    reasons = [h["reason"] for h in history]
+    assert f"微信通知代办家属{proxy['name']}（儿子）：已在微信里确认收到" in reasons
+    assert f"代办家属{proxy['name']}（儿子）已确认，停止逐级通知" in reasons
 
 
 # Last in the module: it moves the stand-in's clock two days on.

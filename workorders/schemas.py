@@ -412,6 +412,9 @@ class NotificationResultIn(Strict):
         "chain; answered: heard it without confirming; no_answer; failed: could not be placed",
     )
     contact_id: conint(ge=1, le=2**31 - 1) | None = None
+    proxy_id: conint(ge=1, le=2**31 - 1) | None = Field(
+        None, description="A family member acting for the elder, told on WeChat"
+    )
     detail: constr(max_length=200) | None = None
 
 
@@ -525,6 +528,11 @@ class ProxyBriefOut(Out):
     status: ProxyStatus
 
 
+class ProxyIdentityOut(Out):
+    kind: IdentityKind
+    value: str
+
+
 class ProxyOut(Out):
     id: int
     resident_id: int
@@ -537,6 +545,11 @@ class ProxyOut(Out):
     decided_at: datetime | None
     decided_via: ProxyVia | None
     withdrawn_at: datetime | None
+    identity: ProxyIdentityOut | None = Field(
+        None,
+        description="The family member's channel identity: only for the services that write to "
+        "them (proxies:request), so the channel can tell them the elder's answer and alerts",
+    )
 
 
 # --- staff and auth -------------------------------------------------------------------------

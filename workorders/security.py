@@ -47,6 +47,7 @@ SCOPES = (
     "conversations:write",
     "proxies:request",
     "proxies:consent",
+    "notifications:write",
 )
 
 # Agents do the daily work; statistics are for supervisors; accounts and the audit log for admins.
@@ -54,7 +55,9 @@ SCOPES = (
 # (svc-hotline, svc-gateway, svc-actions), never by a person; staff reply through
 # conversations:reply. Family members acting for an elder (代办) are asked for by the dialogue
 # (proxies:request) and consented to on the hotline (proxies:consent); staff record consent
-# from the console by their role, not through these scopes.
+# from the console by their role, not through these scopes. A channel that delivers a family
+# notification (the hotline's call, the gateway's WeChat alert) reports how it went
+# (notifications:write).
 _AGENT = frozenset(SCOPES) - {
     "stats:read",
     "audit:read",
@@ -63,6 +66,7 @@ _AGENT = frozenset(SCOPES) - {
     "conversations:write",
     "proxies:request",
     "proxies:consent",
+    "notifications:write",
 }
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.agent: _AGENT,

@@ -64,7 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         dialogue = Dialogue(settings.rasa_url, timeout=settings.rasa_timeout_seconds)
         store = Store(client, settings.redis_prefix)
         resumer = Resumer(dialogue, store)
-        gateway = Gateway(workorders, dialogue, store, resumer)
+        gateway = Gateway(workorders, dialogue, store, resumer, settings.max_turns)
         closing: list[Any] = [workorders, events, dialogue]
         tasks: list[asyncio.Task[Any]] = []
         pushers: dict[str, Pusher] = {}

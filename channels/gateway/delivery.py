@@ -116,7 +116,7 @@ class Delivery:
             kind = str(item.get("type", ""))
             if kind.startswith("conversation."):
                 await self.on_event(item)
-            elif kind.startswith("order."):
+            elif kind.startswith(("order.", "notification.", "proxy.")):
                 await self.on_order_event(item)
             await self.store.set_cursor(item["id"])
         if page["last_id"] != cursor:

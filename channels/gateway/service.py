@@ -110,9 +110,18 @@ def state_notice(state: str, staff: str | None, can_push: bool) -> str | None:
 
 class Gateway:
     def __init__(
-        self, api: WorkOrdersClient, dialogue: Dialogue, store: Store, resumer: Resumer
+        self,
+        api: WorkOrdersClient,
+        dialogue: Dialogue,
+        store: Store,
+        resumer: Resumer,
+        max_turns: int = 16,
     ) -> None:
         self.api, self.dialogue, self.store, self.resumer = api, dialogue, store, resumer
+        # Turns beyond what the dialogue can serve at once wait here, cheaply, rather than in
+        # the HTTP clients' connection pools, whose bookkeeping grows with every waiting request
+        # and took the event loop (and with it WeChat's acknowledgements) under a backlog.
+        self._slots = asyncio.Semaphore(max_turns)
 
     async def handle(self, incoming: Incoming) -> Outcome:
         """One message, once: a retry with the same client_id gets the first run's outcome."""
@@ -129,11 +138,17 @@ class Gateway:
             await asyncio.sleep(0.25)
         outcome: Outcome | None = None
         try:
-            outcome = await self._turn(incoming)
+            async with self._slots:
+                outcome = await self._turn(incoming)
             return outcome
         finally:
             kept = outcome.as_dict() if outcome is not None and outcome.final else None
             await self.store.end_turn(key, client_id, kept)
+
+    @property
+    def busy(self) -> bool:
+        """Every turn slot is taken: a new message waits before the dialogue even sees it."""
+        return self._slots.locked()
 
     async def refresh(self, key: str) -> dict[str, Any] | None:
         """The API's state of a conversation, or None when the API has never heard of it."""

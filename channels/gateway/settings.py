@@ -27,6 +27,8 @@ class GatewaySettings(BaseSettings):
     # A dialogue turn runs actions that call the API (and the health centre): give it time.
     rasa_timeout_seconds: float = Field(60.0, gt=0, env="GATEWAY_RASA_TIMEOUT_SECONDS")
     api_timeout_seconds: float = Field(10.0, gt=0, env="GATEWAY_API_TIMEOUT_SECONDS")
+    # Dialogue turns at once; more wait their turn (Rasa serves ~7 turns/s on 2 cores anyway).
+    max_turns: int = Field(16, ge=1, le=1000, env="GATEWAY_MAX_TURNS")
     # The event tail long-polls this long (the API allows 30 s at most).
     events_wait_ms: int = Field(20_000, ge=0, le=30_000, env="GATEWAY_EVENTS_WAIT_MS")
     # An open web chat page asks for staff replies this often even without a wake-up.

@@ -146,6 +146,8 @@ class WeChatChannel:
         quick = self._quick_answer(inbound)
         if quick is not None:
             return self.protocol.reply(inbound, quick, encrypted) if quick else "success"
+        if self.gateway.busy:  # a backlog: the answer cannot come in time, say so at once
+            ends = time.time()
         await self.turns.extend_wait(push, ends)
         if first:
             answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -196,6 +198,12 @@ class WeChatChannel:
                 answer.set_result(SORRY)
 
     async def _answer(self, inbound: Inbound) -> str:
+        if inbound.kind == "text" and self.notifier is not None:
+            # A family member's "1" to an elder's SOS alert is their acknowledgement, not a
+            # message for the dialogue (where a bare 1 would be a rating).
+            acknowledged = await self.notifier.acknowledge(inbound.openid, inbound.get("Content"))
+            if acknowledged is not None:
+                return acknowledged
         incoming = await self._incoming(inbound)
         if isinstance(incoming, str):
             return incoming

@@ -21,6 +21,7 @@ from workorders.schemas import (
     OrderDetailOut,
     OrderOut,
     ProxyBriefOut,
+    ProxyIdentityOut,
     ProxyOut,
     RatingOut,
     RequestedByOut,
@@ -182,8 +183,9 @@ def proxy_brief_out(proxy: Proxy) -> ProxyBriefOut:
     )
 
 
-def proxy_out(proxy: Proxy, reveal: bool) -> ProxyOut:
-    """Services always see the names and the number masked; staff in full when they reveal."""
+def proxy_out(proxy: Proxy, reveal: bool, identity: bool = False) -> ProxyOut:
+    """Services always see the names and the number masked; staff in full when they reveal.
+    `identity`: the family member's channel identity, for the channel that writes to them."""
     return ProxyOut(
         id=proxy.id,
         resident_id=proxy.resident_id,
@@ -196,6 +198,11 @@ def proxy_out(proxy: Proxy, reveal: bool) -> ProxyOut:
         decided_at=proxy.decided_at,
         decided_via=proxy.decided_via,
         withdrawn_at=proxy.withdrawn_at,
+        identity=(
+            ProxyIdentityOut(kind=proxy.identity_kind, value=proxy.identity_value)
+            if identity
+            else None
+        ),
     )
 
 

@@ -33,12 +33,13 @@ from workorders.models import (
     FamilyContact,
     OrderHistory,
     Principal,
+    Proxy,
     Resident,
     WorkOrder,
 )
 from workorders.schemas import NotificationResultIn
 from workorders.security import Caller
-from workorders.services import events, idempotency, sla
+from workorders.services import events, idempotency, proxies, sla
 from workorders.services.idempotency import request_hash
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
@@ -113,25 +114,30 @@ def start(
         )
     )
     new: list[Event] = []
-    for contact in contacts:
-        _note(
-            session,
-            order.id,
-            now,
-            "family_notified",
-            f"已通知紧急联系人{contact.name}（{contact.relation}）：居民按下了一键求助",
-            None,
+    told = [
+        (f"已通知紧急联系人{c.name}（{c.relation}）", {"contact_id": c.id, "via": "sms"})
+        for c in contacts
+    ]
+    # Family members who act for the elder (代办, consented) hear it on WeChat as well; their
+    # acknowledgement there counts like a contact's key 1 (record_notification).
+    told += [
+        (
+            f"已通过微信通知代办家属{proxies.mask_name(p.name)}（{p.relation}）",
+            {"proxy_id": p.id, "via": "wechat"},
         )
+        for p in _active_proxies(session, order.resident_id)
+    ]
+    for said, whom in told:
+        _note(session, order.id, now, "family_notified", f"{said}：居民按下了一键求助", None)
         new.append(
             events.record(
                 session,
                 "notification.requested",
                 order,
                 audience="family",
-                contact_id=contact.id,
                 purpose="sos",
-                via="sms",
                 step=0,
+                **whom,
             )
         )
     if not contacts:
@@ -323,6 +329,26 @@ _NOTIFICATION_TEXT = {
 }
 
 
+_WECHAT_TEXT = {
+    "acknowledged": "已在微信里确认收到",
+    "answered": "消息已送达，但没有确认",
+    "no_answer": "没有回复",
+    "failed": "消息没有发出去",
+}
+
+
+def _active_proxies(session: Session, resident_id: int | None) -> list[Proxy]:
+    if resident_id is None:
+        return []
+    return list(
+        session.execute(
+            select(Proxy)
+            .where(Proxy.resident_id == resident_id, Proxy.status == "active")
+            .order_by(Proxy.id)
+        ).scalars()
+    )
+
+
 def record_notification(
     session: Session,
     caller: Caller,
@@ -340,14 +366,23 @@ def record_notification(
     ).scalar_one_or_none()
     if order is None:
         raise ApiError(404, "order_not_found", "没有这张工单。")
-    if idempotency.claim(session, caller, key, "notification", request_hash(result.dict())):
+    # Without a proxy, the hash a report had before proxies existed (a retry still matches).
+    said = result.dict(exclude={"proxy_id"} if result.proxy_id is None else None)
+    if idempotency.claim(session, caller, key, "notification", request_hash(said)):
         session.rollback()
         return order, []
     contact = session.get(FamilyContact, result.contact_id) if result.contact_id else None
     if contact is not None and contact.resident_id != order.resident_id:
         raise ApiError(422, "contact_mismatch", "这位联系人不是该居民的紧急联系人。")
-    who = f"紧急联系人{contact.name}（{contact.relation}）" if contact else "联系人"
-    text = f"电话通知{who}：{_NOTIFICATION_TEXT[result.outcome]}"
+    proxy = session.get(Proxy, result.proxy_id) if result.proxy_id else None
+    if proxy is not None and proxy.resident_id != order.resident_id:
+        raise ApiError(422, "contact_mismatch", "这位代办家属不是该居民的家属。")
+    if proxy is not None:
+        who = f"代办家属{proxies.mask_name(proxy.name)}（{proxy.relation}）"
+        text = f"微信通知{who}：{_WECHAT_TEXT[result.outcome]}"
+    else:
+        who = f"紧急联系人{contact.name}（{contact.relation}）" if contact else "联系人"
+        text = f"电话通知{who}：{_NOTIFICATION_TEXT[result.outcome]}"
     if result.detail:
         text += f"（{result.detail}）"
     _note(session, order.id, now, "notification_result", text, caller.id)

@@ -189,6 +189,14 @@ def _join_open_emergency(
     return Outcome(open_order, False, ids)
 
 
+def request_hash(body: OrderCreate) -> str:
+    """The idempotency hash of an order's body (the terminals' retries compare with it too).
+    Without a proxy, the same hash as before proxies existed: keys stored then still match."""
+    return idempotency.request_hash(
+        body.dict(exclude={"proxy_id"} if body.proxy_id is None else None)
+    )
+
+
 def create(
     session: Session,
     caller: Caller,
@@ -202,10 +210,7 @@ def create(
         body.kind == Kind.emergency and caller.can("emergency:create")
     ):
         raise ApiError(403, "forbidden", "您的账号不能创建这类工单。")
-    # Without a proxy, the same hash as before proxies existed: keys stored then still match.
-    body_hash = idempotency.request_hash(
-        body.dict(exclude={"proxy_id"} if body.proxy_id is None else None)
-    )
+    body_hash = request_hash(body)
     if idem_key is not None:
         existing_id = idempotency.claim(session, caller, idem_key, "work_order", body_hash)
         if existing_id is not None:

@@ -431,7 +431,7 @@ def _sos(
 ) -> EventResult:
     caller = caller_of(verified)
     body = _order_body(verified, event)
-    body_hash = idempotency.request_hash(body.dict())
+    body_hash = orders.request_hash(body)
     key = event.event_id
     # A retry of an event already acted on (its response was lost): the same answer again.
     seen = session.get(IdempotencyKey, (caller.id, key))

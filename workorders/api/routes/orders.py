@@ -200,11 +200,12 @@ def update_whereabouts(
 def record_notification(
     body: NotificationResultIn,
     order_id: int = Path(..., ge=1, le=2**31 - 1),
-    caller: Caller = Depends(require("calls:write")),
+    caller: Caller = Depends(require("notifications:write")),
     session: Session = Depends(get_session),
     clock: Clock = Depends(get_clock),
 ) -> Response:
-    """The telephony service reports a notification call; a confirmation stops escalation."""
+    """A channel reports a family notification (the hotline's call, a WeChat alert); a
+    confirmation stops escalation."""
     order, event_ids = escalation.record_notification(
         session, caller, order_id, body, f"notification:{body.event_id}", clock()
     )

@@ -58,7 +58,8 @@ def read_proxy(
     if caller.is_staff:
         audit.record_now(caller, "read_proxy", "proxy", proxy.id)
         shown = reveal(caller, reveal_pii, "proxy", proxy.id, _purpose(purpose))
-    return views.respond(views.proxy_out(proxy, shown))
+    writes_to_them = not caller.is_staff and caller.can("proxies:request")
+    return views.respond(views.proxy_out(proxy, shown, identity=writes_to_them))
 
 
 @router.post("/{proxy_id}/consent", response_model=ProxyOut, responses=_ONE)

@@ -203,7 +203,8 @@ def request_proxy(
     200 with that one."""
     outcome = proxies.request(session, residents.get(session, resident_id), body, clock())
     publish(outcome.event_ids)
-    return views.respond(views.proxy_out(outcome.proxy, False), 201 if outcome.changed else 200)
+    out = views.proxy_out(outcome.proxy, False, identity=True)  # the identity it was given
+    return views.respond(out, 201 if outcome.changed else 200)
 
 
 @router.get("/{resident_id}/proxies", response_model=list[ProxyOut], responses=_ONE)
