@@ -277,6 +277,7 @@ def fuzz_api(api: Api, report_dir: Path, *options: str, timeout: float = 300) ->
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "schemathesis_hooks.py")},
     )
     summary = result.stdout[-6000:]
     assert result.returncode == 0, summary

@@ -54,11 +54,12 @@ class WorkOrdersClient:
         params: dict[str, Any] | None = None,
         key: str | None = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> Any:
         headers = {**(headers or {}), **({"Idempotency-Key": key} if key else {})} or None
         try:
             response = await self._http.request(
-                method, path, json=json, params=params, headers=headers
+                method, path, json=json, params=params, headers=headers, content=content
             )
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
@@ -218,6 +219,18 @@ class WorkOrdersClient:
     async def hand_over(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
         """Open the takeover (idempotent: the open hand-over when there is one)."""
         return await self.request("POST", f"/conversations/{key}/handoff", json=body)
+
+    async def attach_photo(self, key: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """A photo the resident sent (image/jpeg or image/png, at most 2 MB): the API keeps it
+        with their recent open repair order, `{"order_id", "photo_id"}` (the same bytes again:
+        the same ids). ApiError 404 `no_recent_repair`: nothing kept, answer the resident
+        kindly; 413 `photo_too_large`, 415 `photo_type`."""
+        return await self.request(
+            "POST",
+            f"/conversations/{key}/photos",
+            content=data,
+            headers={"Content-Type": content_type},
+        )
 
     async def outbound(self, key: str) -> list[dict[str, Any]]:
         """Staff replies to deliver, in their exact words."""

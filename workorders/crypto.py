@@ -18,12 +18,13 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Text
+from sqlalchemy import LargeBinary, Text
 from sqlalchemy.types import TypeDecorator
 
 from workorders.settings import get_settings
 
 _PREFIX = "v1:"
+_BYTES_PREFIX = b"v1"
 
 
 class FieldCipher:
@@ -42,6 +43,18 @@ class FieldCipher:
             raise ValueError("not an encrypted field")
         blob = base64.b64decode(token[len(_PREFIX) :])
         return self._aead.decrypt(blob[:12], blob[12:], None).decode("utf-8")
+
+    def encrypt_bytes(self, plaintext: bytes) -> bytes:
+        """Binary fields (photos): version, nonce and ciphertext as raw bytes, no base64."""
+        nonce = os.urandom(12)
+        return _BYTES_PREFIX + nonce + self._aead.encrypt(nonce, plaintext, None)
+
+    def decrypt_bytes(self, sealed: bytes) -> bytes:
+        sealed = bytes(sealed)  # PostgreSQL drivers may hand back a memoryview
+        if not sealed.startswith(_BYTES_PREFIX):
+            raise ValueError("not an encrypted field")
+        blob = sealed[len(_BYTES_PREFIX) :]
+        return self._aead.decrypt(blob[:12], blob[12:], None)
 
     def lookup_hash(self, kind: str, value: str) -> str:
         """Deterministic keyed hash for equality look-ups (who is calling from this number?)."""
@@ -84,6 +97,20 @@ class EncryptedJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         return None if value is None else json.loads(cipher().decrypt(value))
+
+
+class EncryptedBytes(TypeDecorator[bytes]):
+    """Binary data (a resident's photo) stored as AES-GCM ciphertext in a binary column
+    (bytea, BLOB): 30 bytes more than the plaintext, where base64 in text would add a third."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: bytes | None, dialect: Any) -> bytes | None:
+        return None if value is None else cipher().encrypt_bytes(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> bytes | None:
+        return None if value is None else cipher().decrypt_bytes(value)
 
 
 # --- normalisation and masking -------------------------------------------------------------

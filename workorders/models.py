@@ -19,10 +19,10 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import relationship
+from sqlalchemy.orm import deferred, relationship
 from sqlalchemy.types import TypeDecorator
 
-from workorders.crypto import EncryptedJSON, EncryptedText
+from workorders.crypto import EncryptedBytes, EncryptedJSON, EncryptedText
 from workorders.db import Base
 
 
@@ -179,6 +179,10 @@ class WorkOrder(Base):
         "OrderHistory", order_by="OrderHistory.id", lazy="select", cascade="all, delete-orphan"
     )
     proxy = relationship("Proxy", lazy="selectin")
+    # Without their bytes (deferred): an order's detail lists them, the photo route reads one.
+    photos = relationship(
+        "OrderPhoto", order_by="OrderPhoto.id", lazy="select", passive_deletes=True
+    )
 
 
 class Proxy(Base):
@@ -234,6 +238,26 @@ class OrderHistory(Base):
     from_status = Column(String(16), nullable=True)
     to_status = Column(String(16), nullable=True)
     reason = Column(EncryptedText, nullable=True)
+
+
+class OrderPhoto(Base):
+    """A photo a resident sent about their order (today: on WeChat, after a repair report).
+
+    The image is personal data (the inside of a home), encrypted like every other field;
+    `sha256` (of the plaintext) makes the channel's retry of the same bytes a no-op.
+    """
+
+    __tablename__ = "order_photos"
+    __table_args__ = (UniqueConstraint("order_id", "sha256", name="uq_order_photos_sha256"),)
+
+    id = Column(Integer, primary_key=True)
+    order_id = Column(ForeignKey("work_orders.id", ondelete="CASCADE"), nullable=False, index=True)
+    content_type = Column(String(32), nullable=False)  # image/jpeg | image/png
+    data = deferred(Column(EncryptedBytes, nullable=False))
+    size = Column(Integer, nullable=False)
+    sha256 = Column(String(64), nullable=False)
+    source = Column(String(16), nullable=False)  # wechat
+    created_at = Column(TZDateTime(), nullable=False, default=utcnow)
 
 
 class IdempotencyKey(Base):

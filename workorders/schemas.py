@@ -480,8 +480,25 @@ class OrderOut(Out):
     masked: bool
 
 
+class PhotoOut(Out):
+    id: int
+    content_type: Literal["image/jpeg", "image/png"]
+    size: int = Field(..., description="Bytes")
+    created_at: datetime
+
+
 class OrderDetailOut(OrderOut):
     history: list[HistoryOut]
+    photos: list[PhotoOut] = Field(
+        default_factory=list,
+        description="Photos the resident sent (oldest first); the image at "
+        "GET /work-orders/{id}/photos/{photo_id} (staff, audited)",
+    )
+
+
+class PhotoAttachedOut(Out):
+    order_id: int = Field(..., description="The repair order the photo was kept with")
+    photo_id: int
 
 
 class OrderPage(Out):

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # A hand-over nobody has claimed alerts the supervisors after this much waiting inside
     # office hours, and again after each further interval.
     handoff_alert_seconds: float = Field(180.0, gt=0, env="HANDOFF_ALERT_SECONDS")
+    # A photo a resident sends (WeChat) joins their latest open repair order created at most
+    # this long ago; otherwise it is not kept.
+    photo_attach_minutes: float = Field(60.0, gt=0, env="PHOTO_ATTACH_MINUTES")
 
     class Config:
         env_file = str(ROOT / "var" / "linli.env")

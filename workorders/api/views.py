@@ -20,6 +20,7 @@ from workorders.schemas import (
     IdentityOut,
     OrderDetailOut,
     OrderOut,
+    PhotoOut,
     ProxyBriefOut,
     ProxyIdentityOut,
     ProxyOut,
@@ -169,6 +170,10 @@ def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
                 reason=h.reason if reveal else mask_text(h.reason),
             )
             for h in order.history
+        ],
+        photos=[
+            PhotoOut(id=p.id, content_type=p.content_type, size=p.size, created_at=p.created_at)
+            for p in order.photos
         ],
     )
 

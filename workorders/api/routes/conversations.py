@@ -14,7 +14,7 @@ import logging
 from datetime import timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from workorders.api import views
@@ -37,6 +37,7 @@ from workorders.schemas import (
     MessageOut,
     MessagesIn,
     OutboundOut,
+    PhotoAttachedOut,
     ReachIn,
     ReachOut,
     RecordedOut,
@@ -46,7 +47,7 @@ from workorders.schemas import (
     UndeliveredOut,
 )
 from workorders.security import Caller, require
-from workorders.services import audit, conversations, orders
+from workorders.services import audit, conversations, orders, photos
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
 
@@ -453,3 +454,68 @@ def set_reach(
     until `open_until`, `sends_left` more); the latest report stands."""
     publish(conversations.set_reach(session, key, body))
     return Response(status_code=204)
+
+
+async def _photo(
+    request: Request,
+    content_type: str | None = Header(None, alias="Content-Type", include_in_schema=False),
+) -> tuple[str, bytes]:
+    """The raw image: a JPEG or PNG by its header and by its first bytes, at most 2 MB (read
+    no further than that)."""
+    declared = photos.media_type(content_type)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > photos.MAX_BYTES:
+        raise photos.too_large()
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > photos.MAX_BYTES:
+            raise photos.too_large()
+    photos.check_bytes(declared, bytes(data))
+    return declared, bytes(data)
+
+
+_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.post(
+    "/{key}/photos",
+    response_model=PhotoAttachedOut,
+    status_code=201,
+    responses={
+        200: {"model": PhotoAttachedOut, "description": "The same bytes again: already kept"},
+        404: {"model": ErrorOut, "description": "no_recent_repair: nothing was kept"},
+        413: {"model": ErrorOut, "description": "photo_too_large: over 2 MB"},
+        415: {
+            "model": ErrorOut,
+            "description": "photo_type: not a JPEG or PNG, or the bytes "
+            "are not what Content-Type says",
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"image/jpeg": _IMAGE_BODY, "image/png": _IMAGE_BODY},
+        }
+    },
+)
+def attach_photo(
+    key: str = Key,
+    caller: Caller = Depends(require("conversations:write")),
+    photo: tuple[str, bytes] = Depends(_photo),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """A photo the resident sent (the raw image as the body). It is kept with the
+    conversation's resident's most recently created repair order that is still open and was
+    created within `PHOTO_ATTACH_MINUTES` (201, a line on the order's history and a system
+    message here); the same bytes again answer 200 with the same ids. No such order (or no
+    resident known yet): 404 `no_recent_repair`, nothing kept."""
+    content_type, data = photo
+    window = timedelta(minutes=get_settings().photo_attach_minutes)
+    attached = photos.attach(session, caller, key, content_type, data, clock(), window)
+    publish(attached.event_ids)
+    return views.respond(
+        PhotoAttachedOut(order_id=attached.photo.order_id, photo_id=attached.photo.id),
+        201 if attached.created else 200,
+    )

@@ -22,6 +22,7 @@ from workorders.api.deps import (
 from workorders.contract import OPEN_STATUSES, Channel, Kind, Priority, Status
 from workorders.crypto import mask_text
 from workorders.db import get_read_session, get_session
+from workorders.errors import ApiError
 from workorders.hospital.base import HospitalAdapter
 from workorders.models import EmergencyEscalation, WorkOrder
 from workorders.schemas import (
@@ -38,7 +39,7 @@ from workorders.schemas import (
     WhereaboutsIn,
 )
 from workorders.security import Caller, current_caller, require
-from workorders.services import escalation, orders
+from workorders.services import audit, escalation, orders, photos
 from workorders.services.sla import SlaPolicy
 
 router = APIRouter(
@@ -315,3 +316,40 @@ def read_escalation(
     called, whether the chain still runs, who is next. Any order answers; most have none."""
     order = orders.get(session, order_id)
     return views.respond(_escalation_out(order, session.get(EmergencyEscalation, order.id)))
+
+
+_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.get(
+    "/{order_id}/photos/{photo_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The image as the resident sent it",
+            "content": {"image/jpeg": _IMAGE, "image/png": _IMAGE},
+        },
+        404: {"model": ErrorOut},
+    },
+)
+def read_photo(
+    order_id: int = Path(..., ge=1, le=2**31 - 1),
+    photo_id: int = Path(..., ge=1, le=2**31 - 1),
+    caller: Caller = Depends(require("orders:read")),
+    session: Session = Depends(get_read_session),
+) -> Response:
+    """A photo the resident sent about the order (staff only; each read audited as a read of
+    personal data: `read_photo`)."""
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "居民的照片只有工作人员可以查看。")
+    photo = photos.read(session, order_id, photo_id)
+    audit.record_now(caller, "read_photo", "order", order_id, f"photo {photo_id}")
+    return Response(
+        photo.data,
+        media_type=photo.content_type,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "inline",
+        },
+    )
