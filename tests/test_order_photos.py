@@ -16,8 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select, text
 
+from tests.browser import Console
 from tests.factories import repair_body, resident_body
 from tests.support import ROOT, Api, Backend
 from workorders.client import ApiError as ClientError
@@ -341,3 +343,34 @@ async def test_the_client_attaches_a_photo(api: Api) -> None:
         assert (disguised.value.status, disguised.value.code) == (415, "photo_type")
     finally:
         await client.aclose()
+
+
+# --- the console's 工单 page, in Chromium ------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_order_page_shows_the_photo_as_a_thumbnail(api: Api, console: Console) -> None:
+    someone = resident(api)
+    key = conversation(api, someone)
+    order_id = order(api, someone)
+    photo_id = send(api, key, JPEG).json()["photo_id"]
+    page = console.open("agent", f"/console/orders?order={order_id}")
+    thumb = page.locator("#d-photos img")
+    expect(thumb).to_have_count(1)
+    expect(thumb).to_have_attribute("alt", "居民发来的照片")
+    expect(thumb).to_have_attribute("src", f"/work-orders/{order_id}/photos/{photo_id}")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#d-photos img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    assert thumb.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [320, 240]
+    link = page.locator("#d-photos a")
+    expect(link).to_have_attribute("href", f"/work-orders/{order_id}/photos/{photo_id}")
+    with page.context.expect_page() as opened:
+        link.click()
+    full = opened.value
+    full.wait_for_load_state()
+    assert full.evaluate("() => document.images[0].naturalWidth") == 320
+    expect(page.locator("#d-history")).to_contain_text("居民通过微信发来一张照片")
+    console.screenshot(page, "console-order-photo")
+    assert console.errors == []

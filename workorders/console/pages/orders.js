@@ -45,6 +45,7 @@ const ACTIONS = {
   escalation_step: "逐级通知",
   notification_result: "通知结果",
   escalation_stopped: "停止逐级通知",
+  photo: "居民发来照片",
 };
 const REPAIR_PLACES = { home: "居民家中", public: "公共区域" };
 const DETAIL_FIELDS = {
@@ -501,6 +502,34 @@ function historyView(order) {
   );
 }
 
+/**
+ * Thumbnails of the photos the resident sent; a click opens one full size. Drawn again only
+ * when the photos change: every load of an image is a read of personal data (audited).
+ */
+function showPhotos(order) {
+  const list = document.getElementById("d-photos");
+  const ids = (order.photos ?? []).map((photo) => photo.id).join(",");
+  document.getElementById("d-photos-section").hidden = !ids;
+  if (list.dataset.ids === ids) return;
+  list.dataset.ids = ids;
+  fill(
+    list,
+    (order.photos ?? []).map((photo) => {
+      const src = `/work-orders/${order.id}/photos/${photo.id}`;
+      return h(
+        "li",
+        {},
+        h(
+          "a",
+          { href: src, target: "_blank", rel: "noopener", title: "点击查看原图" },
+          h("img", { src, alt: "居民发来的照片", class: "photo-thumb" }),
+        ),
+        h("span", { class: "when" }, formatTime(photo.created_at)),
+      );
+    }),
+  );
+}
+
 function moveButton(order, to, primary) {
   return h(
     "button",
@@ -737,6 +766,12 @@ function buildDetail(order) {
     ),
     h(
       "section",
+      { id: "d-photos-section", "aria-labelledby": "d-photos-h", hidden: true },
+      h("h3", { id: "d-photos-h" }, "居民发来的照片"),
+      h("ul", { id: "d-photos", class: "photos" }),
+    ),
+    h(
+      "section",
       { "aria-labelledby": "d-assign-h" },
       h("h3", { id: "d-assign-h" }, "派单"),
       assignForm,
@@ -771,6 +806,7 @@ function show(order) {
   fill(document.getElementById("d-sla"), slaView(order));
   fill(document.getElementById("d-summary"), summaryView(order));
   fill(document.getElementById("d-history"), historyView(order));
+  showPhotos(order);
   detail.hidden = false;
   detail.dataset.status = order.status;
   if (rows.has(order.id)) showRow(order);
