@@ -11,6 +11,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.choices import pick
 from actions.common import answering, api, parse_time
+from actions.family import forget, whom, withdrawn_error
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation
 from actions.status import plain, subject
@@ -41,14 +42,15 @@ class ValidateCancelForm(ResidentFormValidation):
     async def extract_order_to_cancel(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        if tracker.get_slot("order_to_cancel") or not tracker.get_slot("resident_id"):
+        if tracker.get_slot("order_to_cancel"):
+            return {}
+        found = await whom(tracker)
+        if not found.resident_id:
             return {}
         candidates = tracker.get_slot("cancel_candidates")
         if candidates is None:
             try:
-                candidates = await api().orders_of(
-                    int(tracker.get_slot("resident_id")), CANCELLABLE
-                )
+                candidates = await api().orders_of(found.resident_id, CANCELLABLE)
             except (ApiError, ApiUnavailable):
                 dispatcher.utter_message(text="系统暂时查不了您的单子，请稍后再试。")
                 return {"order_to_cancel": NOTHING}
@@ -113,7 +115,7 @@ class ActionAskCancelConfirmed(Action):
         return []
 
 
-_FORM_SLOTS = ("order_to_cancel", "cancel_candidates", "cancel_confirmed")
+_FORM_SLOTS = ("order_to_cancel", "cancel_candidates", "cancel_confirmed", "person")
 
 
 class ActionCancelOrder(Action):
@@ -125,6 +127,10 @@ class ActionCancelOrder(Action):
     ) -> list[EventType]:
         order = tracker.get_slot("order_to_cancel") or NOTHING
         reset = [SlotSet(s, None) for s in _FORM_SLOTS]
+        found = await whom(tracker)
+        if found.blocked:
+            dispatcher.utter_message(text=found.blocked)
+            return [*reset, *forget(withdrawn_error())]
         if order.get("id") is None:
             dispatcher.utter_message(text="您现在没有可以取消的事。")
             return reset
@@ -132,14 +138,19 @@ class ActionCancelOrder(Action):
             dispatcher.utter_message(text="好的，不取消，照常办。")
             return reset
         try:
-            await api().move(int(order["id"]), "cancelled", "居民通过邻里助手取消")
+            await api().move(
+                int(order["id"]), "cancelled", "居民通过邻里助手取消", proxy_id=found.proxy_id
+            )
         except ApiUnavailable:
             dispatcher.utter_message(text="系统暂时连不上，没取消成功，请稍后再说一次。")
             return reset
         except ApiError as exc:
+            if exc.code == "proxy_not_active":
+                exc = withdrawn_error()
             dispatcher.utter_message(text=exc.message)
-            return reset
+            return [*reset, *forget(exc)]
+        done = f"已经替{found.name}取消了" if found.for_elder else "已经取消了"
         dispatcher.utter_message(
-            text=f"已经取消了：{subject(order)}。", json_message={"order_id": order["id"]}
+            text=f"{done}：{subject(order)}。", json_message={"order_id": order["id"]}
         )
         return reset

@@ -101,23 +101,35 @@ async def create_order(
     details: dict[str, Any],
     *,
     priority: str | None = None,
+    found: Any = None,
 ) -> dict[str, Any] | None:
-    """Create an order for the resident of this conversation, from its channel; when the API is
+    """Create an order for the resident of this conversation (`found`: actions/family.py
+    whom(), the elder when a family member acts for one), from its channel; when the API is
     down, keep it in the outbox and say so honestly. The kind doubles as the key's purpose."""
     from actions import outbox
-    from workorders.client import ApiUnavailable
+    from actions.family import whom, withdrawn_error
+    from workorders.client import ApiError, ApiUnavailable
 
+    found = found or await whom(tracker)
+    if found.blocked:
+        raise ApiError(403, "proxy_not_active", found.blocked, None)
     body: dict[str, Any] = {
         "kind": kind,
         "channel": channel(tracker).value,
-        "resident_id": tracker.get_slot("resident_id"),
+        "resident_id": found.resident_id,
         "details": details,
     }
+    if found.proxy_id is not None:
+        body["proxy_id"] = found.proxy_id
     if priority:
         body["priority"] = priority
     key = turn_key(tracker, kind)
     try:
         return await api().create_order(body, key)
+    except ApiError as exc:
+        if exc.code == "proxy_not_active":
+            raise withdrawn_error() from exc
+        raise
     except ApiUnavailable:
         await outbox.keep("POST", "/work-orders", body, key, tracker.sender_id)
         dispatcher.utter_message(
@@ -136,16 +148,21 @@ async def submit(
     done: str,
     form_slots: tuple[str, ...],
     priority: str | None = None,
+    found: Any = None,
 ) -> list[Any]:
     """A form's last step: create the order, say `done` (or why not), clear the form's slots."""
     from rasa_sdk.events import SlotSet
 
+    from actions.family import forget
     from workorders.client import ApiError
 
     try:
-        order = await create_order(tracker, dispatcher, kind, details, priority=priority)
+        order = await create_order(
+            tracker, dispatcher, kind, details, priority=priority, found=found
+        )
     except ApiError as exc:
         dispatcher.utter_message(text=exc.message)
+        return [*(SlotSet(slot, None) for slot in form_slots), *forget(exc)]
     else:
         if order is not None:
             dispatcher.utter_message(

@@ -20,6 +20,7 @@ from actions.common import (
     say_day,
     submit,
 )
+from actions.family import whom
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation, parse_address
 from workorders.client import ApiError, ApiUnavailable
@@ -39,7 +40,7 @@ def window(tracker: Tracker) -> tuple[datetime, datetime]:
 
 
 async def profile_address(tracker: Tracker) -> dict[str, str] | None:
-    resident_id = tracker.get_slot("resident_id")
+    resident_id = (await whom(tracker)).resident_id  # the elder's, when acting for one
     if not resident_id:
         return None
     try:
@@ -149,12 +150,17 @@ class ActionBookHomeCare(Action):
             details["person"] = person
         if tracker.get_slot("care_address"):
             details["address"] = parse_address(tracker.get_slot("care_address"))
+        found = await whom(tracker)
+        when = f"{details['service']}约在{say_day(start)}{say_clock(start)}到{say_clock(end)}"
+        done = f"好了，{when}，服务人员上门前会先给您打电话。"
+        if found.for_elder:
+            done = f"已经替{found.name}约好了：{when}，服务人员上门前会先给老人打电话。"
         return await submit(
             tracker,
             dispatcher,
             "home_care",
             details,
-            done=f"好了，{details['service']}约在{say_day(start)}{say_clock(start)}到{say_clock(end)}，"
-            "服务人员上门前会先给您打电话。",
+            done=done,
             form_slots=_FORM_SLOTS,
+            found=found,
         )

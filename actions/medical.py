@@ -20,6 +20,7 @@ from actions.common import (
     say_day,
     say_moment,
 )
+from actions.family import forget, whom
 from actions.residents import ResidentFormValidation
 from workorders.client import ApiError, ApiUnavailable
 
@@ -176,9 +177,12 @@ class ActionAskBookingConfirmed(Action):
     ) -> list[EventType]:
         slot = tracker.get_slot("slot_choice") or {}
         person = tracker.get_slot("person")
-        whom = f"给{person}" if person and person not in ("我", "我自己", "自己") else "给您"
+        found = await whom(tracker)
+        to = f"给{person}" if person and person not in ("我", "我自己", "自己") else "给您"
+        if found.for_elder:
+            to = f"给{found.name}"
         dispatcher.utter_message(
-            text=f"{whom}约{describe(slot)}的{tracker.get_slot('department')}，对吗？",
+            text=f"{to}约{describe(slot)}的{tracker.get_slot('department')}，对吗？",
             json_message={"expect": "yes_no"},
         )
         return []
@@ -206,8 +210,11 @@ class ActionBookMedical(Action):
         details = {"department": tracker.get_slot("department"), "slot_id": slot.get("slot_id")}
         if tracker.get_slot("person"):
             details["person"] = tracker.get_slot("person")
+        found = await whom(tracker)
         try:
-            order = await create_order(tracker, dispatcher, "medical_appointment", details)
+            order = await create_order(
+                tracker, dispatcher, "medical_appointment", details, found=found
+            )
         except ApiError as exc:
             if exc.code == "slot_unavailable":
                 dispatcher.utter_message(text="不巧，这个号刚刚被别人约走了，我再给您找找。")
@@ -221,10 +228,11 @@ class ActionBookMedical(Action):
                     FollowupAction("medical_form"),
                 ]
             dispatcher.utter_message(text=exc.message)
-            return [SlotSet(s, None) for s in _FORM_SLOTS]
+            return [*(SlotSet(s, None) for s in _FORM_SLOTS), *forget(exc)]
         if order is not None:
+            done = "约好了" if not found.for_elder else f"已经替{found.name}约好了"
             dispatcher.utter_message(
-                text=f"约好了：{describe(slot)}，{details['department']}。{WHAT_TO_BRING}",
+                text=f"{done}：{describe(slot)}，{details['department']}。{WHAT_TO_BRING}",
                 json_message={"order_id": order["id"]},
             )
         return [SlotSet(s, None) for s in _FORM_SLOTS]

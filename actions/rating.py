@@ -25,6 +25,7 @@ from rasa_sdk.types import DomainDict
 from redis.exceptions import RedisError
 
 from actions.common import api, identity, now, parse_time, turn_key
+from actions.family import Whom, forget, whom, withdrawn_error
 from actions.settings import settings
 from workorders.client import ApiError, ApiUnavailable
 from workorders.words import subject
@@ -117,9 +118,9 @@ def _latest(orders: list[dict[str, Any]], when: Callable[[dict[str, Any]], Any])
     return max(dated, key=when) if dated else None
 
 
-async def _resident_id(tracker: Tracker) -> int | None:
-    if tracker.get_slot("resident_id"):
-        return int(tracker.get_slot("resident_id"))
+async def _resident_id(tracker: Tracker, found: Whom) -> int | None:
+    if found.resident_id:  # the sender's, or the elder's they act for (actions/family.py)
+        return found.resident_id
     resident = await api().find_resident(*identity(tracker))
     return int(resident["id"]) if resident else None
 
@@ -164,19 +165,23 @@ class ActionRateService(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
+        found = await whom(tracker)
+        if found.blocked:
+            dispatcher.utter_message(text=found.blocked)
+            return forget(withdrawn_error())
         try:
-            resident_id = await _resident_id(tracker)
+            resident_id = await _resident_id(tracker, found)
             if resident_id is None:
                 dispatcher.utter_message(text=UNKNOWN)
                 return []
             order = await order_to_rate(tracker, resident_id)
             if order is None:
                 dispatcher.utter_message(text=NOTHING)
-                return [SlotSet("resident_id", resident_id)]
+                return [] if found.for_elder else [SlotSet("resident_id", resident_id)]
         except (ApiError, ApiUnavailable):
             dispatcher.utter_message(text="系统暂时查不了，请稍后再说一次。")
             return []
-        events: list[EventType] = [SlotSet("resident_id", resident_id)]
+        events: list[EventType] = [] if found.for_elder else [SlotSet("resident_id", resident_id)]
         text = tracker.latest_message.get("text", "")
         score, comment = read_rating(text, next(tracker.get_latest_entity_values("score"), None))
         if score is None:
@@ -185,8 +190,7 @@ class ActionRateService(Action):
                 json_message={"expect": "rating", "order_id": order["id"]},
             )
             return events
-        await self._rate(dispatcher, tracker, order, score, comment)
-        return events
+        return events + await self._rate(dispatcher, tracker, order, score, comment, found)
 
     async def _rate(
         self,
@@ -195,30 +199,36 @@ class ActionRateService(Action):
         order: dict[str, Any],
         score: int,
         comment: str | None,
-    ) -> None:
+        found: Whom,
+    ) -> list[EventType]:
         from actions import outbox
 
         path = f"/work-orders/{order['id']}/rating"
-        body = {"score": score, "comment": comment}
+        body: dict[str, Any] = {"score": score, "comment": comment}
+        if found.proxy_id is not None:
+            body["proxy_id"] = found.proxy_id
         try:
-            await api().rate(int(order["id"]), score, comment)
+            await api().rate(int(order["id"]), score, comment, proxy_id=found.proxy_id)
         except ApiUnavailable:
             await outbox.keep("POST", path, body, turn_key(tracker, "rating"), tracker.sender_id)
             dispatcher.utter_message(
                 text="您的评价已经记下了。系统正在恢复，好了以后会替您交上。",
                 json_message={"outbox": turn_key(tracker, "rating")},
             )
-            return
+            return []
         except ApiError as exc:
+            if exc.code == "proxy_not_active":
+                dispatcher.utter_message(text=withdrawn_error().message)
+                return forget(exc)
             if exc.code != "already_rated":
                 dispatcher.utter_message(text=exc.message)
-                return
+                return []
             given = (order.get("rating") or {}).get("score") or await _score_of(order["id"])
             dispatcher.utter_message(
                 text=f"您已经给「{subject(order)}」打过{given}分了，谢谢您！",
                 json_message={"order_id": order["id"], "already_rated": True},
             )
-            return
+            return []
         dispatcher.utter_message(
             text=thanks(order, score, comment), json_message={"order_id": order["id"]}
         )
@@ -226,6 +236,7 @@ class ActionRateService(Action):
             note = f"居民评了{score}分{'：' + comment if comment else ''}。请联系居民了解情况。"
             with contextlib.suppress(ApiError, ApiUnavailable):  # the rating stands anyway
                 await api().note(int(order["id"]), note)
+        return []
 
 
 async def _score_of(order_id: int) -> int | None:

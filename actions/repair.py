@@ -11,6 +11,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.common import answering, submit
 from actions.dangers import catalogue
+from actions.family import whom
 from actions.residents import ResidentFormValidation
 
 HOME_WORDS = ("家", "屋", "厨房", "卫生间", "厕所", "卧室", "客厅", "阳台")
@@ -68,7 +69,7 @@ class ValidateRepairForm(ResidentFormValidation):
         return {"repair_description": tracker.latest_message.get("text") or None}
 
 
-_FORM_SLOTS = ("repair_category", "place", "repair_description", "hazard")
+_FORM_SLOTS = ("repair_category", "place", "repair_description", "hazard", "person")
 
 
 class ActionReportRepair(Action):
@@ -87,13 +88,19 @@ class ActionReportRepair(Action):
         if place != "home":
             details["place"] = place[:200]
         urgent = bool(tracker.get_slot("hazard"))
-        when = "师傅会尽快赶到" if urgent else "维修师傅会在两小时内联系您"
+        found = await whom(tracker)
+        you = "老人" if found.for_elder else "您"
+        when = "师傅会尽快赶到" if urgent else f"维修师傅会在两小时内联系{you}"
+        done = f"报修记下了：{details['category']}。{when}。"
+        if found.for_elder:
+            done = f"已经替{found.name}报修：{details['category']}。{when}。"
         return await submit(
             tracker,
             dispatcher,
             "repair",
             details,
             priority="P1" if urgent else "P2",
-            done=f"报修记下了：{details['category']}。{when}。",
+            done=done,
             form_slots=_FORM_SLOTS,
+            found=found,
         )

@@ -76,9 +76,32 @@ class ResidentFormValidation(FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> list[str]:
-        if tracker.get_slot("resident_id"):
+        from actions.family import whom
+
+        found = await whom(tracker)
+        if found.blocked:
+            return []  # the submitting action says why (actions/common.py create_order)
+        if found.choices:
+            return ["acting_for", *domain_slots]
+        if found.for_elder:  # a family member acting for an elder: the elder's own data
+            return [s for s in domain_slots if s != "person"]
+        if found.resident_id:
             return domain_slots
         return REGISTRATION + domain_slots
+
+    async def extract_acting_for(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        """Which of several elders the sender acts for (asked once per conversation)."""
+        from actions.family import acting_slot, choose, whom
+
+        if not answering(tracker, "acting_for"):
+            return {}
+        chosen = choose(tracker.latest_message.get("text", ""), (await whom(tracker)).choices)
+        if chosen is None:
+            dispatcher.utter_message(text="没听清是哪一位，请说“第一个”“第二个”这样。")
+            return {}
+        return {"acting_for": acting_slot(chosen)}
 
     async def extract_resident_name(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
