@@ -43,7 +43,7 @@ from channels.wechat import menu
 from channels.wechat.api import WeChatApi, WeChatError, WeChatUnavailable
 from channels.wechat.protocol import Inbound, Protocol, ProtocolError
 from channels.wechat.voice import Transcriber, TranscriptionError
-from workorders.client import WorkOrdersClient
+from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 from workorders.contract import Channel, IdentityKind
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ MAX_TEXT = 2000  # what the API keeps of one message
 EMPTY = "您发来的消息是空的。有什么需要，直接打字、发语音，或者点下面的菜单。"
 TOO_LONG = "这条消息太长了（最多2000个字）。请分几次发，或者直接说要办什么事。"
 IMAGE = "收到您的图片了。有什么需要，请打字或发语音告诉我，也可以点下面的菜单。"
+PHOTO_KEPT = "照片收到了，已经附在您的报修单（{order_id}号）上，师傅上门前会先看一下。"
 LOCATION = "收到您的位置了。要办什么事，请打字或发语音告诉我。"
 LINK = "收到您分享的链接了。我看不了链接的内容，要办什么事，请直接告诉我。"
 UNSUPPORTED = "这种消息我还看不懂。请打字或者发语音告诉我要办什么事，也可以点下面的菜单。"
@@ -204,6 +205,8 @@ class WeChatChannel:
             acknowledged = await self.notifier.acknowledge(inbound.openid, inbound.get("Content"))
             if acknowledged is not None:
                 return acknowledged
+        if inbound.kind == "image":
+            return await self._photo(inbound)
         incoming = await self._incoming(inbound)
         if isinstance(incoming, str):
             return incoming
@@ -217,6 +220,18 @@ class WeChatChannel:
             await self.notifier.learned(resident_id, inbound.openid)
         return answer_text(outcome)
 
+    async def _photo(self, inbound: Inbound) -> str:
+        """A picture: the API keeps it with the resident's repair reported just before (its
+        rule); otherwise nothing is kept and the resident gets a kind answer."""
+        key = self.conversation_key(inbound.openid)
+        try:
+            data, content_type = await self.pusher.api.download_media(inbound.get("MediaId"))
+            attached = await self.pusher.workorders.attach_photo(key, data, content_type)
+        except (WeChatError, WeChatUnavailable, ApiError, ApiUnavailable) as exc:
+            log.info("wechat: a picture not kept (%s)", exc)
+            return IMAGE
+        return PHOTO_KEPT.format(order_id=attached["order_id"])
+
     def _quick_answer(self, inbound: Inbound) -> str | None:
         """What needs no dialogue: "" for nothing at all, None when the dialogue must answer."""
         kind, event = inbound.kind, inbound.event
@@ -225,7 +240,7 @@ class WeChatChannel:
             if not text:
                 return EMPTY
             return TOO_LONG if len(text) > MAX_TEXT else None
-        if kind == "voice":
+        if kind in ("voice", "image"):  # an image may belong to a repair just reported
             return None
         if kind == "event":
             if event == "subscribe" or (event == "click" and menu.for_key(inbound.get("EventKey"))):
@@ -233,7 +248,7 @@ class WeChatChannel:
             if event == "click":
                 return MENU_GONE
             return ""  # unsubscribe (nobody can read a reply), view, location reports …
-        return {"image": IMAGE, "location": LOCATION, "link": LINK}.get(kind, UNSUPPORTED)
+        return {"location": LOCATION, "link": LINK}.get(kind, UNSUPPORTED)
 
     async def _incoming(self, inbound: Inbound) -> Incoming | str:
         key = self.conversation_key(inbound.openid)
