@@ -630,6 +630,45 @@ def test_a_family_member_hears_the_elders_consent_and_acknowledges_an_sos_in_wec
     assert f"代办家属{proxy['name']}（儿子）已确认，停止逐级通知" in reasons
 
 
+def test_a_son_on_wechat_books_for_his_mother_after_her_consent(wechat: WeChat) -> None:
+    son = wechat.user(known=False)
+    elder = wechat.api.call("bot", "POST", "/residents", json=resident_body()).json()
+    assert son.say("我想替我妈办事") == "请说一下老人登记用的手机号。"
+    assert son.say(elder["phone"]) == "请问您怎么称呼？"
+    assert son.say("我叫李小明") == (
+        "您是老人的什么人？儿子、女儿、儿媳、女婿、孙子、孙女、老伴，还是其他亲属？"
+    )
+    asked = son.say("儿子")
+    [proxy] = wechat.api.call(
+        "bot", "GET", "/proxies", params={"kind": "wechat_openid", "value": son.openid}
+    ).json()
+    assert asked == (
+        f"好的。社区会打电话给{proxy['resident_name']}，请老人按1同意。老人同意后，我们会在"
+        "微信上告诉您，您就可以替老人预约、报修、查进度和评价了。"
+    )
+    assert (proxy["resident_id"], proxy["relation"], proxy["status"]) == (
+        elder["id"],
+        "儿子",
+        "requested",
+    )
+    # The elder says yes (here through staff, as after their phone call).
+    consent = wechat.staff(
+        "POST", f"/proxies/{proxy['id']}/consent", json={"granted": True, "via": "console"}
+    )
+    assert consent.status_code == 200, consent.text
+    [told] = son.inbox(wait=20)
+    assert told["data"]["values"]["keyword2"] == "老人已同意"
+    offer = son.say("帮我妈挂个下礼拜二的内科")
+    assert "第1个" in offer and "您要第几个" in offer, offer
+    assert "对吗" in son.say("第一个")
+    done = son.say("对")
+    assert done.startswith(f"已经替{proxy['resident_name']}约好了：") and "身份证" in done, done
+    [order] = wechat.orders(elder["id"])
+    assert (order["kind"], order["channel"]) == ("medical_appointment", "wechat")
+    assert order["requested_by"]["proxy_id"] == proxy["id"]
+    assert order["requested_by"]["relation"] == "儿子"
+
+
 # Last in the module: it moves the stand-in's clock two days on.
 def test_a_staff_reply_wechat_refuses_after_48_hours_goes_to_a_call_back(wechat: WeChat) -> None:
     user = wechat.user()
