@@ -115,7 +115,8 @@ class WeChatChannel:
     ) -> None:
         self.protocol, self.gateway, self.store, self.pusher = protocol, gateway, store, pusher
         self.transcriber, self.passive_seconds = transcriber, passive_seconds
-        self.notifier = notifier  # order status messages (channels/gateway/wechat_notify.py)
+        # Order news, family members' alerts and their acknowledgements (wechat_notify.py).
+        self.notifier = notifier
         self.turns = Turns(store)
         self._answers: dict[str, asyncio.Future[str]] = {}  # turns running in this process
         self._tasks: set[asyncio.Task[None]] = set()

@@ -22,8 +22,6 @@ from typing import Any
 
 from channels.gateway.store import Store
 from channels.wechat.api import (
-    INVALID_OPENID,
-    NOT_FOLLOWING,
     QUOTA_EXHAUSTED,
     WINDOW_CLOSED,
     WeChatApi,
@@ -37,7 +35,6 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 48 * 3600
 SENDS_PER_MESSAGE = 5
-REFUSED = frozenset({WINDOW_CLOSED, QUOTA_EXHAUSTED, NOT_FOLLOWING, INVALID_OPENID})
 # What opens the window: a message or these events (not unsubscribe, not a location report).
 OPENING_EVENTS = frozenset({"subscribe", "click", "view", "scan"})
 
@@ -114,15 +111,20 @@ class Pusher:
             return
         for reply in pending:
             who = reply.get("author") or "工作人员"
+            # One sender per reply: the event tail and a resident's new message may both
+            # find it pending before it is marked delivered.
+            sending = self.store._key("wechat", "sending", str(reply["id"]))
+            if not await self.store.redis.set(sending, "1", nx=True, ex=WINDOW_SECONDS):
+                continue
             try:
                 await self._send(key, openid, f"【{who}】{reply['text']}")
             except WeChatUnavailable as exc:
+                await self.store.redis.delete(sending)
                 log.warning("%s: WeChat did not answer (%s); held", key, exc)
                 await self.store.remember(key, held=1)
                 return
-            except WeChatError as exc:
-                if exc.errcode not in REFUSED:
-                    raise
+            except WeChatError as exc:  # refused: 45015, 45047, 43004, 40003 … never silently
+                await self.store.redis.delete(sending)
                 await self._fall_back(key, openid, reply["id"], exc.errcode)
                 return
             try:
