@@ -42,11 +42,11 @@ def test_the_procfile_is_the_one_list_and_every_placeholder_must_be_set(tmp_path
 def test_make_run_s_procfile_names_every_process_of_the_readme() -> None:
     env = {name: "1" for name in ("LINLI_FHIR_PORT", "LINLI_API_PORT", "LINLI_ACTIONS_PORT")}
     env |= {"LINLI_RASA_PORT": "1", "LINLI_SOS_PORT": "1", "LINLI_RUN_DIR": "/run"}
-    env |= {"LINLI_GATEWAY_PORT": "1"}
+    env |= {"LINLI_GATEWAY_PORT": "1", "WECHAT_STANDIN_PORT": "1", "GATEWAY_URL": "http://x"}
     names = [p.name for p in read_procfile(ROOT / "Procfile", env)]
     assert names == [
-        *("fhir", "api", "scheduler", "actions", "rasa", "gateway", "outbox", "health", "sos"),
-        "hotline",
+        *("fhir", "api", "scheduler", "actions", "rasa", "gateway", "wechat", "outbox"),
+        *("health", "sos", "hotline"),
     ]
 
 

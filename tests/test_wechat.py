@@ -354,7 +354,7 @@ def test_a_voice_message_is_heard_by_wechats_recognition(wechat: WeChat) -> None
 
 
 def test_a_voice_message_without_recognition_is_heard_by_linlis_own_recogniser(
-    wechat: WeChat, tmp_path: Path
+    wechat: WeChat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Downloaded as AMR, decoded by ffmpeg, heard by voice.transcribe in its own process; the
     engine's Korean test model stands in for the Chinese one, which cannot be installed here."""
@@ -377,6 +377,7 @@ def test_a_voice_message_without_recognition_is_heard_by_linlis_own_recogniser(
         params={"access_token": token, "media_id": pushed["media_id"]},
     ).content
     assert amr.startswith(b"#!AMR\n")
+    monkeypatch.setenv("VOSK_MODEL_PATH", korean_model())  # as the gateway has it
     heard = asyncio.run(Transcriber().transcribe(amr, "amr"))
     assert heard and all("\uac00" <= ch <= "\ud7a3" or ch == " " for ch in heard), heard
     said = [t for r, t in wechat.lines(wechat.key(user)) if r == "resident"]
@@ -472,9 +473,11 @@ def slow_rasa(rasa_url: str, seconds: float) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST", "PUT"])])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slow(dialogue: DialogueStack, wechat: WeChat) -> Iterator[WeChat]:
-    """A second gateway whose dialogue takes 6 s a turn, beyond WeChat's 5."""
+    """A second gateway whose dialogue takes 6 s a turn, beyond WeChat's 5. For one test only:
+    it tails the same API's events, and two WeChat channels on one community are not a setup
+    anyone runs (each would alert the same family members)."""
     settings = account()
     standin_port = free_port()
     with serve_app(slow_rasa(dialogue.rasa_url, 6.0)) as rasa:
