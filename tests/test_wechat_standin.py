@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import secrets
 import subprocess
@@ -670,3 +671,14 @@ def test_the_page_is_served_with_a_strict_policy(safe: Standin) -> None:
         assert safe.http.get(f"{safe.base}/static/{asset}").status_code == 200
     config = safe.http.get(f"{safe.base}/standin/config").json()
     assert config["account_name"] == "邻里社区" and config["original_id"] == ORIGINAL_ID
+
+
+def test_the_gateways_access_log_hides_the_senders_openid() -> None:
+    from channels.gateway.app import HideSecrets
+
+    line = "/wechat?signature=ab&timestamp=1&openid=oAbC-123_x&encrypt_type=aes"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, "%s %s", ("POST", line), None)
+    HideSecrets().filter(record)
+    assert record.getMessage() == (
+        "POST /wechat?signature=ab&timestamp=1&openid=***&encrypt_type=aes"
+    )

@@ -33,9 +33,10 @@ LONG_POLL_MARGIN_SECONDS = 15.0
 
 class HideSecrets(logging.Filter):
     """The web chat's stream carries the device secret in its URL (EventSource cannot send a
-    body or a header): keep it out of the access log."""
+    body or a header), and WeChat puts the sender's openid in every push's URL: keep both out
+    of the access log."""
 
-    _secret = re.compile(r"(secret=)[^&\s]+")
+    _secret = re.compile(r"((?:secret|openid)=)[^&\s]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
