@@ -166,6 +166,7 @@ def test_a_photo_joins_the_recent_repair_once(api: Api, backend: Backend) -> Non
                 select(Event.payload).where(
                     Event.type == "order.photo_added", Event.order_id == latest
                 )
+                .order_by(Event.id)
             )
             .scalars()
             .all()
