@@ -20,7 +20,8 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_TLS_PORT` | `5071` | TLS listener (with a certificate); its calls use SRTP |
 | `HOTLINE_ADVERTISED_HOST` | the bound address | address put in Contact/SDP (NAT, 0.0.0.0) |
 | `HOTLINE_RTP_PORTS` | any | RTP port range, e.g. `20000-20999` (firewalls) |
-| `HOTLINE_ASR` | `vosk` | `vosk` (VOSK_MODEL_PATH, `make models`) or `scripted` |
+| `HOTLINE_ASR` | `auto` | Vosk + Whisper's second opinion, or Whisper alone without Vosk |
+| `WHISPER_WORKERS` / `WHISPER_THREADS` | `2` / `1` | Whisper processes and threads each |
 | `HOTLINE_SCRIPT` | – | scripted: a file of transcripts, one per line, used in order |
 | `HOTLINE_TRAILING_SILENCE` | `1.2` | quiet that ends an utterance (elders pause; 0.7 is brisker) |
 | `RASA_URL` | `http://127.0.0.1:5005` | the dialogue core |
@@ -83,12 +84,12 @@ from voice.asr import (
     ModelError,
     Recogniser,
     ScriptedRecogniser,
-    VoskRecogniser,
-    load_model,
 )
 from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow, CallResult
 from voice.outbound import Outbound
+from voice.recognisers import CHOICES, open_recogniser
+from voice.recognisers import close as close_recogniser
 from voice.sip import Call, EndReason, SipEndpoint
 from voice.sip.admission import LOOPBACK, Admission, Lookup, LookupUnavailable, networks
 from voice.sip.stream import server_context
@@ -103,6 +104,9 @@ log = logging.getLogger("voice.hotline")
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_LIMIT = 2000  # characters per transcript line the API takes
 KEEP_FINISHED = 64  # finished calls kept in memory (tests, the bench, a debugger)
+
+
+ASR_CHOICES = (*CHOICES, "scripted")
 
 
 def _flag(value: str | None) -> bool:
@@ -122,7 +126,7 @@ class HotlineSettings:
     tls_port: int = 5071
     advertised_host: str | None = None
     rtp_ports: tuple[int, int] | None = None
-    asr: str = "vosk"
+    asr: str = "auto"
     script: Path | None = None
     trailing_silence: float = ELDERLY.trailing_silence
     rasa_url: str = "http://127.0.0.1:5005"
@@ -144,8 +148,10 @@ class HotlineSettings:
     events_cursor: Path = field(default_factory=lambda: ROOT / "var" / "hotline" / "events.cursor")
 
     def __post_init__(self) -> None:
-        if self.asr not in ("vosk", "scripted"):
-            raise ValueError(f"HOTLINE_ASR must be vosk or scripted, not {self.asr!r}")
+        if self.asr not in ASR_CHOICES:
+            raise ValueError(
+                f"HOTLINE_ASR must be one of {', '.join(ASR_CHOICES)}, not {self.asr!r}"
+            )
         if self.transfer_mode not in ("refer", "bridge"):
             raise ValueError(
                 f"HOTLINE_TRANSFER must be refer or bridge, not {self.transfer_mode!r}"
@@ -430,8 +436,8 @@ def record_body(
 
 
 def make_recogniser(settings: HotlineSettings) -> Recogniser:
-    """Vosk with the model at VOSK_MODEL_PATH (ModelError, with what to do, when it is not
-    usable), or the scripted recogniser with HOTLINE_SCRIPT's lines."""
+    """The recogniser HOTLINE_ASR asks for (see the table above); ModelError, saying what to
+    do, when its model is not usable."""
     endpointing = endpointing_for(settings)
     if settings.asr == "scripted":
         lines: list[str] = []
@@ -439,7 +445,7 @@ def make_recogniser(settings: HotlineSettings) -> Recogniser:
             text = settings.script.read_text(encoding="utf-8")
             lines = [line.strip() for line in text.splitlines() if line.strip()]
         return ScriptedRecogniser(lines, endpointing=endpointing)
-    return VoskRecogniser(load_model(), endpointing=endpointing)
+    return open_recogniser(settings.asr, endpointing)
 
 
 def endpointing_for(settings: HotlineSettings) -> Endpointing:
@@ -517,7 +523,7 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                 f"Linli hotline on udp {settings.sip_host}:{endpoint.port}"
                 + (f", tls :{endpoint.tls_port}" if endpoint.tls is not None else "")
                 + " "
-                f"(ASR {settings.asr}, dialogue {settings.rasa_url}; trusted peers "
+                f"(ASR {type(recogniser).__name__}, dialogue {settings.rasa_url}; trusted peers "
                 f"{','.join(settings.trusted_peers)}, terminals by digest); Ctrl-C stops",
                 flush=True,
             )
@@ -541,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="SIP/RTP bind address (HOTLINE_SIP_HOST)")
     parser.add_argument("--port", type=int, help="SIP UDP port (HOTLINE_SIP_PORT, 5070)")
     parser.add_argument("--advertise", help="address for Contact/SDP (HOTLINE_ADVERTISED_HOST)")
-    parser.add_argument("--asr", choices=["vosk", "scripted"], help="HOTLINE_ASR (vosk)")
+    parser.add_argument("--asr", choices=ASR_CHOICES, help="HOTLINE_ASR (auto)")
     parser.add_argument("--script", type=Path, help="scripted ASR: transcripts, one a line")
     parser.add_argument("--staff", help="staff extension or SIP URI (HOTLINE_STAFF_EXTENSION)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -579,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signum, stop.set)
         await serve(settings, recogniser, stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        close_recogniser(recogniser)
     return 0
 
 
