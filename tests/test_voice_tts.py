@@ -1,31 +1,30 @@
 """Speech synthesis against the real pyttsx3 + espeak-ng, in real worker processes.
 
 Hangs and crashes are made real too: SIGSTOP freezes a worker exactly like a hung
-`runAndWait`, SIGKILL is a crash.
+`runAndWait`, SIGKILL is a crash. Resampling (voice/audio.py, soxr) is tested at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
-import struct
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from voice.audio import (
     TELEPHONE_RATE,
     WIDEBAND_RATE,
     Codec,
+    StreamResampler,
     decode_g711,
     resample,
-    resample_antialiased,
     rms,
 )
 from voice.spoken import say_date, to_spoken
@@ -412,17 +411,53 @@ def test_close_ends_the_workers(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- audio
 
 
-def tone(frequency: float, rate: int = 22050, seconds_: float = 0.5) -> bytes:
-    count = int(rate * seconds_)
-    return struct.pack(
-        f"<{count}h",
-        *(int(8000 * math.sin(2 * math.pi * frequency * i / rate)) for i in range(count)),
-    )
+def tone(frequency: float, rate: int, seconds_: float = 0.5) -> bytes:
+    t = np.arange(int(rate * seconds_)) / rate
+    return (8000 * np.sin(2 * np.pi * frequency * t)).astype("<i2").tobytes()
 
 
-def test_downsampling_does_not_alias() -> None:
-    high, speech = tone(5000), tone(1000)  # 5 kHz is above the telephone's 4 kHz Nyquist
-    assert rms(resample(high, 22050, 8000)) > 0.5 * rms(high)  # plain ratecv folds it back
-    assert rms(resample_antialiased(high, 22050, 8000)) < 0.05 * rms(high)
-    assert rms(resample_antialiased(speech, 22050, 8000)) > 0.9 * rms(speech)
-    assert len(resample_antialiased(speech, 22050, 8000)) == len(resample(speech, 22050, 8000))
+@pytest.mark.parametrize("source", [WIDEBAND_RATE, 22050, 24000])
+def test_downsampling_does_not_alias(source: int) -> None:
+    # 5 kHz is above the telephone's 4 kHz Nyquist frequency: audioop.ratecv folded it back
+    # as a 3 kHz tone at full level (16 kHz) or 85 % (22.05 kHz).
+    high, speech = tone(5000, source), tone(1000, source)
+    assert rms(resample(high, source, TELEPHONE_RATE)) < 0.05 * rms(high)
+    assert rms(resample(speech, source, TELEPHONE_RATE)) > 0.95 * rms(speech)
+    assert rms(resample(tone(3000, source), source, TELEPHONE_RATE)) > 0.9 * rms(speech)
+    samples = len(resample(speech, source, TELEPHONE_RATE)) // 2
+    assert samples == pytest.approx(len(speech) // 2 * TELEPHONE_RATE / source, abs=1)
+
+
+def test_upsampling_adds_no_image() -> None:
+    # 3 kHz at 8 kHz mirrors to 5 kHz at 16 kHz without a filter
+    narrow = tone(3000, TELEPHONE_RATE)
+    wide = np.frombuffer(resample(narrow, TELEPHONE_RATE, WIDEBAND_RATE), "<i2")[800:-800]
+    spectrum = np.abs(np.fft.rfft(wide))
+    bins = np.fft.rfftfreq(wide.size, 1 / WIDEBAND_RATE)
+    image, wanted = spectrum[np.abs(bins - 5000) < 50], spectrum[np.abs(bins - 3000) < 50]
+    assert image.max() < 0.01 * wanted.max()
+
+
+@pytest.mark.parametrize(("source", "target"), [(16000, 8000), (8000, 16000), (48000, 8000)])
+def test_stream_resampler_gives_20_ms_per_20_ms_and_the_whole_buffer_result(
+    source: int, target: int
+) -> None:
+    rng = np.random.default_rng(7)
+    speechlike = (rng.standard_normal(source) * 3000).astype("<i2").tobytes()  # 1 s
+    block = source // 50 * 2
+    stream = StreamResampler(source, target)
+    out = [stream(speechlike[i : i + block]) for i in range(0, len(speechlike), block)]
+    assert {len(chunk) for chunk in out} == {target // 50 * 2}  # a phone line needs every frame
+    assert stream.latency is not None and stream.latency < 0.07 * target  # LQ: ~61 ms
+    streamed = np.frombuffer(b"".join(out), "<i2").astype(float)[stream.latency :]
+    whole = np.frombuffer(resample(speechlike, source, target, "LQ"), "<i2").astype(float)
+    n = streamed.size - 100  # the stream still holds its last `latency` samples
+    error = np.sqrt(np.mean((streamed[:n] - whole[:n]) ** 2))
+    assert error < 0.01 * np.sqrt(np.mean(whole[:n] ** 2))
+
+
+def test_stream_resampler_does_not_alias_either() -> None:
+    high = tone(5000, WIDEBAND_RATE, 1.0)
+    stream = StreamResampler(WIDEBAND_RATE, TELEPHONE_RATE)
+    out = b"".join(stream(high[i : i + 640]) for i in range(0, len(high), 640))
+    assert rms(out) < 0.05 * rms(high)
