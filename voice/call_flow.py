@@ -86,16 +86,24 @@ CALLBACK_SOON = "您的事已经记下了，工作人员会尽快给您回电话
 OUT_OF_ORDER = "对不起，系统暂时出了点问题，请您过一会儿再打过来。有紧急情况请直接拨打120。"
 
 _SENTENCE = re.compile(r"[^。！？；!?;\n]+[。！？；!?;\n]*")
+_CLAUSE = re.compile(r"[^，、；：。！？!?;\n]+[，、；：。！？!?;\n]*")
 
 
 def sentences(text: str, shortest: int = 6) -> list[str]:
-    """A reply cut after 。！？; so the first sentence is heard while the rest is synthesised.
+    """A reply cut into pieces rendered one by one, so the first is heard while the rest is
+    synthesised: the first piece ends at the first clause (，、；： or a sentence's end) that
+    makes it at least `shortest` characters long, the others after 。！？;.
 
     Pieces shorter than `shortest` characters stay with the next one (您好！ is no sentence
     worth its own rendering)."""
-    pieces: list[str] = []
+    first, cut = "", 0
+    for match in _CLAUSE.finditer(text):
+        first, cut = first + match.group().strip(), match.end()
+        if len(first) >= shortest:
+            break
+    pieces = [first] if first else []
     carry = ""
-    for match in _SENTENCE.finditer(text):
+    for match in _SENTENCE.finditer(text, cut):
         piece = carry + match.group().strip()
         if len(piece) < shortest:
             carry = piece
