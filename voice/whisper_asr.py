@@ -60,7 +60,7 @@ from voice.asr import (
     _Session,
 )
 from voice.audio import SAMPLE_WIDTH, WIDEBAND_RATE, StreamResampler, resample
-from voice.grammars import Grammar, compact
+from voice.grammars import Grammar, compact, split_longest
 from voice.whisper_engine import NO_MODEL, ROOT, Heard, model_problem
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ PINYIN_MATCH = 80  # rapidfuzz ratio of pinyin strings: a grammar phrase Whisper
 SPEECH = 0.5  # Silero's probability from which a window is speech
 WINDOW = 512  # Silero's window: 32 ms at 16 kHz
 CONTEXT = 64  # samples of the previous window Silero sees
+RESET_AFTER = 31  # windows (~1 s) without speech after which Silero starts afresh
 PREROLL = 0.3  # seconds kept before the first speech window (soft onsets)
 MIN_VOICED = 0.09  # Silero's speech shorter than this is a click (行 alone is ~0.1 s)
 # The grammars' `always` meanings (data/voice/grammars.yml): not hot words, since biasing every
@@ -299,7 +300,12 @@ def fit(text: str, grammar: GrammarSpec) -> tuple[str, bool]:
         return text, False
     if isinstance(grammar, Grammar):
         if grammar.interpret(text) is not None:
-            return text, True
+            if grammar.sequence:
+                return text, True
+            # One answer, once: Whisper loops on short clips (第一个 came back 第一个第一个).
+            known = {compact(p) for p in grammar.phrases}
+            parts = split_longest(compact(text), known.__contains__, max(map(len, known)))
+            return (parts[0] if parts else text), True
         if grammar.sequence and compact(text).isdigit():  # Whisper writes 138, not 幺三八
             return compact(text), True
     elif compact(text) in {compact(p) for p in phrases}:
@@ -339,6 +345,12 @@ class _Silero:
         from faster_whisper.vad import get_vad_model
 
         self._model = get_vad_model()  # one ONNX session per process, thread-safe
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far. Silero's state drifts over long silence: after 15 s of a
+        quiet line a spoken 第一个 scored 0.5 instead of 0.9 (measured), so sessions reset it
+        after each second without speech."""
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
@@ -392,6 +404,7 @@ class WhisperSession(_Session):
         self._to_16k = StreamResampler(sample_rate, WIDEBAND_RATE)
         self._silero = _Silero()
         self._windows = 0  # Silero windows seen: their count times 32 ms is the session's time
+        self._quiet = 0  # windows without speech since Silero was last reset
         self._preroll: deque[bytes] = deque(maxlen=round(PREROLL * WIDEBAND_RATE / WINDOW))
         self._pending = bytearray()  # 16 kHz audio short of a whole Silero window
         self._audio = bytearray()  # 16 kHz audio of the current utterance
@@ -418,8 +431,13 @@ class WhisperSession(_Session):
                     self._audio = bytearray(b"".join(self._preroll))
                 self._voiced += step
                 self._last = at + step
+                self._quiet = 0
             if self._start is None:
                 self._preroll.append(piece)
+                self._quiet += 1
+                if self._quiet >= RESET_AFTER:
+                    self._silero.reset()
+                    self._quiet = 0
                 continue
             self._audio += piece
             now = at + step
