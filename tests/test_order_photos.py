@@ -163,9 +163,8 @@ def test_a_photo_joins_the_recent_repair_once(api: Api, backend: Backend) -> Non
     with backend.session() as session:
         added = (
             session.execute(
-                select(Event.payload).where(
-                    Event.type == "order.photo_added", Event.order_id == latest
-                )
+                select(Event.payload)
+                .where(Event.type == "order.photo_added", Event.order_id == latest)
                 .order_by(Event.id)
             )
             .scalars()

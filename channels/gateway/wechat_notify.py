@@ -200,9 +200,7 @@ class Notifier:
             await self.redis.delete(guard)  # a replay tries again
             log.warning("wechat: SOS alert of order %s not sent (%s)", order_id, exc)
 
-    async def _tell(
-        self, openid: str, words: str, about: str, status: str, remark: str
-    ) -> None:
+    async def _tell(self, openid: str, words: str, about: str, status: str, remark: str) -> None:
         """A template message when the account has one (no 48 h window), else a text."""
         if self.template_id:
             data = {"first": words, "keyword1": about, "keyword2": status, "remark": remark}
@@ -222,9 +220,7 @@ class Notifier:
         if pending is None:
             return None
         alert = json.loads(pending)
-        await self._report(
-            alert["order_id"], alert["event_id"], alert["proxy_id"], "acknowledged"
-        )
+        await self._report(alert["order_id"], alert["event_id"], alert["proxy_id"], "acknowledged")
         await self.redis.delete(self._ack_key(openid))
         return ACKNOWLEDGED
 
