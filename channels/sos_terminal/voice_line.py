@@ -12,10 +12,11 @@ with SIP digest, and the line answers with the password derived from the device'
 On networks Linli does not control the hotline URI says `;transport=tls`: SIP goes over TLS
 (the hotline's certificate checked against `ca_file`) and the audio is SRTP.
 
-Audio: the microphone and speaker are opened for a call and closed after it (privacy), at
-16 kHz (what USB sound cards take), 20 ms blocks, converted to and from the telephone's
-8 kHz. The device is assumed to cancel its own echo (speakerphone chips do); without that the
-hotline would hear its own prompts as the resident talking over them.
+Audio: the microphone and speaker are opened for a call and closed after it (privacy), at 16 kHz
+(what USB sound cards take), 20 ms blocks, converted to and from the telephone's 8 kHz by soxr
+(voice/audio.py `StreamResampler`: band-limited, 61 ms of delay each way). The device is assumed
+to cancel its own echo (speakerphone chips do); without that the hotline would hear its own
+prompts as the resident talking over them.
 """
 
 from __future__ import annotations
