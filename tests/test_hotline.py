@@ -358,7 +358,7 @@ async def test_an_emergency_order_exists_before_the_reply_has_been_played(
         at, advice = await flow.wait_event("say", since=since, timeout=20)
         orders = stack.orders(resident["id"])  # while the advice is being played
         still_playing = not any(e.kind == "said" for e in flow.events[at:])
-        await asyncio.sleep(2.5)  # hears the start of the advice, then hangs up to call 120
+        await asyncio.sleep(3.5)  # hears the start of the advice, then hangs up to call 120
         await caller.hang_up()
         record = await stored_record(hotline, flow)
     heard = caller.heard()
@@ -373,7 +373,7 @@ async def test_an_emergency_order_exists_before_the_reply_has_been_played(
     # "are you at home?" with the grammar of its answers (在家 / 不在).
     assert advice.detail.startswith("先别急着起来") and "120" in advice.detail, advice.detail
     assert [e.detail for e in flow.events[since:] if e.kind == "grammar"] == ["at_home"]
-    assert loud_seconds(heard) > 1.5  # 2.5 s of the advice (espeak pauses between words)
+    assert loud_seconds(heard) > 1.5  # of 3.5 s: its first clause renders, pauses between
     assert record["order_ids"] == [orders[0]["id"]] and record["outcome"] == "completed"
 
 
