@@ -42,6 +42,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 @pytest.fixture(scope="module")
 def synthesizer() -> Iterator[Synthesizer]:
     with Synthesizer() as synth:
+        synth.start()  # as the hotline does: the neural voice's workers take seconds to start
         yield synth
 
 

@@ -30,9 +30,9 @@ resamples it to the model's 16 kHz with Kaldi's windowed-sinc resampler, which k
 across chunks. Measured with the Korean model on six clips (espeak-ng Korean, the AISHELL
 recordings), each made telephone-band and recognised three ways, against the recognition of
 its ideal (sinc) upsampling to 16 kHz: 8 kHz given to Vosk came out at 0.57 character
-similarity to that reference, upsampling first with voice/audio.py `resample` (audioop's
-linear interpolation) at 0.27, and per 20 ms packet at 0.24; the CPU was the same within
-noise. So sessions take the caller's rate, and Vosk resamples.
+similarity to that reference, upsampling first by linear interpolation (audioop, which
+voice/audio.py used before soxr) at 0.27, and per 20 ms packet at 0.24; the CPU was the same
+within noise. So sessions take the caller's rate, and Vosk resamples.
 
 **Endpointing.** Vosk 0.3.45 has no SetEndpointerDelays/SetEndpointerMode (they came later; its
 C library exports neither), and its built-in rule ends a segment after 0.5 s of trailing silence,

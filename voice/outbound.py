@@ -418,16 +418,16 @@ class Outbound:
         """Call, say the question (three times at most) until one of its keys is pressed;
         `question.answered(key)` records it and gives the words said before hanging up. The
         key, or None: no answer, no key, a hang-up, or the words could not be synthesised."""
+        synth = self.hotline.synthesizer
+        try:  # before dialling: the person who picks up hears the question at once
+            said = await synth.render(question.text)
+        except TtsError:
+            log.error("outbound: the question could not be synthesised")
+            return None
         async with self._calling(question.target) as call:
             if call is None:
                 return None
-            synth = self.hotline.synthesizer
-            keys = "".join(question.outcomes)
-            try:
-                key = await self._keyed(call, await synth.render(question.text), keys)
-            except TtsError:
-                log.error("outbound: the question could not be synthesised")
-                return None
+            key = await self._keyed(call, said, "".join(question.outcomes))
             if key is None:
                 return None
             words = await question.answered(key)
