@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import jieba
+import numpy as np
 import pytest
 import yaml
 from rasa.engine.graph import ExecutionContext, GraphSchema
@@ -28,7 +29,13 @@ from rasa.shared.nlu.training_data.message import Message
 
 from nlu.catalogue import CatalogueMatcher, load_catalogues
 from nlu.catalogue_matcher import CatalogueEntityMatcher
-from nlu.ngram_intents import NgramIntentBlender, pinyin_text
+from nlu.ngram_intents import (
+    NgramIntentBlender,
+    SentenceVectors,
+    pinyin_text,
+    sentence_encoder,
+    sentence_vectors,
+)
 from nlu.normalizers import ChineseNormalizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,15 +200,13 @@ BLEND_DATA = {
 }
 
 
-@pytest.fixture(scope="module")
-def blender(storage: LocalModelStorage, context: ExecutionContext) -> NgramIntentBlender:
+def train_blender(
+    storage: LocalModelStorage, context: ExecutionContext, name: str, **config: Any
+) -> NgramIntentBlender:
     from rasa.shared.nlu.training_data.training_data import TrainingData
 
     component = NgramIntentBlender.create(
-        {**NgramIntentBlender.get_default_config(), "diet_weight": 0.4},
-        storage,
-        Resource("blender"),
-        context,
+        {**NgramIntentBlender.get_default_config(), **config}, storage, Resource(name), context
     )
     examples = [
         Message(data={"text": text, "intent": intent})
@@ -210,6 +215,11 @@ def blender(storage: LocalModelStorage, context: ExecutionContext) -> NgramInten
     ]
     component.train(TrainingData(training_examples=examples))
     return component
+
+
+@pytest.fixture(scope="module")
+def blender(storage: LocalModelStorage, context: ExecutionContext) -> NgramIntentBlender:
+    return train_blender(storage, context, "blender", diet_weight=0.4)
 
 
 def test_blender_hears_homophones_through_pinyin() -> None:
@@ -249,6 +259,55 @@ def test_blender_persists_and_loads(
     loaded = NgramIntentBlender.load({}, storage, Resource("blender"), context)
     [a] = blender.process([Message(data={"text": "电梯不动了"})])
     [b] = loaded.process([Message(data={"text": "电梯不动了"})])
+    assert a.get("intent")["name"] == b.get("intent")["name"] == "report_repair"
+    assert a.get("intent_ranking") == b.get("intent_ranking")
+
+
+def sentence_blocks(blender: NgramIntentBlender) -> list[SentenceVectors]:
+    assert blender._classifier is not None
+    union = blender._classifier.steps[0][1]
+    return [t for _, t in union.transformer_list if isinstance(t, SentenceVectors)]
+
+
+def test_without_an_encoder_weight_the_blender_has_no_sentence_vectors(
+    blender: NgramIntentBlender,
+) -> None:
+    assert NgramIntentBlender.get_default_config()["encoder_weight"] == 0.0
+    assert sentence_blocks(blender) == []
+
+
+def test_blender_with_sentence_vectors_trains_predicts_and_honours_the_weight(
+    storage: LocalModelStorage, context: ExecutionContext
+) -> None:
+    encoded = train_blender(storage, context, "blender-use", diet_weight=0.0, encoder_weight=0.5)
+    [block] = sentence_blocks(encoded)
+    assert block.weight == 0.5
+    # The block's rows are the encoder's unit vectors times the weight.
+    rows = block.transform(["电梯不动了", "你好"])
+    assert rows.shape == (2, 512)
+    assert np.linalg.norm(rows, axis=1) == pytest.approx([0.5, 0.5], abs=1e-4)
+    assert rows == pytest.approx(0.5 * sentence_vectors(["电梯不动了", "你好"]), abs=1e-6)
+    assert sentence_encoder() is sentence_encoder()  # one encoder per process
+    for text, intent in (("电梯不动了", "report_repair"), ("我要投素那个师傅", "complain")):
+        [message] = encoded.process([Message(data={"text": text})])
+        assert message.get("intent")["name"] == intent, message.get("intent_ranking")
+    # The sentence vectors change the probabilities: the weight reaches the classifier.
+    plain = train_blender(storage, context, "blender-plain", diet_weight=0.0)
+    [a] = encoded.process([Message(data={"text": "我要投素那个师傅"})])
+    [b] = plain.process([Message(data={"text": "我要投素那个师傅"})])
+    assert a.get("intent_ranking") != b.get("intent_ranking")
+
+
+def test_blender_with_sentence_vectors_persists_and_loads(
+    storage: LocalModelStorage, context: ExecutionContext
+) -> None:
+    trained = train_blender(storage, context, "blender-use-2", encoder_weight=1.0)
+    loaded = NgramIntentBlender.load(
+        {"encoder_weight": 1.0}, storage, Resource("blender-use-2"), context
+    )
+    assert [b.weight for b in sentence_blocks(loaded)] == [1.0]
+    [a] = trained.process([Message(data={"text": "楼道灯不亮了"})])
+    [b] = loaded.process([Message(data={"text": "楼道灯不亮了"})])
     assert a.get("intent")["name"] == b.get("intent")["name"] == "report_repair"
     assert a.get("intent_ranking") == b.get("intent_ranking")
 
@@ -568,6 +627,7 @@ def test_train_and_parse_with_a_real_model(tmp_path: Path, monkeypatch: pytest.M
                 epochs: 40
                 random_seed: 7
               - name: nlu.ngram_intents.NgramIntentBlender
+                encoder_weight: 0.5
               - name: nlu.catalogue_matcher.CatalogueEntityMatcher
                 catalogue_dir: data/catalogues
               - name: nlu.normalizers.ChineseNormalizer
