@@ -41,8 +41,8 @@ data/voice/grammars.yml's); and, with Whisper, how many turns it heard word for 
 many it was unsure of. Free speech waits for 1.2 s of quiet (elders pause mid-sentence), so its
 p95 cannot be under 1 s; `--trailing-silence 0.7` shows what brisker endpointing
 (HOTLINE_TRAILING_SILENCE) would give. It writes var/bench/hotline_latency.json. It measures
-and never asserts; exit 1 only when the stack does not start. About 5 minutes, a minute of it
-Rasa loading.
+and never asserts; exit 1 only when the stack does not start. About 10 minutes on two busy
+cores (6 with `--asr scripted`), two of them starting the stack.
 
     .venv/bin/python bench/hotline_latency.py [--asr whisper|scripted] [--calls 1,4]
         [--rounds 2] [--trailing-silence 1.2]
