@@ -69,7 +69,9 @@ log = logging.getLogger(__name__)
 # right answers mostly came out above 0.45 and garbled ones below.
 WHISPER_TRUST = ConfidencePolicy(threshold=0.45, word_floor=0.0)
 PINYIN_MATCH = 80  # rapidfuzz ratio of pinyin strings: a grammar phrase Whisper misspelt
-SPEECH = 0.5  # Silero's probability from which a window is speech
+# Silero's probability from which a window is speech: its own end-of-speech level, since short
+# words after a pause scored 0.4-0.5 (a spoken 对 went unheard at 0.5).
+SPEECH = 0.35
 WINDOW = 512  # Silero's window: 32 ms at 16 kHz
 CONTEXT = 64  # samples of the previous window Silero sees
 RESET_AFTER = 31  # windows (~1 s) without speech after which Silero starts afresh
