@@ -133,7 +133,7 @@ bench: venv model whisper ## run every bench/*.py in order
 eval: venv model whisper ## run every eval/*.py in order
 	$(call run-folder,eval)
 
-tune-nlu: venv ## choose blend weight and fallback thresholds on a split of the training data (slow)
+tune-nlu: venv ## choose the sentence-encoder weight, blend weight and fallback thresholds on a split of the training data (slow)
 	@$(PY) eval/tuning/tune_nlu.py
 
 clean: ## stop the Redis that make started, then delete var/ ENTIRELY: database, Redis data, logs and the local data key var/linli.env (.venv stays)
