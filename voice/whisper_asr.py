@@ -13,9 +13,11 @@ fan or a television far better than an energy threshold, and a noise burst that 
 speech reaches no recogniser (Whisper invents subtitles from noise).
 
 When the dialogue expects a short answer (a grammar), its phrases are Whisper's hot words, and
-what comes back is fitted to them: a phrase, a repetition of one (`Grammar.interpret`), or the
-phrase whose pinyin is nearly the same (不四 → 不是); anything else stays as heard, not
-confident, so the call flow confirms it instead of acting on it.
+what comes back is fitted to them: a phrase (a repetition of one said once), or the phrase
+whose pinyin is nearly the same (不四 → 不是); anything else stays as heard. An answer Whisper
+is unsure of (below `WHISPER_TRUST`) is no answer at all, since hot words pull any sound towards
+the phrases: the caller is asked again. Free speech it is unsure of comes back not confident,
+so the call flow confirms it ("您是说……吗？") instead of acting on it.
 
 Engines run in worker processes (voice/whisper_engine.py), one utterance at a time each. A
 worker that dies or does not answer within `timeout` is killed and replaced in the background;
