@@ -6,11 +6,13 @@ RTP, and the dialogue makes the orders. No transcript is scripted anywhere in th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from tests.test_hotline import Caller, Stack, greeted, running_hotline
 from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow
 from voice.grammars import get_grammar
+from voice.hotline import Hotline
 from voice.tts import Synthesizer
 from voice.whisper_asr import WhisperPool, WhisperRecogniser, WhisperSettings
 
@@ -66,6 +69,18 @@ async def says(caller: Speaker, flow: CallFlow, text: str, after: int) -> tuple[
     return index, answered.detail
 
 
+def a_resident(phones: Stack) -> tuple[dict[str, Any], str]:
+    number = unique_phone()
+    return phones.resident(number), number
+
+
+def hearing_hotline(
+    phones: Stack, voice: Synthesizer, pool: WhisperPool, number: str
+) -> contextlib.AbstractAsyncContextManager[tuple[Hotline, int]]:
+    """The hotline hearing `number` with Whisper."""
+    return running_hotline(phones, voice, {}, recognisers={number: WhisperRecogniser(pool)})
+
+
 def sent(flow: CallFlow) -> list[str]:
     return [e.detail for e in flow.events if e.kind == "sent"]
 
@@ -73,11 +88,9 @@ def sent(flow: CallFlow) -> list[str]:
 async def test_a_spoken_repair_report_becomes_an_order(
     phones: Stack, voice: Synthesizer, pool: WhisperPool, tmp_path: Path
 ) -> None:
-    number = unique_phone()
-    resident = phones.resident(number)
-    recognisers = {number: WhisperRecogniser(pool)}
+    resident, number = a_resident(phones)
     async with (
-        running_hotline(phones, voice, {}, recognisers=recognisers) as (hotline, port),
+        hearing_hotline(phones, voice, pool, number) as (hotline, port),
         Speaker(tmp_path, number) as caller,
     ):
         flow = await greeted(caller, hotline, port, listen=2.0)
@@ -100,11 +113,9 @@ async def test_a_spoken_repair_report_becomes_an_order(
 async def test_a_spoken_booking_with_a_spoken_choice_and_a_spoken_yes(
     phones: Stack, voice: Synthesizer, pool: WhisperPool, tmp_path: Path
 ) -> None:
-    number = unique_phone()
-    resident = phones.resident(number)
-    recognisers = {number: WhisperRecogniser(pool)}
+    resident, number = a_resident(phones)
     async with (
-        running_hotline(phones, voice, {}, recognisers=recognisers) as (hotline, port),
+        hearing_hotline(phones, voice, pool, number) as (hotline, port),
         Speaker(tmp_path, number) as caller,
     ):
         flow = await greeted(caller, hotline, port)
@@ -135,11 +146,9 @@ async def test_a_hung_recogniser_costs_the_caller_one_repeat_not_the_call(
 ) -> None:
     pool = WhisperPool(WhisperSettings(workers=1, timeout=8.0))
     request.addfinalizer(pool.close)
-    number = unique_phone()
-    resident = phones.resident(number)
-    recognisers = {number: WhisperRecogniser(pool)}
+    resident, number = a_resident(phones)
     async with (
-        running_hotline(phones, voice, {}, recognisers=recognisers) as (hotline, port),
+        hearing_hotline(phones, voice, pool, number) as (hotline, port),
         Speaker(tmp_path, number) as caller,
     ):
         flow = await greeted(caller, hotline, port, listen=2.0)
