@@ -7,6 +7,8 @@ database never see each other's orders.
 
 from __future__ import annotations
 
+import json
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -18,10 +20,10 @@ import pytest
 from sqlalchemy.orm import Session
 
 from tests.support import ROOT, Api, Backend
-from workorders.contract import Role, Status
+from workorders.contract import Channel, Kind, Role, Status
 from workorders.errors import ApiError
 from workorders.hospital.fhir import FhirHospitalAdapter
-from workorders.models import Principal, Resident, WorkOrder
+from workorders.models import OrderHistory, Principal, Resident, WorkOrder
 from workorders.schemas import OrderCreate
 from workorders.security import ROLE_SCOPES, Caller
 from workorders.services import orders, stats, sweep
@@ -542,3 +544,138 @@ def test_api_rejects_bad_queries(api: Api, params: dict[str, str], code: str) ->
     body = response.json()
     assert body["code"] == code
     assert body["message"]
+
+
+# --- a seeded cohort, pinned --------------------------------------------------------------
+
+GOLDEN = ROOT / "tests" / "data" / "stats_golden.json"
+SEED_YEAR = 2013  # no other test uses it
+SEED_COMMUNITIES = ("东湖社区", "西园社区", "南山社区", None)
+# Where a random walk may go next (the services' state machine, loosely: the statistics must
+# replay whatever the history holds).
+_NEXT: dict[Status, list[Status]] = {
+    S.new: [S.accepted, S.accepted, S.in_progress, S.cancelled, S.on_hold],
+    S.accepted: [S.in_progress, S.resolved, S.on_hold, S.cancelled],
+    S.in_progress: [S.resolved, S.resolved, S.on_hold, S.cancelled],
+    S.on_hold: [S.in_progress, S.accepted],
+    S.resolved: [S.closed, S.closed, S.in_progress, S.accepted],
+    S.closed: [],
+    S.cancelled: [],
+}
+
+
+def seeded_orders(rng: random.Random) -> list[WorkOrder]:
+    """600 orders from late December to mid-April with random lives, edge cases included:
+    no `created` row, rows without a status or with one the contract does not know, a first
+    row before the creation time, several rows at the same instant, microseconds, ratings and
+    breaches on either side of the periods' ends, orders without a community.
+
+    The `status` column says cancelled and the due times are in 2100, so that no SLA sweep of
+    another test ever touches them: the statistics read only the history and the plain
+    columns below.
+    """
+    first = sh(SEED_YEAR - 1, 12, 28)
+    span = (sh(SEED_YEAR, 4, 15) - first).total_seconds()
+    far = sh(2100, 1, 1)
+    made = []
+    for i in range(600):
+        created = first + timedelta(seconds=rng.uniform(0, span))
+        if i % 50 == 0:  # exactly at a local midnight
+            created = created.replace(hour=0, minute=0, second=0, microsecond=0)
+        elif i % 50 == 1:  # around midnight UTC (08:00 in Shanghai)
+            created = created.replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(
+                microseconds=rng.choice((1, 0))
+            )
+        order = WorkOrder(
+            kind=rng.choice(list(Kind)),
+            status=S.cancelled,
+            priority="P2",
+            channel=rng.choice(list(Channel)),
+            community=rng.choice(SEED_COMMUNITIES),
+            details={"seeded": i},
+            created_at=created,
+            updated_at=created,
+            last_activity_at=created,
+            response_due_at=far,
+            resolution_due_at=far,
+        )
+        if rng.random() < 0.15:
+            order.response_breached_at = created + timedelta(hours=rng.choice((2, 30, 24 * 40)))
+        if rng.random() < 0.15:
+            order.resolution_breached_at = created + timedelta(hours=rng.choice((4, 72, 24 * 50)))
+        rows = []
+        if rng.random() < 0.95:
+            rows.append(OrderHistory(at=created, action="created", to_status=S.new))
+        at, current = created, S.new
+        if rng.random() < 0.03:
+            at -= timedelta(minutes=rng.uniform(1, 30))  # a clock behind the creation's
+        while _NEXT[current] and rng.random() < 0.85:
+            gap = rng.choice((0.0, rng.expovariate(1 / 3600), rng.expovariate(1 / 86_400)))
+            at += timedelta(seconds=gap) + timedelta(microseconds=rng.randrange(1_000_000))
+            if rng.random() < 0.1:
+                rows.append(OrderHistory(at=at, action="note"))
+            if rng.random() < 0.02:
+                rows.append(OrderHistory(at=at, action="status", to_status="archived"))
+            target = rng.choice(_NEXT[current])
+            if target == S.closed and rng.random() < 0.7:
+                order.rating, order.rated_at = rng.randint(1, 5), at
+                rows.append(
+                    OrderHistory(at=at, action="rated", from_status=current, to_status=target)
+                )
+            else:
+                rows.append(
+                    OrderHistory(at=at, action="status", from_status=current, to_status=target)
+                )
+            current = target
+        order.history = rows
+        made.append(order)
+    return made
+
+
+def _queries() -> Iterator[tuple[str, Period, dict[str, Any]]]:
+    y = SEED_YEAR
+    ninety = Period(sh(y, 1, 7), sh(y, 4, 7))
+    midway = Period(sh(y, 2, 1, 12, 30), sh(y, 3, 1, 6))
+    for group_by in GroupBy:
+        yield f"90 days by {group_by.value}", ninety, {"group_by": group_by}
+        yield f"midway by {group_by.value}", midway, {"group_by": group_by}
+    for name, filters in (
+        ("community", {"community": "东湖社区"}),
+        ("kind", {"kind": "repair"}),
+        ("channel", {"channel": "hotline"}),
+        ("all three", {"community": "西园社区", "kind": "home_care", "channel": "wechat"}),
+        ("nothing matches", {"community": "没有这个社区"}),
+    ):
+        for group_by in (GroupBy.none, GroupBy.week, GroupBy.community, GroupBy.kind):
+            yield f"90 days, {name}, by {group_by.value}", ninety, {**filters, "group_by": group_by}
+    yield "a day by day", Period(sh(y, 3, 3), sh(y, 3, 4)), {"group_by": GroupBy.day}
+    yield (
+        "before any order by month",
+        Period(sh(y - 1, 10, 1), sh(y - 1, 12, 1)),
+        {"group_by": GroupBy.month},
+    )
+
+
+def seeded_reports(backend: Backend) -> dict[str, Any]:
+    reports = {}
+    with backend.session() as session:
+        for name, period, kwargs in _queries():
+            report = stats.compute(session, period, SH, **kwargs)
+            reports[name] = json.loads(json.dumps(asdict(report), default=str))
+    return reports
+
+
+def test_seeded_cohort_figures_are_pinned(backend: Backend) -> None:
+    """Every grouping and filter over 600 random orders gives exactly the recorded figures
+    (tests/data/stats_golden.json, written by the Python replay these figures were first
+    computed with), on both databases."""
+    with backend.session() as session:
+        session.add_all(seeded_orders(random.Random(SEED_YEAR)))
+        session.commit()
+    reports = seeded_reports(backend)
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert list(reports) == list(golden)
+    for name in golden:
+        assert reports[name] == golden[name], name
+    text = json.dumps(reports, ensure_ascii=False, indent=1) + "\n"
+    assert text == GOLDEN.read_text(encoding="utf-8")

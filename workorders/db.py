@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, declarative_base, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -17,9 +19,14 @@ Base = declarative_base()
 
 
 # Per process. Two API workers and the scheduler stay well under PostgreSQL's default
-# max_connections (100); the API's thread pool is sized to match (app.py), so no request
-# waits for a connection while holding another.
+# max_connections (100). The API has one worker thread per pooled connection (app.py); the
+# overflow serves the rest (a second connection for an audit entry, background threads), so
+# no request waits for a connection while holding another.
 POOL_SIZE = 10
+# A connection idle this long is pinged before use (PostgreSQL restarted, a firewall forgot
+# it). Pinging every checkout cost a round trip per request; a connection in steady use that
+# breaks fails its statement, and SQLAlchemy then replaces the whole pool at once.
+PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def make_engine(url: str) -> Engine:
@@ -35,9 +42,28 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
-        url, future=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True
-    )
+    engine = create_engine(url, future=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
+    event.listen(engine, "checkin", _checked_in)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+    if record is not None:
+        record.info["linli_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("linli_idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return  # just connected, or in use moments ago
+    try:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_conn.rollback()
+    except Exception as exc:  # the driver's own error types; the pool reconnects and retries
+        raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -64,8 +90,23 @@ def engine() -> Engine:
 
 @lru_cache
 def session_factory(write: bool = True) -> sessionmaker[Session]:
-    bind = engine().execution_options(linli_begin="IMMEDIATE" if write else "DEFERRED")
+    """Writers: one transaction, committed or rolled back. Readers on PostgreSQL run in
+    autocommit: each statement sees what is committed (as in READ COMMITTED), without a BEGIN
+    and a ROLLBACK round trip around it. Readers never write (audit entries of reads commit
+    in a session of their own: audit.record_now)."""
+    base = engine()
+    if write:
+        bind = base.execution_options(linli_begin="IMMEDIATE")
+    elif base.dialect.name == "sqlite":
+        bind = base.execution_options(linli_begin="DEFERRED")
+    else:
+        bind = base.execution_options(isolation_level="AUTOCOMMIT")
     return sessionmaker(bind=bind, expire_on_commit=False, future=True)
+
+
+def read_connection() -> Connection:
+    """A reader's connection without a session (Core statements), as `session_factory(False)`."""
+    return session_factory(False).kw["bind"].connect()  # type: ignore[no-any-return]
 
 
 async def get_session() -> AsyncIterator[Session]:

@@ -5,7 +5,7 @@ The cheap ones are `async def` so FastAPI does not hop to its thread pool for th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 
@@ -14,6 +14,7 @@ from fastapi import Header
 from workorders.db import session_factory
 from workorders.hospital.base import HospitalAdapter
 from workorders.hospital.fhir import FhirHospitalAdapter
+from workorders.models import Event
 from workorders.security import Caller
 from workorders.services import audit, events
 from workorders.services.sla import SlaPolicy, load_policy
@@ -27,22 +28,31 @@ async def get_clock() -> Clock:
     return lambda: datetime.now(timezone.utc)
 
 
-async def get_policy() -> SlaPolicy:
+def policy() -> SlaPolicy:
     return load_policy(get_settings().sla_config)
 
 
+async def get_policy() -> SlaPolicy:
+    return policy()
+
+
 @lru_cache
-def _hospital() -> FhirHospitalAdapter:
+def hospital() -> FhirHospitalAdapter:
     return FhirHospitalAdapter(get_settings().fhir_base_url)
 
 
 async def get_hospital() -> HospitalAdapter:
-    return _hospital()
+    return hospital()
 
 
 def publish(event_ids: Iterable[int]) -> None:
     """After commit: announce on Redis now; the scheduler relays anything that fails here."""
     events.publish(session_factory(True), event_ids)
+
+
+def announce(committed: Sequence[Event]) -> None:
+    """After commit, with the events in hand: announce them without reading them back."""
+    events.announce(session_factory(True), committed)
 
 
 async def idempotency_key(

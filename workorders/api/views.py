@@ -31,6 +31,7 @@ from workorders.schemas import (
     SlaOut,
 )
 from workorders.services import proxies, state_machine
+from workorders.services.orders import DetailRow
 
 _FREE_TEXT = ("description", "text", "question", "summary", "note", "reason")
 _PHONES = ("phone", "caller_phone")
@@ -101,7 +102,7 @@ def details_out(details: dict[str, Any], reveal: bool) -> dict[str, Any]:
     return out
 
 
-def _order_fields(order: WorkOrder, reveal: bool) -> dict[str, Any]:
+def _order_fields(order: WorkOrder | DetailRow, reveal: bool) -> dict[str, Any]:
     status = Status(order.status)
     return {
         "id": order.id,
@@ -157,7 +158,7 @@ def order_out(order: WorkOrder, reveal: bool) -> OrderOut:
     return OrderOut(**_order_fields(order, reveal))
 
 
-def order_detail_out(order: WorkOrder, reveal: bool) -> OrderDetailOut:
+def order_detail_out(order: WorkOrder | DetailRow, reveal: bool) -> OrderDetailOut:
     return OrderDetailOut(
         **_order_fields(order, reveal),
         history=[

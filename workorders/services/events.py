@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workorders.models import Conversation, Event, Handoff, Resident, WorkOrder
@@ -112,25 +115,130 @@ def publish(factory: sessionmaker[Session], event_ids: Iterable[int]) -> int:
             .scalars()
             .all()
         )
-        try:
-            pipe = redis_client().pipeline(transaction=False)
-            for event in rows:
-                _xadd(pipe, event)
-            stream_ids = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("events %s not published yet: %s", ids, type(exc).__name__)
+        stream_ids = _xadd_all(rows)
+        if not stream_ids:  # nothing left to publish, or Redis failed (the relay will)
             return 0
-        session.execute(
-            update(Event)
-            .where(Event.id == bindparam("event_id"))
-            .values(published_at=datetime.now(timezone.utc), stream_id=bindparam("sid")),
-            [
-                {"event_id": e.id, "sid": sid.decode() if isinstance(sid, bytes) else str(sid)}
-                for e, sid in zip(rows, stream_ids, strict=True)
-            ],
-        )
+        _set_published(session, stream_ids)
         session.commit()
     return len(rows)
+
+
+def announce(factory: sessionmaker[Session], rows: Sequence[Event]) -> int:
+    """Publish events the caller has just committed, as they are in memory: one Redis round
+    trip and nothing read back. They are marked published a moment later, many at once, by a
+    background thread (`_marker`); until then the relay leaves them alone (it takes events
+    older than 2 s), and should the process die first, the relay publishes them again: the
+    same at-least-once as ever, `event_id` tells a repeat."""
+    stream_ids = _xadd_all(rows)
+    if stream_ids is None:
+        return 0
+    if stream_ids:
+        _marker().mark(factory, stream_ids)
+    return len(stream_ids)
+
+
+def _xadd_all(rows: Sequence[Event]) -> dict[int, str] | None:
+    """Event id -> stream id, in one pipeline; None when Redis failed (left for the relay)."""
+    if not rows:
+        return {}
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for event in rows:
+            _xadd(pipe, event)
+        stream_ids = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("events %s not published yet: %s", [e.id for e in rows], type(exc).__name__)
+        return None
+    return {
+        e.id: sid.decode() if isinstance(sid, bytes) else str(sid)
+        for e, sid in zip(rows, stream_ids, strict=True)
+    }
+
+
+def _set_published(session: Session, stream_ids: dict[int, str]) -> None:
+    """One UPDATE for all of them."""
+    session.execute(
+        update(Event)
+        .where(Event.id.in_(list(stream_ids)))
+        .values(
+            published_at=datetime.now(timezone.utc),
+            stream_id=case(stream_ids, value=Event.id),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# How long the marker waits after the first event of a batch. The relay leaves events alone for
+# 2 s, so this only has to be short against that; under load it makes batches of dozens.
+_MARK_LINGER_SECONDS = 0.02
+
+
+class _Marker:
+    """Records published events in the outbox: one UPDATE per batch, off the request path."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[sessionmaker[Session], dict[int, str]]] = (
+            queue.SimpleQueue()
+        )
+        self._pending = 0
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="outbox-marker", daemon=True)
+        self._thread.start()
+
+    def mark(self, factory: sessionmaker[Session], stream_ids: dict[int, str]) -> None:
+        with self._done:
+            self._pending += 1
+        self._queue.put((factory, stream_ids))
+
+    def wait(self, timeout: float) -> bool:
+        """Until everything handed over so far is recorded (at shutdown)."""
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            time.sleep(_MARK_LINGER_SECONDS)  # let a burst gather: one UPDATE for all of it
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            by_factory: dict[sessionmaker[Session], dict[int, str]] = {}
+            for factory, stream_ids in batch:
+                by_factory.setdefault(factory, {}).update(stream_ids)
+            for factory, stream_ids in by_factory.items():
+                try:
+                    _mark_published(factory, stream_ids)
+                except Exception:  # the relay publishes them again; keep marking the rest
+                    log.exception("events %s published but not marked", sorted(stream_ids))
+            with self._done:
+                self._pending -= len(batch)
+                self._done.notify_all()
+
+
+def _mark_published(factory: sessionmaker[Session], stream_ids: dict[int, str]) -> None:
+    with factory() as session:
+        _set_published(session, stream_ids)
+        session.commit()
+
+
+_marker_lock = threading.Lock()
+_marker_instance: _Marker | None = None
+
+
+def _marker() -> _Marker:
+    global _marker_instance
+    with _marker_lock:
+        if _marker_instance is None:
+            _marker_instance = _Marker()
+        return _marker_instance
+
+
+def marked(timeout: float = 5.0) -> bool:
+    """Wait until announced events are marked published (at shutdown: the relay need not
+    repeat them)."""
+    return _marker_instance is None or _marker_instance.wait(timeout)
 
 
 def relay(factory: sessionmaker[Session], older_than: timedelta = timedelta(seconds=2)) -> int:

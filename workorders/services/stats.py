@@ -6,16 +6,17 @@ those orders is evaluated "as of the period end": the status an order had at an 
 before `end`. Later changes (a resolution next month, a reopening, a rating) therefore never
 alter the statistics of a past period.
 
-Two queries load what is needed (the cohort's plain columns, then its status rows); nothing
-encrypted is read. Everything else is computed here, in Python.
+The database does the work in one statement (`compute`): it replays each order's status rows
+with window functions, then counts and ranks per group, and returns a row per group, on SQLite
+and PostgreSQL alike. Loading the cohort and its history into Python took 0.4-0.5 s for 10,000
+orders over 90 days. Nothing encrypted is read.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
@@ -23,8 +24,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic.datetime_parse import parse_datetime
-from sqlalchemy import select
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    func,
+    null,
+    or_,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnElement, Subquery
+from sqlalchemy.sql.functions import FunctionElement
 
 from workorders.contract import DONE_STATUSES, OPEN_STATUSES, Channel, Kind, Status
 from workorders.errors import ApiError
@@ -181,7 +193,8 @@ def nearest_rank(sorted_values: list[float], percent: int) -> float | None:
     """Nearest-rank percentile: the smallest value with at least `percent`% of values <= it.
 
     For n values sorted ascending that is the value at 1-based rank ceil(percent/100 * n).
-    Always an observed value; None for no values.
+    Always an observed value; None for no values. `compute` has the database pick the same
+    rank.
     """
     n = len(sorted_values)
     if n == 0:
@@ -197,130 +210,45 @@ def _ratio(numerator: int, denominator: int, places: str = "0.0001") -> float | 
     return float(exact.quantize(Decimal(places), rounding=ROUND_HALF_UP))
 
 
-def _durations(values: list[float]) -> Durations:
-    ordered = sorted(values)
-    p50, p90 = (nearest_rank(ordered, p) for p in PERCENTILES)
-    return Durations(len(ordered), p50, p90)
+def _seconds(micros: Any) -> float | None:
+    """Whole microseconds (a numeric when PostgreSQL summed them) as seconds, divided as
+    timedelta.total_seconds() divides."""
+    return None if micros is None else int(micros) / 1_000_000
 
 
-@dataclass
-class _Order:
-    """One cohort order: its plain columns and its state reconstructed at the period end."""
+def _figures(row: Mapping[str, Any]) -> Figures:
+    def count(name: str) -> int:
+        return int(row.get(name) or 0)
 
-    id: int
-    kind: str
-    channel: str
-    community: str | None
-    created_at: datetime
-    response_breached_at: datetime | None
-    resolution_breached_at: datetime | None
-    rating: int | None
-    rated_at: datetime | None
-    status: Status = Status.new
-    first_response: timedelta | None = None
-    resolution: timedelta | None = None
-    reopened: bool = False
-
-
-@dataclass
-class _Tally:
-    created: int = 0
-    cancelled: int = 0
-    open_at_end: int = 0
-    completed: int = 0
-    reopened: int = 0
-    awaiting: int = 0
-    response_breaches: int = 0
-    resolution_breaches: int = 0
-    first_response: list[float] = field(default_factory=list)
-    resolution: list[float] = field(default_factory=list)
-    ratings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RATING_SCORES, 0))
-
-    def add(self, order: _Order, end: datetime) -> None:
-        self.created += 1
-        if order.status == Status.cancelled:
-            self.cancelled += 1
-        elif order.status in DONE_STATUSES:
-            self.completed += 1
-            if order.resolution is not None:
-                self.resolution.append(order.resolution.total_seconds())
-        else:
-            self.open_at_end += 1
-        if order.reopened:
-            self.reopened += 1
-        if order.first_response is not None:
-            self.first_response.append(order.first_response.total_seconds())
-        elif order.status != Status.cancelled:
-            self.awaiting += 1
-        if order.response_breached_at is not None and order.response_breached_at < end:
-            self.response_breaches += 1
-        if order.resolution_breached_at is not None and order.resolution_breached_at < end:
-            self.resolution_breaches += 1
-        if order.rating is not None and order.rated_at is not None and order.rated_at < end:
-            key = str(order.rating)
-            self.ratings[key] = self.ratings.get(key, 0) + 1
-
-    def figures(self) -> Figures:
-        rated = sum(self.ratings.values())
-        score_sum = sum(int(score) * n for score, n in self.ratings.items())
-        return Figures(
-            created=self.created,
-            cancelled=self.cancelled,
-            open_at_end=self.open_at_end,
-            completed=self.completed,
-            completion_rate=_ratio(self.completed, self.created - self.cancelled),
-            reopened=self.reopened,
-            first_response_seconds=_durations(self.first_response),
-            awaiting_first_response=self.awaiting,
-            resolution_seconds=_durations(self.resolution),
-            sla=SlaFigures(self.response_breaches, self.resolution_breaches),
-            satisfaction=Satisfaction(
-                rated=rated,
-                average=_ratio(score_sum, rated, "0.01"),
-                distribution=dict(self.ratings),
-                rating_rate=_ratio(rated, self.completed),
-            ),
-        )
-
-
-def _status(value: str) -> Status | None:
-    try:
-        return Status(value)
-    except ValueError:
-        return None
-
-
-def replay(order: _Order, rows: Iterable[tuple[datetime, str]]) -> None:
-    """Reconstruct `order`'s state at the period end from its status rows, in (at, id) order.
-
-    - status: the last row's `to_status` (`new` when there is none);
-    - first response: the first change out of `new` to anything but `cancelled`;
-    - reopened: some change out of `resolved` back to an open status;
-    - resolution: for the last change to `resolved`, the time spent in new/accepted/in_progress
-      from creation to it (the SLA clock: on-hold time and time resolved before a reopening are
-      excluded).
-    """
-    current, since = Status.new, order.created_at
-    running = timedelta(0)
-    resolution: timedelta | None = None
-    for at, to_status in rows:
-        target = _status(to_status)
-        if target is None:
-            continue
-        if at > since:
-            if current in CLOCK_RUNNING:
-                running += at - since
-            since = at
-        responds = current == Status.new and target not in (Status.new, Status.cancelled)
-        if responds and order.first_response is None:
-            order.first_response = max(at - order.created_at, timedelta(0))
-        if current == Status.resolved and target in OPEN_STATUSES:
-            order.reopened = True
-        if target == Status.resolved:
-            resolution = running
-        current = target
-    order.status = current
-    order.resolution = resolution if current in DONE_STATUSES else None
+    created, cancelled, completed, rated = (
+        count(name) for name in ("created", "cancelled", "completed", "rated")
+    )
+    return Figures(
+        created=created,
+        cancelled=cancelled,
+        open_at_end=created - cancelled - completed,
+        completed=completed,
+        completion_rate=_ratio(completed, created - cancelled),
+        reopened=count("reopened"),
+        first_response_seconds=Durations(
+            count("response_n"),
+            _seconds(row.get("response_p50")),
+            _seconds(row.get("response_p90")),
+        ),
+        awaiting_first_response=count("awaiting"),
+        resolution_seconds=Durations(
+            count("resolution_n"),
+            _seconds(row.get("resolution_p50")),
+            _seconds(row.get("resolution_p90")),
+        ),
+        sla=SlaFigures(count("response_breaches"), count("resolution_breaches")),
+        satisfaction=Satisfaction(
+            rated=rated,
+            average=_ratio(count("score_sum"), rated, "0.01"),
+            distribution={score: count(f"rated_{score}") for score in RATING_SCORES},
+            rating_rate=_ratio(rated, completed),
+        ),
+    )
 
 
 # --- grouping -----------------------------------------------------------------------------
@@ -362,16 +290,6 @@ def _buckets(period: Period, unit: GroupBy, tz: ZoneInfo) -> Iterator[Bucket]:
         day = following
 
 
-def _group_key(order: _Order, unit: GroupBy, tz: ZoneInfo) -> str | None:
-    if unit == GroupBy.community:
-        return order.community
-    if unit == GroupBy.kind:
-        return order.kind
-    if unit == GroupBy.channel:
-        return order.channel
-    return _bucket_key(_bucket_date(order.created_at.astimezone(tz).date(), unit), unit)
-
-
 def _sort_key(unit: GroupBy, key: str | None) -> tuple[int, int, str]:
     known: list[str] = []
     if unit == GroupBy.kind:
@@ -388,6 +306,149 @@ def _sort_key(unit: GroupBy, key: str | None) -> tuple[int, int, str]:
 # --- the computation ----------------------------------------------------------------------
 
 
+class _Micros(FunctionElement):
+    """A timestamp column as whole microseconds since the epoch, exactly (no float)."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(_Micros, "sqlite")
+def _micros_sqlite(element: _Micros, compiler: Any, **kw: Any) -> str:
+    # Stored as "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC (TZDateTime). The fraction is cut off
+    # before strftime, which would round it to milliseconds (and .9995 up to the next second).
+    x = compiler.process(element.clauses, **kw)
+    return (
+        f"(CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
+        f" + CAST(substr({x} || '.000000', 21, 6) AS INTEGER))"
+    )
+
+
+@compiles(_Micros, "postgresql")
+def _micros_postgresql(element: _Micros, compiler: Any, **kw: Any) -> str:
+    # EXTRACT gives a numeric (exact) since PostgreSQL 14.
+    return (
+        f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) * 1000000 AS BIGINT)"
+    )
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return case((condition, 1), else_=0)
+
+
+def _group_column(unit: GroupBy, period: Period, tz: ZoneInfo) -> ColumnElement[Any]:
+    if unit == GroupBy.community:
+        return WorkOrder.community
+    if unit == GroupBy.kind:
+        return WorkOrder.kind
+    if unit == GroupBy.channel:
+        return WorkOrder.channel
+    if unit in TIME_BUCKETS:
+        whens = [
+            (WorkOrder.created_at < upper, key) for key, _, upper in _buckets(period, unit, tz)
+        ]
+        return case(*whens, else_=None)
+    return null()
+
+
+def _values(statuses: Iterable[Status]) -> list[str]:
+    return sorted(s.value for s in statuses)
+
+
+def _replayed(cohort: list[ColumnElement[bool]], end: datetime) -> Subquery:
+    """Per cohort order, its status rows before `end` replayed in (at, id) order, in SQL:
+
+    - status: the last row's `to_status`;
+    - first response: the earliest change out of `new` to anything but `cancelled`;
+    - reopened: some change out of `resolved` back to an open status;
+    - resolution: the SLA clock at the last change to `resolved`: the time spent in
+      new/accepted/in_progress from creation to it. Each row adds the time since the later of
+      the creation and the previous row when the status before it kept the clock running;
+      the rows up to the last `resolved` one are those with a `resolved` row at or after them.
+
+    Every window has the same partition and order, so the database sorts the rows once, and no
+    window is computed over another (SQLite takes a pass per window function kind).
+    """
+    rows = (
+        select(
+            OrderHistory.order_id,
+            OrderHistory.at,
+            OrderHistory.id,
+            OrderHistory.to_status,
+            _Micros(OrderHistory.at).label("at_us"),
+            _Micros(WorkOrder.created_at).label("created_us"),
+        )
+        .join(WorkOrder, WorkOrder.id == OrderHistory.order_id)
+        .where(
+            *cohort,
+            OrderHistory.to_status.in_([s.value for s in Status]),
+            OrderHistory.at < end,
+        )
+        .subquery("rows")
+    )
+    h = rows.c
+    # Newest first: "previous" is the next row in this order, and running counts count the
+    # rows (and the `resolved` ones) at or after each row; the last row is the one counting 1.
+    window = {"partition_by": h.order_id, "order_by": (h.at.desc(), h.id.desc())}
+    resolved = h.to_status == Status.resolved.value
+    steps = select(
+        h.order_id,
+        h.to_status,
+        h.at_us,
+        h.created_us,
+        func.coalesce(func.lead(h.to_status).over(**window), Status.new.value).label("before"),
+        func.lead(h.at_us).over(**window).label("previous_us"),
+        func.count().over(**window).label("from_here"),
+        func.count(case((resolved, 1))).over(**window).label("resolved_from_here"),
+    ).subquery("steps")
+    s = steps.c
+    since = case(
+        (or_(s.previous_us.is_(None), s.previous_us < s.created_us), s.created_us),
+        else_=s.previous_us,
+    )
+    running = and_(s.before.in_(_values(CLOCK_RUNNING)), s.at_us > since)
+    responds = and_(
+        s.before == Status.new.value, s.to_status.not_in(_values({Status.new, Status.cancelled}))
+    )
+    reopens = and_(s.before == Status.resolved.value, s.to_status.in_(_values(OPEN_STATUSES)))
+    return (
+        select(
+            s.order_id,
+            func.max(case((s.from_here == 1, s.to_status))).label("status"),
+            func.min(case((responds, s.at_us))).label("responded_us"),
+            func.max(_flag(reopens)).label("reopened"),
+            func.sum(
+                case(
+                    (and_(s.resolved_from_here > 0, running), s.at_us - since),
+                    (s.resolved_from_here > 0, 0),
+                )
+            ).label("resolution_us"),
+        )
+        .group_by(s.order_id)
+        .subquery("replayed")
+    )
+
+
+DURATIONS = ("response", "resolution")
+
+
+def _ranks(value: ColumnElement[Any], partition: list[Any], prefix: str) -> list[Any]:
+    """How many values, and each one's rank among them (the NULLs last): one sort each."""
+    return [
+        func.count(value).over(partition_by=partition or None).label(f"{prefix}_n"),
+        func.row_number()
+        .over(partition_by=partition or None, order_by=value.asc().nulls_last())
+        .label(f"{prefix}_rank"),
+    ]
+
+
+def _at_rank(ranked: Subquery, name: str, prefix: str, percent: int) -> Any:
+    """The nearest rank, ceil(p * n / 100), as `nearest_rank` defines it."""
+    value, n, rank = ranked.c[f"{name}_us"], ranked.c[f"{prefix}_n"], ranked.c[f"{prefix}_rank"]
+    hit = and_(value.is_not(None), rank == (n * percent + 99) / 100)
+    return func.max(case((hit, value))).label(f"{prefix}_p{percent}")
+
+
 def compute(
     session: Session,
     period: Period,
@@ -398,6 +459,9 @@ def compute(
     channel: str | None = None,
     group_by: GroupBy = GroupBy.none,
 ) -> Report:
+    """One statement: the history replayed per order, then counted and ranked per group by the
+    database, which returns a row per group. The overall counts are the groups' sums; the
+    overall percentiles are ranked over all orders in the same statement."""
     cohort = [WorkOrder.created_at >= period.start, WorkOrder.created_at < period.end]
     for column, value in (
         (WorkOrder.community, community),
@@ -406,46 +470,91 @@ def compute(
     ):
         if value is not None:
             cohort.append(column == str(value))
+    end = period.end
 
-    orders: dict[int, _Order] = {}
-    for row in session.execute(
+    replayed = _replayed(cohort, end)
+    status = func.coalesce(replayed.c.status, Status.new.value)
+    created = _Micros(WorkOrder.created_at)
+    responded = replayed.c.responded_us
+    rated = and_(WorkOrder.rating.is_not(None), WorkOrder.rated_at < end)
+    orders = (
         select(
-            WorkOrder.id,
-            WorkOrder.kind,
-            WorkOrder.channel,
-            WorkOrder.community,
-            WorkOrder.created_at,
-            WorkOrder.response_breached_at,
-            WorkOrder.resolution_breached_at,
-            WorkOrder.rating,
-            WorkOrder.rated_at,
-        ).where(*cohort)
-    ):
-        orders[row.id] = _Order(*row)
+            _group_column(group_by, period, tz).label("grp"),
+            status.label("status"),
+            case((responded > created, responded - created), (responded.is_not(None), 0)).label(
+                "response_us"
+            ),
+            case((status.in_(_values(DONE_STATUSES)), replayed.c.resolution_us)).label(
+                "resolution_us"
+            ),
+            func.coalesce(replayed.c.reopened, 0).label("reopened"),
+            _flag(WorkOrder.response_breached_at < end).label("response_breach"),
+            _flag(WorkOrder.resolution_breached_at < end).label("resolution_breach"),
+            case((rated, WorkOrder.rating)).label("rating"),
+        )
+        .outerjoin(replayed, replayed.c.order_id == WorkOrder.id)
+        .where(*cohort)
+        .subquery("orders")
+    )
+    o = orders.c
+    grouped = group_by != GroupBy.none
+    ranks = []
+    for name in DURATIONS:
+        ranks += _ranks(o[f"{name}_us"], [o.grp], name)
+        if grouped:
+            ranks += _ranks(o[f"{name}_us"], [], f"{name}_all")
+    ranked = select(orders, *ranks).subquery("ranked")
+    r = ranked.c
+    percentiles = [
+        _at_rank(ranked, name, prefix, p)
+        for name in DURATIONS
+        for prefix in ((name, f"{name}_all") if grouped else (name,))
+        for p in PERCENTILES
+    ]
+    figures = select(
+        r.grp,
+        func.count().label("created"),
+        func.sum(_flag(r.status == Status.cancelled.value)).label("cancelled"),
+        func.sum(_flag(r.status.in_(_values(DONE_STATUSES)))).label("completed"),
+        func.sum(r.reopened).label("reopened"),
+        func.count(r.response_us).label("response_n"),
+        func.sum(_flag(and_(r.response_us.is_(None), r.status != Status.cancelled.value))).label(
+            "awaiting"
+        ),
+        func.count(r.resolution_us).label("resolution_n"),
+        func.sum(r.response_breach).label("response_breaches"),
+        func.sum(r.resolution_breach).label("resolution_breaches"),
+        func.count(r.rating).label("rated"),
+        func.sum(r.rating).label("score_sum"),
+        *(
+            func.sum(_flag(r.rating == int(score))).label(f"rated_{score}")
+            for score in RATING_SCORES
+        ),
+        *percentiles,
+    ).group_by(r.grp)
 
-    history: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
-    if orders:
-        for order_id, at, to_status in session.execute(
-            select(OrderHistory.order_id, OrderHistory.at, OrderHistory.to_status)
-            .join(WorkOrder, WorkOrder.id == OrderHistory.order_id)
-            .where(*cohort, OrderHistory.to_status.is_not(None), OrderHistory.at < period.end)
-            .order_by(OrderHistory.order_id, OrderHistory.at, OrderHistory.id)
-        ):
-            history[order_id].append((at, to_status))
-
-    overall = _Tally()
-    tallies: dict[str | None, _Tally] = defaultdict(_Tally)
-    for order in orders.values():
-        replay(order, history.get(order.id, ()))
-        overall.add(order, period.end)
-        if group_by != GroupBy.none:
-            tallies[_group_key(order, group_by, tz)].add(order, period.end)
-
+    tallies = {row["grp"]: row for row in session.execute(figures).mappings()}
+    overall = _overall(list(tallies.values())) if grouped else tallies.get(None, {})
     groups: list[Group] = []
     if group_by in TIME_BUCKETS:
         for key, lower, upper in _buckets(period, group_by, tz):
-            groups.append(Group(key, lower, upper, tallies.get(key, _Tally()).figures()))
-    elif group_by != GroupBy.none:
+            groups.append(Group(key, lower, upper, _figures(tallies.get(key, {}))))
+    elif grouped:
         for key in sorted(tallies, key=lambda k: _sort_key(group_by, k)):
-            groups.append(Group(key, None, None, tallies[key].figures()))
-    return Report(period, tz.key, group_by, overall.figures(), groups)
+            groups.append(Group(key, None, None, _figures(tallies[key])))
+    return Report(period, tz.key, group_by, _figures(overall), groups)
+
+
+def _overall(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The groups' counts added up; the percentiles over all orders (one group has each)."""
+    total: dict[str, Any] = {}
+    for row in rows:
+        for name, value in row.items():
+            if name == "grp" or name.endswith(tuple(f"_p{p}" for p in PERCENTILES)):
+                continue
+            total[name] = total.get(name, 0) + int(value or 0)
+    for name in DURATIONS:
+        for p in PERCENTILES:
+            found = [row[f"{name}_all_p{p}"] for row in rows if row[f"{name}_all_p{p}"] is not None]
+            total[f"{name}_p{p}"] = found[0] if found else None
+    return total
