@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +60,8 @@ from workorders.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Iterable[int]], None]
+# Announces events the caller has just committed, from memory (events.announce).
+Announce = Callable[[Sequence[Event]], None]
 # A press delivered this much later than it happened is noted on the order (an outage).
 _LATE = timedelta(seconds=60)
 
@@ -87,15 +88,16 @@ class VerifiedTerminal:
 class EventResult:
     """created | joined | duplicate (SOS), recorded (heartbeat, self-test).
 
-    `follow_up` is work to run right after answering (family, callback, escalation chain), so
-    that in a burst of presses every staff alert goes out before anyone's follow-up.
+    `follow_up` is work to queue after answering (family, callback, escalation chain; it
+    returns the ids of the events it committed): `follow_ups` runs it once no press is in
+    flight, so that in a burst every staff alert goes out before anyone's follow-up.
     """
 
     status: str
     order_id: int | None = None
     event_ids: list[int] = field(default_factory=list)
     message: str = ""
-    follow_up: Callable[[], None] | None = None
+    follow_up: Callable[[], list[int]] | None = None
 
     def __post_init__(self) -> None:
         self.message = self.message or MESSAGES.get(self.status, "")
@@ -371,6 +373,20 @@ def _touch(session: Session, terminal: Terminal, now: datetime) -> list[Event]:
     return [events.record(session, "terminal.back_online", visit, terminal_id=terminal.id)]
 
 
+def _alive(session: Session, terminal_id: int, now: datetime) -> list[Event]:
+    """`_touch` for a press: one UPDATE (it locks the row too) unless the terminal was flagged
+    silent, which needs the whole row."""
+    noted = session.execute(
+        update(Terminal)
+        .where(Terminal.id == terminal_id, Terminal.silent_since.is_(None))
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if noted.rowcount == 1:
+        return []
+    return _touch(session, get(session, terminal_id, lock=True), now)
+
+
 def handle(
     session: Session,
     verified: VerifiedTerminal,
@@ -378,11 +394,11 @@ def handle(
     hospital: HospitalAdapter,
     policy: SlaPolicy,
     now: datetime,
-    publish: Publish,
+    announce: Announce,
 ) -> EventResult:
-    """Act on one authenticated event; `publish` announces committed events at once."""
+    """Act on one authenticated event; `announce` publishes committed events at once."""
     if event.type == TerminalEventType.sos:
-        return _sos(session, verified, event, hospital, policy, now, publish)
+        return _sos(session, verified, event, hospital, policy, now, announce)
     terminal = get(session, verified.id, lock=True)
     new = _touch(session, terminal, now)
     if event.type == TerminalEventType.heartbeat:
@@ -392,7 +408,7 @@ def handle(
     session.flush()
     ids = [e.id for e in new]
     session.commit()
-    publish(ids)
+    announce(new)
     return EventResult("recorded", None, ids, MESSAGES[event.type.value])
 
 
@@ -427,7 +443,7 @@ def _sos(
     hospital: HospitalAdapter,
     policy: SlaPolicy,
     now: datetime,
-    publish: Publish,
+    announce: Announce,
 ) -> EventResult:
     caller = caller_of(verified)
     body = _order_body(verified, event)
@@ -436,11 +452,10 @@ def _sos(
     # A retry of an event already acted on (its response was lost): the same answer again.
     seen = session.get(IdempotencyKey, (caller.id, key))
     if seen is not None:
-        return _duplicate(session, verified, seen, body_hash, policy, now, publish)
+        return _duplicate(session, verified, seen, body_hash, policy, now, announce)
     # One emergency per resident at a time: serialise that resident's presses, then decide.
     open_order = orders.open_emergency(session, verified.resident_id)
-    terminal = get(session, verified.id, lock=True)
-    touched = _touch(session, terminal, now)
+    touched = _alive(session, verified.id, now)
     if open_order is not None:
         earlier = idempotency.claim(session, caller, key, "work_order", body_hash)
         if earlier is not None:  # the same event, delivered twice at once: the other won
@@ -471,10 +486,10 @@ def _sos(
         session.flush()
         ids = [e.id for e in new]
         session.commit()
-        publish(ids)
+        announce(new)
         return EventResult("joined", open_order.id, ids)
     outcome = orders.create(session, caller, body, key, hospital, policy, now)
-    publish([*outcome.event_ids, *(e.id for e in touched)])  # the staff alert, first of all
+    announce([*outcome.events, *touched])  # the staff alert, first of all
     if not outcome.created:  # the same event created it a moment ago (it did not commit)
         session.commit()
         return EventResult("duplicate", outcome.order.id)
@@ -489,7 +504,7 @@ def _sos(
         "created",
         order_id,
         list(outcome.event_ids),
-        follow_up=partial(follow_up, order_id, verified.id, policy, now, publish, notes),
+        follow_up=partial(follow_up, order_id, verified.id, policy, now, notes),
     )
 
 
@@ -498,17 +513,17 @@ def follow_up(
     terminal_id: int,
     policy: SlaPolicy,
     now: datetime,
-    publish: Publish,
     notes: Iterable[str] = (),
     factory: sessionmaker[Session] | None = None,
-) -> None:
-    """What follows a new SOS order, in its own session (safe to run twice; if it never runs,
-    the sweep's `escalation.repair_missing` does it)."""
+) -> list[int]:
+    """What follows a new SOS order, in its own session; the events to publish. Safe to run
+    twice; if it never runs (a crash), the sweep's `escalation.repair_missing` does it."""
     try:
         with (factory or session_factory(True))() as session:
-            publish(escalation.start(session, order_id, terminal_id, policy, now, notes))
+            return escalation.start(session, order_id, terminal_id, policy, now, notes)
     except Exception:  # after the answer: nobody to tell but the log, and the sweep repairs it
         log.exception("SOS follow-up of order %s failed; the scheduler will finish it", order_id)
+        return []
 
 
 def _duplicate(
@@ -518,7 +533,7 @@ def _duplicate(
     body_hash: str,
     policy: SlaPolicy,
     now: datetime,
-    publish: Publish,
+    announce: Announce,
 ) -> EventResult:
     if seen.request_hash != body_hash or seen.resource != "work_order":
         raise ApiError(
@@ -542,8 +557,8 @@ def _duplicate(
     session.flush()
     ids = [e.id for e in new]
     session.commit()  # last statement: no transaction (no SQLite write lock) left open
-    publish(ids)
-    again = partial(follow_up, order_id, verified.id, policy, now, publish) if resume else None
+    announce(new)
+    again = partial(follow_up, order_id, verified.id, policy, now) if resume else None
     return EventResult("duplicate", order_id, ids, follow_up=again)
 
 

@@ -8,15 +8,24 @@ the access log.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from workorders import signing
 from workorders.api import views
-from workorders.api.deps import Clock, get_clock, get_hospital, get_policy, publish, reveal
+from workorders.api.deps import (
+    Clock,
+    announce,
+    get_clock,
+    get_hospital,
+    get_policy,
+    publish,
+    reveal,
+)
 from workorders.api.views import _mask_identity
 from workorders.contract import IdentityKind
 from workorders.db import get_read_session, get_session, session_factory
@@ -35,13 +44,21 @@ from workorders.schemas import (
 )
 from workorders.security import Caller, require
 from workorders.services import terminals
+from workorders.services.follow_ups import follow_ups
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
+
+
+def _finish_follow_ups() -> None:
+    """At shutdown, what is queued runs now rather than after the sweep's grace period."""
+    follow_ups().drain(5.0)
+
 
 router = APIRouter(
     prefix="/terminals",
     tags=["terminals"],
     responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    on_shutdown=[_finish_follow_ups],
 )
 _STAFF = {403: {"model": ErrorOut}}
 _ONE = {403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
@@ -187,6 +204,12 @@ def rotate_terminal_secret(
     return views.respond(_with_secret(terminal, secret, now))
 
 
+async def in_flight() -> AsyncIterator[None]:
+    """A device request is being answered: SOS follow-ups wait (services/follow_ups.py)."""
+    with follow_ups().alerting():
+        yield
+
+
 async def signed_terminal(
     request: Request,
     terminal: str | None = Header(
@@ -231,7 +254,7 @@ async def signed_terminal(
 )
 def receive_event(
     event: TerminalEventIn,
-    background: BackgroundTasks,
+    _alerting: None = Depends(in_flight),
     verified: terminals.VerifiedTerminal = Depends(signed_terminal),
     session: Session = Depends(get_session),
     hospital: HospitalAdapter = Depends(get_hospital),
@@ -241,14 +264,15 @@ def receive_event(
     """A signed device event: `sos`, `heartbeat` or `self_test`.
 
     SOS: a P0 emergency with the resident's address and health notes and a staff alert
-    (`emergency.raised`), then answered; right after, family contacts are notified, a callback
-    asked for and the escalation chain started. While an emergency is open, further presses
-    join it. The same `event_id` again is answered as before (`duplicate`), never acted on twice.
+    (`emergency.raised`), then answered; right after (once no other press is being answered),
+    family contacts are notified, a callback asked for and the escalation chain started. While
+    an emergency is open, further presses join it. The same `event_id` again is answered as
+    before (`duplicate`), never acted on twice.
     """
     now = clock()
-    result = terminals.handle(session, verified, event, hospital, policy, now, publish)
+    result = terminals.handle(session, verified, event, hospital, policy, now, announce)
     if result.follow_up is not None:
-        background.add_task(result.follow_up)
+        follow_ups().submit(result.follow_up, publish)
     out = TerminalEventOut(
         event_id=event.event_id,
         type=event.type,
