@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser import Console, artifacts_dir
 from tests.factories import repair_body, resident_body, unique_phone
@@ -513,10 +513,29 @@ def test_admins_see_who_revealed_what_and_why_and_agents_may_not_look(
     for _ in range(55):  # more than one page of entries for this resident
         assert api.call("agent2", "GET", f"/residents/{rid}").status_code == 200
 
-    page = console.open("admin", "/console/audit")
+    # The page's own first list and the staff names arrive only after the admin has filtered:
+    # what they chose stays chosen, and the late unfiltered list does not replace theirs.
+    page = console.open("admin", "/console/")
+    held: dict[str, Route] = {}
+
+    def hold_first(route: Route) -> None:
+        name = "principals" if route.request.url.split("?")[0].endswith("/principals") else "list"
+        if name in held:
+            route.continue_()
+        else:
+            held[name] = route
+
+    page.route(re.compile(r"/(principals|audit\?.*)$"), hold_first)
+    page.goto("/console/audit")
     page.get_by_label("对象类型").select_option("resident")
     page.get_by_label("对象编号").fill(str(rid))
     page.get_by_role("button", name="筛选", exact=True).click()
+    expect(page.locator("#a-summary")).to_contain_text("共 57 条记录，当前显示第 1–50 条")
+    held["list"].continue_()
+    held["principals"].continue_()
+    expect(page.locator("#a-table tbody")).to_contain_text("agent2（agent2，工作人员）")
+    expect(page.get_by_label("对象类型")).to_have_value("resident")
+    expect(page.get_by_label("对象编号")).to_have_value(str(rid))
     expect(page.locator("#a-summary")).to_contain_text("共 57 条记录，当前显示第 1–50 条")
     expect(page.locator("#a-table tbody tr")).to_have_count(50)
     assert f"resource_id={rid}" in page.url

@@ -64,7 +64,10 @@ async function loadPrincipals() {
     for (const p of await api("/principals")) {
       const name = `${p.display_name}（${p.username}，${ROLE_LABELS[p.role] ?? p.role}）`;
       names.set(p.id, name);
-      select.append(h("option", { value: String(p.id) }, name));
+      // The URL's person may already stand there by number: name it, do not add it twice.
+      const known = select.querySelector(`option[value="${p.id}"]`);
+      if (known) known.textContent = name;
+      else select.append(h("option", { value: String(p.id) }, name));
     }
   } catch {
     // Names are a convenience: the numbers are still shown.
@@ -142,7 +145,11 @@ function syncUrl() {
   history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}`);
 }
 
+let latest = 0; // the newest load: an older answer arriving late must not overwrite it
+let shown = []; // the entries on screen
+
 async function load() {
+  const mine = ++latest;
   errorBox.textContent = "";
   field("id").removeAttribute("aria-invalid");
   const f = readFilters();
@@ -159,7 +166,9 @@ async function load() {
   summary.textContent = "正在加载……";
   try {
     const page = await api(`/audit?${q}`);
-    fill(tbody, page.items.map(row));
+    if (mine !== latest) return;
+    shown = page.items;
+    fill(tbody, shown.map(row));
     const last = offset + page.items.length;
     summary.textContent = page.total
       ? `共 ${page.total} 条记录，当前显示第 ${offset + 1}–${last} 条。`
@@ -169,6 +178,8 @@ async function load() {
     prev.disabled = offset === 0;
     next.disabled = last >= page.total;
   } catch (error) {
+    if (mine !== latest) return;
+    shown = [];
     fill(tbody);
     summary.textContent = "";
     errorBox.textContent = error.message;
@@ -196,17 +207,19 @@ prev.addEventListener("click", () => goTo(offset - PAGE_SIZE));
 next.addEventListener("click", () => goTo(offset + PAGE_SIZE));
 
 async function start() {
-  await loadPrincipals();
+  // The URL's filters go into the form before anything is awaited, and the list does not wait
+  // for the names: what a quick user chooses meanwhile is never overwritten.
   const q = new URLSearchParams(location.search);
   const principal = /^[1-9]\d{0,9}$/.test(q.get("principal_id") ?? "") ? q.get("principal_id") : "";
-  if (principal && !field("principal").querySelector(`option[value="${CSS.escape(principal)}"]`)) {
-    field("principal").append(h("option", { value: principal }, `工作人员 #${principal}`));
-  }
+  if (principal) field("principal").append(h("option", { value: principal }, `工作人员 #${principal}`));
   field("principal").value = principal;
   field("type").value = TYPES[q.get("resource_type")] ? q.get("resource_type") : "";
   field("id").value = /^[1-9]\d{0,9}$/.test(q.get("resource_id") ?? "") ? q.get("resource_id") : "";
   offset = Math.max(0, Number(q.get("offset")) || 0);
+  const named = loadPrincipals();
   await load();
+  await named;
+  fill(tbody, shown.map(row)); // the same entries, now with names
 }
 
 start();

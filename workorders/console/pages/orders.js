@@ -122,7 +122,11 @@ async function loadStaff() {
     for (const p of staff) {
       if (p.role === "service" || !p.active) continue;
       names.set(p.id, p.display_name);
-      if (p.id !== me.id) select.append(h("option", { value: String(p.id) }, p.display_name));
+      if (p.id === me.id) continue;
+      // The URL's assignee may already stand there by number: name it, do not add it twice.
+      const known = select.querySelector(`option[value="${p.id}"]`);
+      if (known) known.textContent = p.display_name;
+      else select.append(h("option", { value: String(p.id) }, p.display_name));
     }
   } catch {
     // Names are a convenience: ids still work.
@@ -342,7 +346,10 @@ function updateSummary() {
   more.hidden = offset >= total;
 }
 
+let latest = 0; // the newest load: an older answer arriving late must not mix into it
+
 async function loadQueue({ append = false } = {}) {
+  const mine = ++latest;
   const f = readFilters();
   if (!append) {
     offset = 0;
@@ -352,12 +359,13 @@ async function loadQueue({ append = false } = {}) {
   summary.textContent = "正在加载……";
   try {
     const page = await api(`/work-orders?${queryString(f, offset)}`);
+    if (mine !== latest) return;
     total = page.total;
     offset += page.items.length;
     page.items.forEach((order) => showRow(order));
     updateSummary();
   } catch (error) {
-    summary.textContent = `加载失败：${error.message}`;
+    if (mine === latest) summary.textContent = `加载失败：${error.message}`;
   }
 }
 
@@ -942,8 +950,9 @@ more.addEventListener("click", () => loadQueue({ append: true }));
 
 async function start() {
   buildFilters();
-  await loadStaff();
+  // The URL's filters first, so that what a quick user chooses while names load stays chosen.
   writeFilters(filtersFromUrl());
+  await loadStaff();
   try {
     await live.ready();
   } catch {
