@@ -40,7 +40,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline, make_union
 
+from nlu import remote_actions
+
 __all__ = ["NgramIntentBlender", "SentenceVectors", "normalise", "pinyin_text", "sentence_vectors"]
+
+remote_actions.install()  # this module is what every process that loads the model imports
 
 INTENT_RANKING = "intent_ranking"
 MODEL_FILE = "ngram_intents.joblib"

@@ -52,6 +52,11 @@ class Process:
         default_factory=lambda: Path(tempfile.mkstemp(prefix="linli-", suffix=".log")[1])
     )
 
+    @property
+    def url(self) -> str:
+        """The server's root: its health URL without the path."""
+        return self.health.rsplit("/", 1)[0]
+
     def spawn(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -92,34 +97,23 @@ def action_server(api_url: str, token: str, redis_url: str, prefix: str) -> Proc
     )
 
 
-def rasa_server(action_url: str, redis_db: int, prefix: str) -> Process:
+def rasa_server(action_url: str | None = None, redis_db: int = 0, prefix: str = "") -> Process:
+    """Rasa with the trained model; with an action server, also its endpoints (the tracker
+    store in Redis) and channels. The model alone parses, and starts sooner."""
     port = free_port()
-    return Process(
-        [
-            str(BIN / "rasa"),
-            "run",
-            "--enable-api",
-            "--model",
-            str(MODEL),
-            "--port",
-            str(port),
-            "--endpoints",
-            "bot/endpoints.yml",
-            "--credentials",
-            "bot/credentials.yml",
-            "--interface",
-            "127.0.0.1",
-        ],
-        {
+    argv = [str(BIN / "rasa"), "run", "--enable-api", "--model", str(MODEL)]
+    argv += ["--port", str(port), "--interface", "127.0.0.1"]
+    env: dict[str, str] = {}
+    if action_url is not None:
+        argv += ["--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml"]
+        env = {
             "ACTION_SERVER_URL": f"{action_url}/webhook",
             "RASA_REDIS_HOST": "127.0.0.1",
             "RASA_REDIS_PORT": "6379",
             "RASA_REDIS_DB": str(redis_db),
             "RASA_REDIS_PREFIX": prefix,
-        },
-        f"http://127.0.0.1:{port}/status",
-        startup=240,
-    )
+        }
+    return Process(argv, env, f"http://127.0.0.1:{port}/status", startup=240)
 
 
 class Chat:
@@ -168,10 +162,10 @@ def running_stack(
         )
         actions.start()
         stack.callback(actions.stop)
-        rasa = rasa_server(actions.health.rsplit("/", 1)[0], 15, tracker_prefix)
+        rasa = rasa_server(actions.url, 15, tracker_prefix)
         rasa.start()
         stack.callback(rasa.stop)
-        yield DialogueStack(api_process, rasa.health.rsplit("/", 1)[0], actions, rasa)
+        yield DialogueStack(api_process, rasa.url, actions, rasa)
 
 
 def agent_token(stack: DialogueStack, run_id: str) -> str:

@@ -198,7 +198,7 @@ def stack(dialogue: DialogueStack) -> Iterator[Stack]:
         yield Stack(
             Api(dialogue.api),
             dialogue,
-            gateway.health.removesuffix("/health"),
+            gateway.url,
             agent_token(dialogue, RUN_ID),
         )
     finally:
@@ -333,7 +333,7 @@ def test_with_the_api_down_only_an_emergency_goes_on_and_its_words_are_kept(
     down = gateway_process(stack.dialogue, prefix, f"http://127.0.0.1:{free_port()}")
     down.start()
     try:
-        device = Web(down.health.removesuffix("/health"), web.secret)
+        device = Web(down.url, web.secret)
         refused = device.post("高龄津贴怎么领")
         assert refused.status_code == 503, refused.text
         assert refused.json()["code"] == "api_unavailable"

@@ -214,7 +214,7 @@ def wechat(dialogue: DialogueStack) -> Iterator[WeChat]:
     standin_port = free_port()
     gateway = gateway_with_wechat(dialogue, settings, standin_port)
     gateway.start()
-    gateway_url = gateway.health.removesuffix("/health")
+    gateway_url = gateway.url
     standin = standin_process(settings, standin_port, f"{gateway_url}/wechat")
     standin.start()
     try:
@@ -459,7 +459,7 @@ def slow(dialogue: DialogueStack, wechat: WeChat) -> Iterator[WeChat]:
     with serve_app(slow_rasa(dialogue.rasa_url, 6.0)) as rasa:
         gateway = gateway_with_wechat(dialogue, settings, standin_port, RASA_URL=rasa)
         gateway.start()
-        gateway_url = gateway.health.removesuffix("/health")
+        gateway_url = gateway.url
         standin = standin_process(settings, standin_port, f"{gateway_url}/wechat")
         standin.start()
         try:
