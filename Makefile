@@ -127,8 +127,10 @@ define run-folder
 	done
 endef
 
-bench: venv model whisper ## run every bench/*.py in order
-	$(call run-folder,bench)
+bench: venv model whisper ## the performance targets before (bench/BASELINE, in a git worktree) and after, side by side, then every other bench/*.py
+	@scripts/ensure-key
+	@scripts/ensure-redis
+	@$(PY) -m bench
 
 eval: venv model whisper ## run every eval/*.py in order
 	$(call run-folder,eval)

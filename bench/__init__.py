@@ -1,1 +1,2 @@
-"""Benchmarks run by `make bench` (every bench/*.py, not _*.py); see bench/README.md."""
+"""Benchmarks run by `make bench` (`python -m bench`: the targets before and after, then every
+other bench/*.py, not _*.py); see bench/README.md."""

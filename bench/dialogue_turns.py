@@ -64,6 +64,8 @@ PREFIX = f"linli:bench:{RUN_ID}"
 GOAL_P95_MS = 300.0
 SHOW = os.environ.get("BENCH_SHOW") == "1"  # print every turn's replies (for debugging)
 GOAL_TRAINING_S = 600
+# Rasa's worker processes (SANIC_WORKERS), as the Procfile starts it.
+RASA_WORKERS = int(os.environ.get("BENCH_RASA_WORKERS", "1"))
 
 # (turn type, what the resident says). The repair is told in one breath, so the form fills at
 # once and creates the order; the doctor's booking lists real FHIR slots, takes the first one
@@ -88,13 +90,22 @@ class Service:
     log: Path
 
     def rss_mb(self) -> tuple[float, float]:
-        """(current, peak) resident memory of the process, in MB."""
-        fields: dict[str, float] = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-        return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+        """(current, peak) resident memory of the process and its workers, in MB."""
+        fields: dict[str, float] = {"VmRSS": 0.0, "VmHWM": 0.0}
+        for pid in tree_of(self.proc.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            for line in status.splitlines():
+                key, _, value = line.partition(":")
+                if key in fields:
+                    fields[key] += int(value.split()[0]) / 1024
+        return fields["VmRSS"], fields["VmHWM"]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process and every process under it (Sanic's workers)."""
+        return sum(cpu_of(pid) for pid in tree_of(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -103,6 +114,34 @@ class Service:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def tree_of(pid: int) -> list[int]:
+    """The process and its descendants."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(") ", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
 
 
 def start(name: str, argv: list[str], env: dict[str, str], health: str, workdir: Path) -> Service:
@@ -238,6 +277,7 @@ def main() -> int:
                     "RASA_REDIS_PORT": str(redis_client.connection_pool.connection_kwargs["port"]),
                     "RASA_REDIS_DB": str(db_index),
                     "RASA_REDIS_PREFIX": f"linlibench{RUN_ID}",
+                    "SANIC_WORKERS": str(RASA_WORKERS),
                 },
                 f"http://127.0.0.1:{rasa_port}/status",
                 workdir,
@@ -262,9 +302,12 @@ def main() -> int:
                 senders.append(own)
 
             url = f"http://127.0.0.1:{rasa_port}"
+            assert api.proc is not None
+            cpu_before = (rasa.cpu_seconds(), actions.cpu_seconds(), cpu_of(api.proc.pid))
             started = time.perf_counter()
             timings = asyncio.run(load(url, senders))
             wall = time.perf_counter() - started
+            cpu_after = (rasa.cpu_seconds(), actions.cpu_seconds(), cpu_of(api.proc.pid))
             rasa_now, rasa_peak = rasa.rss_mb()
             actions_now, actions_peak = actions.rss_mb()
             orders = httpx.get(
@@ -283,6 +326,14 @@ def main() -> int:
             redis_client.delete(os.environ["EVENT_STREAM"])
 
     unanswered = sum(1 for _, _, ok in timings if not ok)
+    sent = CONVERSATIONS * ROUNDS * len(SCRIPT)  # the warm-up's turns cost CPU too
+    cpu_ms = {
+        name: round((after - before) * 1000 / sent, 1)
+        for name, before, after in zip(
+            ("rasa", "actions", "api"), cpu_before, cpu_after, strict=True
+        )
+    }
+    load_average = [round(x, 2) for x in os.getloadavg()]
     overall = percentiles([ms for _, ms, _ in timings])
     by_kind = {kind: percentiles([ms for k, ms, _ in timings if k == kind]) for kind, _ in SCRIPT}
     training = training_record()
@@ -305,6 +356,11 @@ def main() -> int:
         f"memory: Rasa server {rasa_loaded:.0f} MB after loading, {rasa_now:.0f} MB after the "
         f"load, peak {rasa_peak:.0f} MB; action server {actions_now:.0f} MB "
         f"(peak {actions_peak:.0f} MB)"
+    )
+    print(
+        f"CPU per turn: Rasa {cpu_ms['rasa']:.0f} ms, action server {cpu_ms['actions']:.0f} ms, "
+        f"API {cpu_ms['api']:.0f} ms ({sent} turns, warm-up included); Rasa workers "
+        f"{RASA_WORKERS}; load average {' '.join(f'{x:.1f}' for x in load_average)}"
     )
     if training:
         verdict = "PASS" if training["seconds"] < GOAL_TRAINING_S else "MISS"
@@ -332,6 +388,9 @@ def main() -> int:
                     "actions_after": round(actions_now),
                     "actions_peak": round(actions_peak),
                 },
+                "cpu_ms_per_turn": cpu_ms,
+                "rasa_workers": RASA_WORKERS,
+                "load_average": load_average,
                 "training": training,
                 "repair_orders": orders.get("total"),
             },

@@ -38,11 +38,15 @@ reply audio (what the hotline, the dialogue and synthesis add), the dialogue's r
 how many turns needed a filler; the goal's row again for free speech and for short answers
 (under a yes/no, choice or menu grammar, whose shorter trailing silence is
 data/voice/grammars.yml's); and, with Whisper, how many turns it heard word for word and how
-many it was unsure of. Free speech waits for 1.2 s of quiet (elders pause mid-sentence), so its
-p95 cannot be under 1 s; `--trailing-silence 0.7` shows what brisker endpointing
-(HOTLINE_TRAILING_SILENCE) would give. It writes var/bench/hotline_latency.json. It measures
-and never asserts; exit 1 only when the stack does not start. About 10 minutes on two busy
-cores (6 with `--asr scripted`), two of them starting the stack.
+many it was unsure of. An utterance the hotline's judge calls a whole request ends at the
+short pause (0.35 s; voice/complete.py), any other after 1.2 s of quiet (elders pause
+mid-sentence; 0.6 s for short answers): `early_ends` counts the first kind, `early_end_ms` and
+`full_pause_ms` give the goal's row for each; with Whisper, `whisper_guesses` says how many
+decodes were started at a short pause, made stale by more speech, and used as what was heard
+(warm-up call included). `--trailing-silence 0.7` shows what brisker endpointing for every
+utterance (HOTLINE_TRAILING_SILENCE) would give. It writes var/bench/hotline_latency.json.
+It measures and never asserts; exit 1 only when the stack does not start. About 10 minutes
+on two busy cores (6 with `--asr scripted`), two of them starting the stack.
 
     .venv/bin/python bench/hotline_latency.py [--asr whisper|scripted] [--calls 1,4]
         [--rounds 2] [--trailing-silence 1.2]
@@ -89,7 +93,7 @@ from channels.voice import DialogueClient
 from tests.dialogue_stack import MODEL, Process, action_server, rasa_server
 from tests.servers import serve_app
 from tests.support import ApiProcess, hotline_token, make_backend, seed_principals
-from voice.asr import ModelError, Recogniser, ScriptedRecogniser
+from voice.asr import ELDERLY, ModelError, Recogniser, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, read_wav, resample, rms
 from voice.call_flow import CallFlow
 from voice.grammars import compact
@@ -120,6 +124,9 @@ SCRIPT = [
     ("goodbye", "那就这样，再见", 1.6),
 ]
 YES = "对"  # the caller's answer to 您是说…吗
+# Whisper's guesses over all calls: started at a short pause, made stale by more speech, used
+# as what was heard (voice/whisper_asr.py WhisperSession).
+GUESSES = {"guesses": 0, "stale": 0, "used": 0}
 
 
 @dataclass
@@ -136,6 +143,7 @@ class TurnTiming:
     said: str = ""
     heard_text: str = ""
     confirm: bool = False  # the hotline asked 您是说…吗 instead of answering
+    early: bool = False  # the utterance ended at the short pause, judged a whole request
 
     def ms(self, start: float | None, end: float | None) -> float | None:
         return None if start is None or end is None else round((end - start) * 1000, 1)
@@ -208,6 +216,7 @@ async def one_turn(
     timing = TurnTiming(phase, name, time.monotonic(), said=said)
     heard_at, heard = await flow.wait_event("heard", since=since, timeout=30)
     timing.heard, timing.heard_text = heard.at, heard.detail
+    timing.early = any(e.kind == "early" for e in flow.events[since:heard_at])
     timing.grammar = grammar_at(flow, heard_at)
     at, reply = await flow.wait_event(("answered", "say", "ended"), since=heard_at, timeout=60)
     if reply.kind == "answered":
@@ -260,6 +269,8 @@ async def converse(
         except asyncio.TimeoutError:
             await call.hangup()
         ear.task.cancel()
+        for name in GUESSES:  # Whisper's decodes started at the short pause
+            GUESSES[name] += getattr(flow.session, name, 0)
     return timings
 
 
@@ -294,6 +305,10 @@ def summarise(timings: list[TurnTiming]) -> dict[str, Any]:
         "endpointing_ms": column("speech_end", "heard"),
         "heard_to_first_reply_ms": column("heard", "first_reply"),
         "dialogue_ms": percentiles([t.answered_s * 1000 for t in timings if t.answered_s]),
+        # Ended at the short pause (a complete request) or after the full one.
+        "early_ends": sum(t.early for t in timings),
+        "early_end_ms": goal([t for t in timings if t.early]),
+        "full_pause_ms": goal([t for t in timings if not t.early]),
         "fillers": sum(t.filler for t in timings),
         "no_reply": sum(t.first_reply is None for t in timings),
         "heard_word_for_word": sum(compact(t.heard_text) == compact(t.said) for t in timings),
@@ -394,6 +409,8 @@ def print_table(results: dict[str, dict[str, Any]], trailing_silence: float, asr
         ("end of speech → first reply audio", "speech_end_to_first_reply_ms"),
         ("  free speech", "free_speech_ms"),
         ("  short answers (yes/no, choice)", "short_answers_ms"),
+        ("  ended early (complete at 0.35 s)", "early_end_ms"),
+        ("  ended after the full pause", "full_pause_ms"),
         ("  of which end of speech → heard", "endpointing_ms"),
         ("  heard → first reply audio", "heard_to_first_reply_ms"),
         ("  dialogue round trip", "dialogue_ms"),
@@ -428,6 +445,7 @@ def print_table(results: dict[str, dict[str, Any]], trailing_silence: float, asr
             f"{name} {p['p50']:.0f}" for name, p in result["by_turn_ms"].items() if p.get("n")
         )
         print(f"{phase:<18}end of speech → first reply audio by turn, p50 ms: {turns}")
+        print(f"{phase:<18}ended early at the short pause: {result['early_ends']} turns")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -479,15 +497,13 @@ def main(argv: list[str] | None = None) -> int:
                 actions = action_server(api.base_url, tokens["bot"], REDIS_URL, PREFIX)
                 actions.start()
                 services.append(actions)
-                rasa = rasa_server(
-                    actions.health.rsplit("/", 1)[0], db_index, f"linlibench{RUN_ID}"
-                )
+                rasa = rasa_server(actions.url, db_index, f"linlibench{RUN_ID}")
                 rasa.start()
                 services.append(rasa)
                 print(f"stack up in {time.monotonic() - started:.0f} s", flush=True)
                 results, timings, voice = asyncio.run(
                     run_phases(
-                        rasa.health.rsplit("/", 1)[0],
+                        rasa.url,
                         api.base_url,
                         tokens,
                         calls,
@@ -526,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                 "goal_p95_ms": GOAL_P95_S * 1000,
                 "trailing_silence_s": settings.trailing_silence,
                 "phases": results,
+                "whisper_guesses": GUESSES if whisper is not None else None,
+                "early_silence_s": ELDERLY.early_silence,
                 "turns": [asdict(t) for t in timings],
             },
             ensure_ascii=False,

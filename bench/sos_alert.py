@@ -25,10 +25,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,8 +53,10 @@ from bench.workorders_api import (
     RUN_ID,
     ApiServer,
     Database,
+    cpu_between,
     fresh_database,
     services_answer,
+    snapshot,
 )
 from channels.sos_terminal.audio import RecordingSink
 from channels.sos_terminal.device import DeviceConfig, SosTerminal
@@ -75,6 +80,7 @@ BURST = int(os.environ.get("BENCH_SOS_BURST", "50"))
 WARMUP = int(os.environ.get("BENCH_SOS_WARMUP", "5"))
 WORKERS = int(os.environ.get("BENCH_SOS_WORKERS", "1"))
 GOAL_MS = 1000.0
+_WATCHED = (b"emergency.raised", b"callback.requested")
 WAIT_S = 10.0  # an alert later than this counts as missing
 OUT_DIR = ROOT / "var" / "bench"
 OUT = OUT_DIR / "sos_alert.json"
@@ -132,12 +138,16 @@ def seed(db: Database, count: int) -> list[Credentials]:
 
 
 class AlertWatcher:
-    """Blocks on XREAD like a staff console; stamps each `emergency.raised` on arrival."""
+    """Blocks on XREAD like a staff console; stamps each order's `emergency.raised` (the alert)
+    and `callback.requested` (its follow-up's last word) on arrival, and counts both: each must
+    come exactly once per order."""
 
     def __init__(self, client: redis.Redis, stream: str) -> None:
         self.client = client
         self.stream = stream
         self.seen: dict[int, float] = {}
+        self.followed: dict[int, float] = {}
+        self.counts: Counter[tuple[bytes, int]] = Counter()
         self._cond = threading.Condition()
         self._stop = threading.Event()
         last = client.xrevrange(stream, count=1)
@@ -152,20 +162,35 @@ class AlertWatcher:
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     self._last = entry_id
-                    if fields.get(b"type") == b"emergency.raised" and fields.get(b"order_id"):
-                        with self._cond:
-                            self.seen.setdefault(int(fields[b"order_id"]), now)
-                            self._cond.notify_all()
+                    kind, order = fields.get(b"type"), fields.get(b"order_id")
+                    if kind not in _WATCHED or not order:
+                        continue
+                    with self._cond:
+                        self.counts[kind, int(order)] += 1
+                        stamps = self.seen if kind == b"emergency.raised" else self.followed
+                        stamps.setdefault(int(order), now)
+                        self._cond.notify_all()
 
-    def wait(self, order_id: int, timeout: float) -> float | None:
+    def wait(self, order_id: int, timeout: float, *, follow_up: bool = False) -> float | None:
+        stamps = self.followed if follow_up else self.seen
         deadline = time.monotonic() + timeout
         with self._cond:
-            while order_id not in self.seen:
+            while order_id not in stamps:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            return self.seen[order_id]
+            return stamps[order_id]
+
+    def doubled(self, order_ids: list[int]) -> int:
+        """Orders whose alert or follow-up reached the stream more than once."""
+        with self._cond:
+            return sum(
+                1
+                for o in order_ids
+                if self.counts[b"emergency.raised", o] > 1
+                or self.counts[b"callback.requested", o] > 1
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -178,6 +203,7 @@ class Press:
     confirmed: float | None = None
     order_id: int | None = None
     alert: float | None = None
+    follow_up: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -216,6 +242,12 @@ class Fleet:
         device.raise_sos(SosTrigger.hold)
 
 
+def _own_cpu() -> float:
+    """This process: the device stacks (queue, signing, HTTP) and the stream reader."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -223,9 +255,23 @@ def _pct(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def summarise(backend: str, phase: str, presses: list[Press]) -> dict[str, Any]:
+@dataclass
+class Measured:
+    """A phase's presses, and what the machine spent on them (alerts and follow-ups)."""
+
+    presses: list[Press]
+    cpu: dict[str, float]
+    api_s_to_alerts: float  # the API's CPU until the last alert arrived
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    doubled: int
+
+
+def summarise(backend: str, phase: str, m: Measured) -> dict[str, Any]:
+    presses = m.presses
     alert = [1000 * (p.alert - p.pressed) for p in presses if p.alert is not None]
     confirm = [1000 * (p.confirmed - p.pressed) for p in presses if p.confirmed is not None]
+    follow = [1000 * (p.follow_up - p.pressed) for p in presses if p.follow_up is not None]
     p99 = _pct(alert, 99)
     complete = len(alert) == len(presses)
     return {
@@ -246,6 +292,25 @@ def summarise(backend: str, phase: str, presses: list[Press]) -> dict[str, Any]:
             "p99": _pct(confirm, 99),
             "max": max(confirm) if confirm else None,
         },
+        "follow_ups": len(follow),
+        # Follow-ups that reached the stream before the phase's last alert: they ran first.
+        "follow_ups_before_last_alert": sum(
+            1
+            for p in presses
+            if p.follow_up is not None
+            and any(q.alert is not None and q.alert > p.follow_up for q in presses)
+        ),
+        "follow_up_ms": {
+            "p50": _pct(follow, 50),
+            "p99": _pct(follow, 99),
+            "max": max(follow) if follow else None,
+        },
+        "doubled": m.doubled,
+        "cpu_s": {k: round(v, 3) for k, v in m.cpu.items()},
+        "api_cpu_ms_per_press": round(1000 * m.cpu["api_s"] / max(len(presses), 1), 2),
+        "api_cpu_ms_per_alert": round(1000 * m.api_s_to_alerts / max(len(presses), 1), 2),
+        "load_avg_before": m.load_before,
+        "load_avg_after": m.load_after,
         "goal": {
             "p99_ms": GOAL_MS,
             "pass": bool(complete and p99 is not None and p99 < GOAL_MS),
@@ -280,11 +345,28 @@ def run_backend(backend: str, watcher_client: redis.Redis, workdir: Path) -> lis
             finally:
                 device.close()
 
+        def measured(run: Callable[[], list[Press]]) -> Measured:
+            """The phase, then its follow-ups; CPU over both (the API's, PostgreSQL's, ...)."""
+            load, before, mine = os.getloadavg(), snapshot(), _own_cpu()
+            records = run()
+            alerted = snapshot()  # every alert is in: what they cost, before the follow-ups
+            for r in records:
+                if r.order_id is not None:
+                    r.follow_up = watcher.wait(  # type: ignore[union-attr]
+                        r.order_id, WAIT_S, follow_up=True
+                    )
+            time.sleep(0.3)  # a doubled follow-up would arrive about now
+            pid = api.proc.pid  # type: ignore[union-attr]
+            cpu = cpu_between(before, snapshot(), pid, _own_cpu() - mine)
+            to_alerts = cpu_between(before, alerted, pid, 0.0)["api_s"]
+            ids = [r.order_id for r in records if r.order_id is not None]
+            doubled = watcher.doubled(ids)  # type: ignore[union-attr]
+            return Measured(records, cpu, to_alerts, load, os.getloadavg(), doubled)
+
         for c in creds[:WARMUP]:
             one(c)
-        rows = [
-            summarise(backend, "sequential", [one(c) for c in creds[WARMUP : WARMUP + PRESSES]])
-        ]
+        sequential = creds[WARMUP : WARMUP + PRESSES]
+        rows = [summarise(backend, "sequential", measured(lambda: [one(c) for c in sequential]))]
         show(rows[-1])
         burst = [fleet.device(c) for c in creds[WARMUP + PRESSES :]]
         if burst:
@@ -294,15 +376,18 @@ def run_backend(backend: str, watcher_client: redis.Redis, workdir: Path) -> lis
                 gate.wait()
                 fleet.press(device, record)
 
-            threads = [threading.Thread(target=press_at_once, args=pair) for pair in burst]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            records = [settle(record) for _, record in burst]
+            def at_once() -> list[Press]:
+                threads = [threading.Thread(target=press_at_once, args=pair) for pair in burst]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                return [settle(record) for _, record in burst]
+
+            m = measured(at_once)
             for device, _ in burst:
                 device.close()
-            rows.append(summarise(backend, f"burst x{len(burst)}", records))
+            rows.append(summarise(backend, f"burst x{len(burst)}", m))
             show(rows[-1])
         return rows
     finally:
@@ -322,7 +407,10 @@ def show(row: dict[str, Any]) -> None:
     print(
         f"  {row['phase']:<11} alerts {row['alerts']}/{row['presses']}  "
         f"p50 {_ms(a['p50'])} ms  p99 {_ms(a['p99'])} ms  (device confirmed p99 "
-        f"{_ms(c['p99'])} ms)",
+        f"{_ms(c['p99'])} ms; follow-ups {row['follow_ups']}, p99 "
+        f"{_ms(row['follow_up_ms']['p99'])} ms; API CPU-ms a press {row['api_cpu_ms_per_alert']} "
+        f"to the alerts, {row['api_cpu_ms_per_press']} with follow-ups; "
+        f"load {row['load_avg_before'][0]:.1f})",
         flush=True,
     )
 
@@ -330,9 +418,14 @@ def show(row: dict[str, Any]) -> None:
 def print_table(rows: list[dict[str, Any]]) -> None:
     print()
     print("SOS press → staff alert on the Redis stream (ms); goal p99 < 1,000 ms")
+    print(
+        "follow p99: press → its callback.requested; CPU alert / all: the API's CPU-ms a press "
+        "until the last alert / with the follow-ups"
+    )
     header = (
         f"{'backend':<11}{'phase':<12}{'presses':>8}{'alerts':>8}{'p50':>9}{'p95':>9}"
-        f"{'p99':>9}{'max':>9}{'confirm p99':>13}  goal"
+        f"{'p99':>9}{'max':>9}{'confirm p99':>13}{'follow p99':>12}{'doubled':>8}"
+        f"{'CPU alert':>10}{'CPU all':>8}  goal"
     )
     print(header)
     print("-" * len(header))
@@ -341,7 +434,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['backend']:<11}{r['phase']:<12}{r['presses']:>8}{r['alerts']:>8}"
             f"{_ms(a['p50']):>9}{_ms(a['p95']):>9}{_ms(a['p99']):>9}{_ms(a['max']):>9}"
-            f"{_ms(r['confirmed_ms']['p99']):>13}  {'PASS' if r['goal']['pass'] else 'MISS'}"
+            f"{_ms(r['confirmed_ms']['p99']):>13}{_ms(r['follow_up_ms']['p99']):>12}"
+            f"{r['doubled']:>8}{r['api_cpu_ms_per_alert']:>10}{r['api_cpu_ms_per_press']:>8}  "
+            f"{'PASS' if r['goal']['pass'] else 'MISS'}"
         )
 
 

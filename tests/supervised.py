@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -33,6 +34,41 @@ def until(what: str, check: Callable[[], T | None], seconds: float, every: float
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {seconds:g} s")
         time.sleep(every)
+
+
+def make_run_env(
+    run_dir: Path, ports: dict[str, int], prefix: str, rasa_prefix: str
+) -> dict[str, str]:
+    """The environment of a `scripts/run` of its own: ports (api, fhir, actions, rasa, sos,
+    gateway, wechat, sip), new tokens, a SQLite database in `run_dir`, Redis keys under the
+    prefixes. What scripts/run derives from the ports is dropped from this process's own."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_", "WECHAT_"))
+        and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL", "GATEWAY_URL")
+    }
+    env.update(
+        {
+            f"LINLI_TOKEN_{name}": secrets.token_urlsafe(24)
+            for name in ("ACTIONS", "WECHAT", "HOTLINE", "TERMINAL", "GATEWAY")
+        },
+        LINLI_RUN_DIR=str(run_dir),
+        LINLI_API_PORT=str(ports["api"]),
+        LINLI_FHIR_PORT=str(ports["fhir"]),
+        LINLI_ACTIONS_PORT=str(ports["actions"]),
+        LINLI_RASA_PORT=str(ports["rasa"]),
+        LINLI_SOS_PORT=str(ports["sos"]),
+        LINLI_GATEWAY_PORT=str(ports["gateway"]),
+        WECHAT_STANDIN_PORT=str(ports["wechat"]),
+        HOTLINE_SIP_PORT=str(ports["sip"]),
+        DATABASE_URL=f"sqlite:///{run_dir}/workorders.db",
+        EVENT_STREAM=f"{prefix}:events",
+        LINLI_REDIS_PREFIX=prefix,
+        RASA_REDIS_PREFIX=rasa_prefix,
+        HEALTH_TIMEOUT="600",
+    )
+    return env
 
 
 def alive(pid: int) -> bool:

@@ -38,7 +38,7 @@ from tests.dialogue_stack import MODEL, Chat
 from tests.factories import resident_body, unique_phone
 from tests.servers import free_port
 from tests.sip_clients import free_sip_port
-from tests.supervised import Squatter, Supervised, until
+from tests.supervised import Squatter, Supervised, make_run_env, until
 from tests.test_hotline import Caller, loud_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,40 +108,12 @@ def make_run(redis_client: redis.Redis) -> Iterator[Run]:
         name: free_port() for name in ("api", "fhir", "actions", "rasa", "sos", "gateway", "wechat")
     }
     ports["sip"] = free_sip_port()
-    tokens = {
-        f"LINLI_TOKEN_{name}": secrets.token_urlsafe(24)
-        for name in ("ACTIONS", "WECHAT", "HOTLINE", "TERMINAL", "GATEWAY")
-    }
     script = run_dir / "hotline-script.txt"
     script.write_text("\n".join(SCRIPT) + "\n", encoding="utf-8")
     prefix, rasa_prefix = f"linli:test:{RUN_ID}:run", f"linlitest{RUN_ID}run"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # scripts/run derives these from the ports below
-        if not key.startswith(("RASA_", "HOTLINE_", "LINLI_TOKEN_", "WECHAT_"))
-        and key not in ("WORKORDERS_URL", "FHIR_BASE_URL", "ACTION_SERVER_URL", "GATEWAY_URL")
-    }
-    env.update(
-        tokens,
-        LINLI_RUN_DIR=str(run_dir),
-        LINLI_API_PORT=str(ports["api"]),
-        LINLI_FHIR_PORT=str(ports["fhir"]),
-        LINLI_ACTIONS_PORT=str(ports["actions"]),
-        LINLI_RASA_PORT=str(ports["rasa"]),
-        LINLI_SOS_PORT=str(ports["sos"]),
-        LINLI_GATEWAY_PORT=str(ports["gateway"]),
-        WECHAT_STANDIN_PORT=str(ports["wechat"]),
-        HOTLINE_SIP_PORT=str(ports["sip"]),
-        HOTLINE_ASR="scripted",
-        HOTLINE_SCRIPT=str(script),
-        DATABASE_URL=f"sqlite:///{run_dir}/workorders.db",
-        EVENT_STREAM=f"{prefix}:events",
-        LINLI_REDIS_PREFIX=prefix,
-        RASA_REDIS_PREFIX=rasa_prefix,
-        LINLI_DEMO_PASSWORD=PASSWORD,
-        HEALTH_TIMEOUT="600",
-    )
+    env = make_run_env(run_dir, ports, prefix, rasa_prefix)
+    env.update(HOTLINE_ASR="scripted", HOTLINE_SCRIPT=str(script), LINLI_DEMO_PASSWORD=PASSWORD)
+    tokens = {key: value for key, value in env.items() if key.startswith("LINLI_TOKEN_")}
     supervised = Supervised([str(ROOT / "scripts" / "run")], run_dir, env)
     supervised.start()
     run = Run(supervised, ports, tokens, f"{prefix}:outbox", rasa_prefix)
