@@ -132,7 +132,7 @@ def test_a_call_is_stored_encrypted_with_every_number_in_the_transcript_masked(
 
     row = raw_row(backend, out["id"])
     for column in ("caller", "transcript", "keypad", "transfer_target"):
-        assert str(row[column]).startswith("v1:"), f"{column} is not ciphertext"
+        assert str(row[column]).startswith("v2:"), f"{column} is not ciphertext"
     raw = json.dumps(row, default=str, ensure_ascii=False)
     for secret in (caller, other, id_number, spoken, "62345678", "88886666", "女儿在杭州"):
         assert secret not in raw

@@ -610,7 +610,7 @@ def test_provisioning_shows_the_secret_once_and_keeps_it_encrypted(
             text("SELECT secret, device_id FROM terminals WHERE id = :id"),
             {"id": home.terminal_id},
         ).one()
-    assert raw.secret.startswith("v1:") and raw.device_id.startswith("v1:")
+    assert raw.secret.startswith("v2:") and raw.device_id.startswith("v2:")
     assert home.secret not in raw.secret and home.device_id not in raw.device_id
     # The terminal is the resident's channel identity, found like any other.
     found = api.call(

@@ -1,4 +1,4 @@
-"""Command line: `python -m workorders {migrate,load-demo,serve,scheduler}`."""
+"""Command line: `python -m workorders {migrate,load-demo,serve,scheduler,rotate-key}`."""
 
 from __future__ import annotations
 
@@ -99,6 +99,21 @@ def _load_demo(_: argparse.Namespace) -> None:
     print(load())
 
 
+def _rotate_key(args: argparse.Namespace) -> None:
+    """Exit 0 once nothing is left under another key than LINLI_DATA_KEY (README)."""
+    from workorders.crypto import cipher
+    from workorders.db import session_factory
+    from workorders.services import rotation
+
+    if not args.check:
+        done = rotation.rotate(session_factory(True), cipher(), args.batch)
+        print(f"rewritten: {done.rows} rows, {done.values} values")
+    counts = rotation.census(session_factory(True), cipher())
+    others = sum(n for kid, n in counts.items() if kid != cipher().kid)
+    print(f"under the current key {cipher().kid}: {counts[cipher().kid]}; under others: {others}")
+    raise SystemExit(1 if others else 0)
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -113,6 +128,12 @@ def main() -> None:
     sub.add_parser("scheduler", help="SLA sweeps and event relay").set_defaults(func=_scheduler)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("load-demo", help="load demo data (idempotent)").set_defaults(func=_load_demo)
+    rotate = sub.add_parser(
+        "rotate-key", help="re-encrypt personal data with LINLI_DATA_KEY (and count what is left)"
+    )
+    rotate.add_argument("--check", action="store_true", help="only count; exit 1 if any is left")
+    rotate.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    rotate.set_defaults(func=_rotate_key)
     args = parser.parse_args()
     args.func(args)
 

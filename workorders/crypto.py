@@ -12,9 +12,11 @@ import hmac
 import json
 import os
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -23,43 +25,104 @@ from sqlalchemy.types import TypeDecorator
 
 from workorders.settings import get_settings
 
-_PREFIX = "v1:"
-_BYTES_PREFIX = b"v1"
+# v2 values name the key that sealed them; v1 values (before keys could be rotated) do not,
+# and are opened with each configured key in turn.
+_V1, _V2 = "v1:", "v2:"
+_BYTES_V1, _BYTES_V2 = b"v1", b"v2"
+_KID_BYTES = 4
+
+
+class _Key:
+    """One master key and what is derived from it."""
+
+    def __init__(self, master_key: str) -> None:
+        raw = base64.urlsafe_b64decode(master_key.encode() + b"=" * (-len(master_key) % 4))
+        self.aead = AESGCM(_derive(raw, b"linli field encryption"))
+        self.hash_key = _derive(raw, b"linli lookup hash")
+        self.kid = _derive(raw, b"linli key id")[:_KID_BYTES].hex()
 
 
 class FieldCipher:
-    def __init__(self, master_key: str) -> None:
-        raw = base64.urlsafe_b64decode(master_key.encode() + b"=" * (-len(master_key) % 4))
-        self._aead = AESGCM(_derive(raw, b"linli field encryption"))
-        self._hash_key = _derive(raw, b"linli lookup hash")
+    """Seals with the current key; opens with it or any retired key (a rotation in progress).
+
+    Look-up hashes are keyed too, so a value stored before the rotation hashes differently:
+    queries match any of `lookup_hashes` until `workorders.rotation` has rewritten the rows.
+    """
+
+    def __init__(self, master_key: str, retired: Sequence[str] = ()) -> None:
+        self.current = _Key(master_key)
+        self.keys = [self.current, *(_Key(key) for key in retired if key != master_key)]
+        self._by_kid = {key.kid: key for key in self.keys}
+
+    @property
+    def kid(self) -> str:
+        return self.current.kid
 
     def encrypt(self, plaintext: str) -> str:
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), None)
-        return _PREFIX + base64.b64encode(nonce + sealed).decode("ascii")
+        sealed = self.current.aead.encrypt(nonce, plaintext.encode("utf-8"), None)
+        return f"{_V2}{self.kid}:" + base64.b64encode(nonce + sealed).decode("ascii")
 
     def decrypt(self, token: str) -> str:
-        if not token.startswith(_PREFIX):
-            raise ValueError("not an encrypted field")
-        blob = base64.b64decode(token[len(_PREFIX) :])
-        return self._aead.decrypt(blob[:12], blob[12:], None).decode("utf-8")
+        if token.startswith(_V2):
+            kid, _, body = token[len(_V2) :].partition(":")
+            return self._open(self._key(kid), base64.b64decode(body)).decode("utf-8")
+        if token.startswith(_V1):
+            return self._open_v1(base64.b64decode(token[len(_V1) :])).decode("utf-8")
+        raise ValueError("not an encrypted field")
 
     def encrypt_bytes(self, plaintext: bytes) -> bytes:
-        """Binary fields (photos): version, nonce and ciphertext as raw bytes, no base64."""
+        """Binary fields (photos): version, key id, nonce and ciphertext as raw bytes."""
         nonce = os.urandom(12)
-        return _BYTES_PREFIX + nonce + self._aead.encrypt(nonce, plaintext, None)
+        sealed = self.current.aead.encrypt(nonce, plaintext, None)
+        return _BYTES_V2 + bytes.fromhex(self.kid) + nonce + sealed
 
     def decrypt_bytes(self, sealed: bytes) -> bytes:
         sealed = bytes(sealed)  # PostgreSQL drivers may hand back a memoryview
-        if not sealed.startswith(_BYTES_PREFIX):
-            raise ValueError("not an encrypted field")
-        blob = sealed[len(_BYTES_PREFIX) :]
-        return self._aead.decrypt(blob[:12], blob[12:], None)
+        if sealed.startswith(_BYTES_V2):
+            kid = sealed[2 : 2 + _KID_BYTES].hex()
+            return self._open(self._key(kid), sealed[2 + _KID_BYTES :])
+        if sealed.startswith(_BYTES_V1):
+            return self._open_v1(sealed[len(_BYTES_V1) :])
+        raise ValueError("not an encrypted field")
+
+    def sealed_with(self, value: str | bytes) -> str | None:
+        """The key id a stored value names; None for a v1 value (which names none)."""
+        if isinstance(value, str):
+            return value[len(_V2) :].partition(":")[0] if value.startswith(_V2) else None
+        value = bytes(value)
+        return value[2 : 2 + _KID_BYTES].hex() if value.startswith(_BYTES_V2) else None
 
     def lookup_hash(self, kind: str, value: str) -> str:
-        """Deterministic keyed hash for equality look-ups (who is calling from this number?)."""
-        digest = hmac.new(self._hash_key, f"{kind}\x00{value}".encode(), hashlib.sha256)
-        return digest.hexdigest()
+        """Deterministic keyed hash for equality look-ups (who is calling from this number?),
+        under the current key: what is written."""
+        return _hmac(self.current, kind, value)
+
+    def lookup_hashes(self, kind: str, value: str) -> list[str]:
+        """What a stored row may hold for this value: its hash under every configured key."""
+        return [_hmac(key, kind, value) for key in self.keys]
+
+    def _key(self, kid: str) -> _Key:
+        key = self._by_kid.get(kid)
+        if key is None:
+            raise ValueError(f"data key {kid} is not configured (LINLI_DATA_KEYS_RETIRED)")
+        return key
+
+    @staticmethod
+    def _open(key: _Key, blob: bytes) -> bytes:
+        return key.aead.decrypt(blob[:12], blob[12:], None)
+
+    def _open_v1(self, blob: bytes) -> bytes:
+        for key in self.keys:
+            try:
+                return self._open(key, blob)
+            except InvalidTag:
+                continue
+        raise ValueError("no configured data key opens this value")
+
+
+def _hmac(key: _Key, kind: str, value: str) -> str:
+    return hmac.new(key.hash_key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def _derive(master: bytes, info: bytes) -> bytes:
@@ -68,7 +131,8 @@ def _derive(master: bytes, info: bytes) -> bytes:
 
 @lru_cache
 def cipher() -> FieldCipher:
-    return FieldCipher(get_settings().data_key)
+    settings = get_settings()
+    return FieldCipher(settings.data_key, settings.retired_keys())
 
 
 class EncryptedText(TypeDecorator[str]):

@@ -63,7 +63,9 @@ def _accounts(session: Session, community: dict, password: str) -> int:  # type:
 def _resident(session: Session, body: ResidentCreate) -> bool:
     assert body.phone is not None
     exists = session.execute(
-        select(Resident.id).where(Resident.phone_hash == cipher().lookup_hash("phone", body.phone))
+        select(Resident.id).where(
+            Resident.phone_hash.in_(cipher().lookup_hashes("phone", body.phone))
+        )
     ).first()
     if exists:
         return False

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", env="REDIS_URL")
     # 32 random bytes, urlsafe base64. Encrypts personal data at rest and keys its lookup hashes.
     data_key: str = Field(..., env="LINLI_DATA_KEY")
+    # Keys being rotated away from, comma-separated: still read (and looked up under) until
+    # `python -m workorders rotate-key` has re-encrypted everything with LINLI_DATA_KEY.
+    data_keys_retired: str = Field("", env="LINLI_DATA_KEYS_RETIRED")
     # Where the hospital adapter finds the FHIR R4 server (the stand-in by default).
     fhir_base_url: str = Field("http://127.0.0.1:8090/fhir", env="FHIR_BASE_URL")
     sla_config: Path = Field(ROOT / "data" / "sla.json", env="SLA_CONFIG")
@@ -58,16 +61,33 @@ class Settings(BaseSettings):
 
     @validator("data_key")
     def _key_is_32_bytes(cls, value: str) -> str:
-        try:
-            raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
-        except ValueError as exc:  # binascii.Error is a ValueError
-            raise ValueError("LINLI_DATA_KEY must be urlsafe base64") from exc
-        if len(raw) != 32:
-            raise ValueError("LINLI_DATA_KEY must decode to 32 bytes")
+        _check_key(value, "LINLI_DATA_KEY")
         return value
+
+    @validator("data_keys_retired")
+    def _retired_are_keys(cls, value: str) -> str:
+        for key in _split(value):
+            _check_key(key, "LINLI_DATA_KEYS_RETIRED")
+        return value
+
+    def retired_keys(self) -> list[str]:
+        return _split(self.data_keys_retired)
 
     def hours(self) -> OfficeHours:
         return OfficeHours.parse(self.office_hours, self.timezone)
+
+
+def _split(keys: str) -> list[str]:
+    return [key.strip() for key in keys.split(",") if key.strip()]
+
+
+def _check_key(value: str, name: str) -> None:
+    try:
+        raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise ValueError(f"{name} must be urlsafe base64") from exc
+    if len(raw) != 32:
+        raise ValueError(f"{name} must decode to 32 bytes")
 
 
 @lru_cache

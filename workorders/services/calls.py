@@ -157,7 +157,7 @@ def search(
         if value is not None:
             conditions.append(column == value)
     if phone:
-        conditions.append(CallRecord.caller_hash == caller_hash(phone))
+        conditions.append(CallRecord.caller_hash.in_(cipher().lookup_hashes("phone", phone)))
     if started_from is not None:
         conditions.append(CallRecord.started_at >= started_from)
     if started_to is not None:

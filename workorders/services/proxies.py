@@ -48,9 +48,10 @@ def mask_name(name: str | None) -> str:
     return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
-def identity_hash(kind: str, value: str) -> str:
-    """The keyed hash `Identity.value_hash` uses, so one openid hashes alike everywhere."""
-    return cipher().lookup_hash(kind, value)
+def identity_hashes(kind: str, value: str) -> list[str]:
+    """The keyed hashes `Identity.value_hash` uses (so one openid hashes alike everywhere),
+    under every configured data key, the current one first: what a stored row may hold."""
+    return cipher().lookup_hashes(kind, value)
 
 
 def _record(session: Session, type_: str, proxy: Proxy, **data: Any) -> Event:
@@ -80,11 +81,11 @@ def get(session: Session, proxy_id: int, *, lock: bool = False) -> Proxy:
     return proxy
 
 
-def _open_one(session: Session, resident_id: int, digest: str) -> Proxy | None:
+def _open_one(session: Session, resident_id: int, digests: list[str]) -> Proxy | None:
     return session.execute(
         select(Proxy).where(
             Proxy.resident_id == resident_id,
-            Proxy.identity_hash == digest,
+            Proxy.identity_hash.in_(digests),
             Proxy.status.in_(OPEN),
         )
     ).scalar_one_or_none()
@@ -95,15 +96,15 @@ def request(session: Session, resident: Resident, body: ProxyRequestIn, now: dat
     one there is. The event tells the hotline to call, or staff to confirm when the elder has
     no phone on file (`via: console`)."""
     kind, value = body.identity.kind.value, body.identity.value
-    digest = identity_hash(kind, value)
-    existing = _open_one(session, resident.id, digest)
+    digests = identity_hashes(kind, value)
+    existing = _open_one(session, resident.id, digests)
     if existing is not None:
         return Outcome(existing, False, [])
     proxy = Proxy(
         resident_id=resident.id,
         identity_kind=kind,
         identity_value=value,
-        identity_hash=digest,
+        identity_hash=digests[0],
         name=body.name,
         relation=body.relation,
         phone=body.phone,
@@ -116,7 +117,7 @@ def request(session: Session, resident: Resident, body: ProxyRequestIn, now: dat
             session.add(proxy)
             session.flush()
     except IntegrityError:
-        existing = _open_one(session, resident.id, digest)  # the same request, at the same time
+        existing = _open_one(session, resident.id, digests)  # the same request, at the same time
         if existing is None:
             raise
         return Outcome(existing, False, [])
@@ -137,7 +138,10 @@ def of_identity(session: Session, kind: str, value: str) -> list[Proxy]:
     return list(
         session.execute(
             select(Proxy)
-            .where(Proxy.identity_kind == kind, Proxy.identity_hash == identity_hash(kind, value))
+            .where(
+                Proxy.identity_kind == kind,
+                Proxy.identity_hash.in_(identity_hashes(kind, value)),
+            )
             .order_by(Proxy.id.desc())
         ).scalars()
     )

@@ -24,6 +24,11 @@ def _hash(kind: str, value: str) -> str:
     return cipher().lookup_hash(kind, value)
 
 
+def _hashes(kind: str, value: str) -> list[str]:
+    """What a stored row may hold: the hash under every configured data key (a rotation)."""
+    return cipher().lookup_hashes(kind, value)
+
+
 def _contacts(items: list[ContactIn]) -> list[FamilyContact]:
     return [
         FamilyContact(
@@ -53,6 +58,7 @@ def create(session: Session, body: ResidentCreate) -> Resident:
         contacts=_contacts(body.contacts),
     )
     _set_numbers(resident, body.phone, body.id_number)
+    _refuse_taken(session, None, body.id_number, body.identities)
     session.add(resident)
     for identity in body.identities:
         resident.identities.append(_identity(identity))
@@ -74,12 +80,33 @@ def update(session: Session, resident: Resident, body: ResidentUpdate) -> Reside
     if body.contacts is not None:
         resident.contacts = _contacts(body.contacts)
     _set_numbers(resident, fields.get("phone"), fields.get("id_number"))
+    _refuse_taken(session, resident.id, fields.get("id_number"), [])
     _flush_unique(session)
     return resident
 
 
 def _identity(item: IdentityIn) -> Identity:
     return Identity(kind=item.kind, value=item.value, value_hash=_hash(item.kind, item.value))
+
+
+def _refuse_taken(
+    session: Session, resident_id: int | None, id_number: str | None, identities: list[IdentityIn]
+) -> None:
+    """The unique indexes see the current key's hashes only; while a rotation is under way a
+    row may still hold a retired key's, so those are looked up here."""
+    if len(cipher().keys) == 1:
+        return
+    taken = (
+        id_number is not None
+        and session.execute(
+            select(Resident.id).where(
+                Resident.id_number_hash.in_(_hashes("id_number", id_number)),
+                Resident.id != (resident_id or 0),
+            )
+        ).first()
+    )
+    if taken or any(find_identity(session, item.kind, item.value) for item in identities):
+        raise ApiError(409, "already_registered", "该身份证号或渠道身份已登记在另一位居民名下。")
 
 
 def _flush_unique(session: Session) -> None:
@@ -107,7 +134,7 @@ def link_identity(session: Session, resident: Resident, item: IdentityIn) -> tup
 
 def find_identity(session: Session, kind: IdentityKind, value: str) -> Identity | None:
     return session.execute(
-        select(Identity).where(Identity.kind == kind, Identity.value_hash == _hash(kind, value))
+        select(Identity).where(Identity.kind == kind, Identity.value_hash.in_(_hashes(kind, value)))
     ).scalar_one_or_none()
 
 
@@ -120,7 +147,7 @@ def lookup(session: Session, kind: IdentityKind, value: str) -> Resident | None:
         return (
             session.execute(
                 select(Resident)
-                .where(Resident.phone_hash == _hash("phone", value))
+                .where(Resident.phone_hash.in_(_hashes("phone", value)))
                 .order_by(Resident.id)
             )
             .scalars()
@@ -144,7 +171,7 @@ def search(
     if community:
         conditions.append(Resident.community == community)
     if phone:
-        conditions.append(Resident.phone_hash == _hash("phone", phone))
+        conditions.append(Resident.phone_hash.in_(_hashes("phone", phone)))
     total = session.execute(
         select(func.count()).select_from(Resident).where(*conditions)
     ).scalar_one()

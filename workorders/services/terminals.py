@@ -108,6 +108,11 @@ def device_hash(device_id: str) -> str:
     return cipher().lookup_hash(IdentityKind.terminal, device_id)
 
 
+def device_hashes(device_id: str) -> list[str]:
+    """What a stored terminal may hold: the hash under every configured data key."""
+    return cipher().lookup_hashes(IdentityKind.terminal, device_id)
+
+
 def caller_of(terminal: VerifiedTerminal | Terminal) -> Caller:
     """The terminal acting on its resident's behalf: it may raise emergencies, nothing else."""
     return Caller(
@@ -151,7 +156,7 @@ def provision(
         )
     digest = device_hash(body.device_id)
     existing = session.execute(
-        select(Terminal.id).where(Terminal.device_hash == digest)
+        select(Terminal.id).where(Terminal.device_hash.in_(device_hashes(body.device_id)))
     ).scalar_one_or_none()
     if existing is not None:
         raise ApiError(
@@ -248,7 +253,7 @@ def sip_digest(session: Session, caller: Caller, device_id: str, realm: str) -> 
     calls to that realm, never the secret or the password themselves."""
     terminal = session.execute(
         select(Terminal).where(
-            Terminal.device_hash == device_hash(device_id), Terminal.active.is_(True)
+            Terminal.device_hash.in_(device_hashes(device_id)), Terminal.active.is_(True)
         )
     ).scalar_one_or_none()
     if terminal is None:
@@ -325,7 +330,7 @@ def authenticate(
     with factory() as session:
         row = session.execute(
             select(Terminal.id, Terminal.principal_id, Terminal.resident_id, Terminal.secret).where(
-                Terminal.device_hash == device_hash(terminal_id), Terminal.active.is_(True)
+                Terminal.device_hash.in_(device_hashes(terminal_id)), Terminal.active.is_(True)
             )
         ).first()
     if row is None:
