@@ -381,6 +381,14 @@ def test_a_work_order_is_worked_from_new_to_closed_in_the_console(
         "the note",
     )
     expect(page.locator("#d-history")).to_contain_text("已约好下午三点上门")
+    page.get_by_label("和居民约定的时间").fill("2027-01-08T15:00")  # the console's clock: Beijing
+    page.get_by_role("button", name="保存时间").click()
+    wait_for(
+        lambda: order_of(api, order_id)["scheduled_at"] == "2027-01-08T07:00:00+00:00",
+        TIMEOUT,
+        "the agreed time",
+    )
+    expect(page.locator("#d-history")).to_contain_text("约定时间：1月8号星期五下午3点")
 
     click_action(page, "恢复处理")
     wait_status(api, order_id, "in_progress")

@@ -389,6 +389,18 @@ class AssignIn(Strict):
         return values
 
 
+class ScheduleIn(Strict):
+    scheduled_at: datetime = Field(
+        ..., description="When staff come or the service starts, with its time zone"
+    )
+
+    @validator("scheduled_at")
+    def _zoned(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("scheduled_at 必须带时区")
+        return value
+
+
 class RatingIn(Strict):
     score: conint(ge=1, le=5)
     comment: constr(strip_whitespace=True, max_length=500) | None = None

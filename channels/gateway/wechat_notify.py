@@ -1,15 +1,16 @@
-"""Residents hear back on WeChat when their order moves: accepted, resolved or cancelled.
+"""Residents hear back on WeChat when their order moves: accepted, scheduled, resolved or
+cancelled.
 
 The gateway's event tail (channels/gateway/delivery.py) hands each `order.*` event here. For an
-`order.status_changed` to one of those statuses, of a resident who wrote to the account through
-this gateway, the notifier reads the order and sends one message in the dialogue's own words
-(workorders/words.py `plain`, as "我的工单" reads it out), e.g.
-"报修：水管，工作人员已经接单，时间是5月6号星期三上午9点":
+`order.status_changed` to one of those statuses, or an `order.scheduled` (staff agreed a time),
+of a resident who wrote to the account through this gateway, the notifier reads the order and
+sends one message in the dialogue's own words (workorders/words.py `plain`, as "我的工单" reads
+it out), e.g. "报修：水管，工作人员已经接单，时间是5月6号星期三上午9点":
 
 - a template message (`WECHAT_STATUS_TEMPLATE_ID`; no 48 h window): `first` the words,
   `keyword1` what the order is about, `keyword2` the status in words, `remark` where to ask;
 - without a template, a customer-service text, only while the resident's 48 h window is open
-  (45015 and other refusals are logged, not retried).
+  and its five sends are not used up (45015, 45047 and other refusals are logged, not retried).
 
 Whom: the openid is learnt when a WeChat conversation is linked to a resident (kept under
 `<prefix>:gateway:wechat:resident:<resident id>`, no expiry). Residents who never wrote to the
@@ -17,14 +18,17 @@ account through this gateway (the hotline's, the web chat's) hear nothing here.
 
 Family members acting for an elder (代办, channels/gateway is how they asked on WeChat):
 - `proxy.decided`: they are told the elder's answer;
+- an order they asked for (the event's `proxy_id`): they hear of it as the elder would
+  ("您为王*英办的报修：水管，工作人员已经接单…");
 - `notification.requested` with `via: "wechat"` (an SOS of the elder): an alert (who, where,
   when) by template message; replying "1" or "收到" within an hour is their acknowledgement,
   reported to the API like a family contact's key 1 on the phone (it stops the escalation
   chain); a send that fails is reported as failed, so staff see it on the order.
 
-Once: a Redis `SET NX` on `<prefix>:gateway:wechat:notified:<order id>:<status>` (kept 30 days)
-before sending, so a replayed event sends nothing twice; it is let go when WeChat or the API
-did not answer, so a replay tries again. A failure here never stops the event tail.
+Once: a Redis `SET NX` on `<prefix>:gateway:wechat:notified:<order id>:<status>` (a new time:
+`scheduled@<time>`; kept 30 days) before sending, so a replayed event sends nothing twice; it
+is let go when WeChat or the API did not answer, so a replay tries again. A failure here never
+stops the event tail.
 """
 
 from __future__ import annotations
@@ -93,29 +97,51 @@ class Notifier:
                 await self._alert(item)
             return
         status = data.get("to_status")
-        if item.get("type") != "order.status_changed" or status not in TOLD:
+        if item.get("type") == "order.scheduled":
+            status = f"scheduled@{data.get('scheduled_at')}"  # told again for a new time
+        elif item.get("type") != "order.status_changed" or status not in TOLD:
             return
         order_id, resident_id = item.get("order_id"), data.get("resident_id")
         if not order_id or not resident_id:
             return
+        # (guard suffix, openid, words before the order's): the resident if they wrote on
+        # WeChat through this gateway, and the family member who asked for it (代办).
+        recipients: list[tuple[str, str, str]] = []
         openid = await self.redis.get(self.resident_key(resident_id))
-        if not openid:
-            return  # never wrote on WeChat through this gateway
-        guard = self.store._key("wechat", "notified", str(order_id), str(status))
+        if openid:
+            recipients.append(("", openid, ""))
+        if data.get("proxy_id"):
+            try:
+                found = await self._family(int(data["proxy_id"]))
+            except (ApiError, ApiUnavailable) as exc:
+                log.warning("wechat: family of order %s not found (%s)", order_id, exc)
+                found = None
+            if found is not None:
+                family, proxy = found
+                recipients.append((":family", family, f"您为{proxy['resident_name']}办的"))
+        for suffix, openid, before in recipients:
+            await self._tell_order(int(order_id), str(status), openid, before, suffix)
+
+    async def _tell_order(
+        self, order_id: int, status: str, openid: str, before: str, suffix: str
+    ) -> None:
+        guard = self.store._key("wechat", "notified", str(order_id), status + suffix)
         if not await self.redis.set(guard, "1", nx=True, ex=NOTIFIED_TTL):
             return  # told already (a replayed event)
         try:
-            order = await self.workorders.order(int(order_id))
-            # The words of this event's status, even if the order has moved on since.
-            await self._send(openid, {**order, "status": status})
+            order = await self.workorders.order(order_id)
+            if not status.startswith("scheduled@"):
+                # The words of this event's status, even if the order has moved on since.
+                order = {**order, "status": status}
+            await self._send(openid, order, before)
         except (ApiError, ApiUnavailable, WeChatUnavailable) as exc:
             await self.redis.delete(guard)  # a replay of the event tries again
             log.warning("wechat: order %s %s not told (%s)", order_id, status, exc)
         except WeChatError as exc:  # refused (window closed, unfollowed …): not retried
             log.info("wechat: order %s %s not told: WeChat refused (%s)", order_id, status, exc)
 
-    async def _send(self, openid: str, order: dict[str, Any]) -> None:
-        words = plain(order)
+    async def _send(self, openid: str, order: dict[str, Any], before: str = "") -> None:
+        words = before + plain(order)
         remark = RATE if order["status"] == "resolved" else REMARK
         if self.template_id:
             data = {
@@ -126,8 +152,10 @@ class Notifier:
             }
             await self.api.send_template(openid, self.template_id, data)
             return
-        if (await self.reach.left(openid))["open_until"] is None:
-            log.info("wechat: order %s %s not told: window closed", order["id"], order["status"])
+        reach = await self.reach.left(openid)
+        if reach["open_until"] is None or reach["sends_left"] < 1:
+            # WeChat would refuse it (45015, 45047); a template message is the way past both.
+            log.info("wechat: order %s %s not told: %s", order["id"], order["status"], reach)
             return
         # One short text: one part, counted against the window's quota once WeChat took it.
         text = f"{words}。{RATE}" if order["status"] == "resolved" else words

@@ -44,6 +44,7 @@ def record(session: Session, type_: str, order: WorkOrder, **data: Any) -> Event
         "channel": order.channel,
         "community": order.community,
         "resident_id": order.resident_id,
+        "proxy_id": order.proxy_id,  # a family member asked for it (代办): they hear of it too
         **data,
     }
     event = Event(

@@ -26,6 +26,7 @@ from workorders.schemas import OrderCreate, WhereaboutsIn
 from workorders.security import Caller
 from workorders.services import events, idempotency, proxies, sla, state_machine
 from workorders.services.sla import SlaPolicy
+from workorders.words import say_moment
 
 # What service accounts (bots, channels, terminals) may do on a resident's behalf.
 _SERVICE_TRANSITIONS = frozenset({Status.cancelled, Status.in_progress})
@@ -479,6 +480,27 @@ def assign(
     event = events.record(
         session, "order.assigned", order, assignee_id=assignee_id, team=order.assignee_team
     )
+    session.flush()
+    session.commit()
+    return Outcome(order, True, [event])
+
+
+def schedule(
+    session: Session, caller: Caller, order_id: int, at: datetime, now: datetime
+) -> Outcome:
+    """Staff agree a time with the resident (a visit, a service's start): `order.scheduled`,
+    which the resident's channel tells them. The same time again changes nothing."""
+    if not caller.is_staff:
+        raise ApiError(403, "forbidden", "只有工作人员可以约定时间。")
+    order = get(session, order_id, lock=True)
+    if Status(order.status) not in sla.OPEN:
+        raise ApiError(409, "order_closed", "这张工单已经办结或取消，不能再约定时间。")
+    if order.scheduled_at == at:
+        return Outcome(order, False, [])
+    order.scheduled_at = at
+    order.updated_at = now
+    _history(order, caller, "scheduled", now, reason=f"约定时间：{say_moment(at)}")
+    event = events.record(session, "order.scheduled", order, scheduled_at=at.isoformat())
     session.flush()
     session.commit()
     return Outcome(order, True, [event])

@@ -35,6 +35,7 @@ from workorders.schemas import (
     OrderPage,
     Out,
     RatingIn,
+    ScheduleIn,
     TransitionIn,
     WhereaboutsIn,
 )
@@ -171,6 +172,21 @@ def assign_order(
     clock: Clock = Depends(get_clock),
 ) -> Response:
     outcome = orders.assign(session, caller, order_id, body.assignee_id, body.team, policy, clock())
+    announce(outcome.events)
+    return views.respond(views.order_detail_out(outcome.order, False))
+
+
+@router.post("/{order_id}/schedule", response_model=OrderDetailOut, responses=_ONE)
+def schedule_order(
+    body: ScheduleIn,
+    order_id: int = Path(..., ge=1, le=2**31 - 1),
+    caller: Caller = Depends(require("orders:update")),
+    session: Session = Depends(get_session),
+    clock: Clock = Depends(get_clock),
+) -> Response:
+    """Staff set the time agreed with the resident; the resident hears it on their channel
+    (`order.scheduled`). Open orders only; the same time again is a no-op."""
+    outcome = orders.schedule(session, caller, order_id, body.scheduled_at, clock())
     announce(outcome.events)
     return views.respond(views.order_detail_out(outcome.order, False))
 

@@ -34,6 +34,7 @@ const ACTIONS = {
   created: "创建",
   status: "状态变更",
   assigned: "派单",
+  scheduled: "约定时间",
   note: "备注",
   escalated: "升级提醒主管",
   rated: "居民评价",
@@ -729,6 +730,27 @@ function buildDetail(order) {
       ),
     ),
   );
+  const scheduleForm = h(
+    "form",
+    { id: "schedule-form", class: "inline-form", onsubmit: (event) => schedule(event) },
+    h(
+      "p",
+      { class: "field" },
+      h("label", { for: "schedule-at" }, "和居民约定的时间"),
+      h("input", {
+        id: "schedule-at",
+        name: "scheduled_at",
+        type: "datetime-local",
+        required: true,
+      }),
+    ),
+    h(
+      "p",
+      { class: "buttons" },
+      h("button", { type: "submit" }, "保存时间"),
+      h("span", { class: "hint" }, "居民会在微信上收到这个时间"),
+    ),
+  );
   const noteForm = h(
     "form",
     { id: "note-form", class: "inline-form", onsubmit: (event) => addNote(event) },
@@ -783,6 +805,7 @@ function buildDetail(order) {
       { "aria-labelledby": "d-assign-h" },
       h("h3", { id: "d-assign-h" }, "派单"),
       assignForm,
+      scheduleForm,
     ),
     h(
       "section",
@@ -874,6 +897,21 @@ async function assign(event) {
     show(await api(`/work-orders/${current.id}/assignment`, { method: "POST", body }));
     clearError();
     announce(announcer, `工单 #${current.id} 已派单。`);
+  } catch (error) {
+    showError(error, current);
+  }
+}
+
+async function schedule(event) {
+  event.preventDefault();
+  const value = document.getElementById("schedule-at").value;
+  if (!value) return;
+  // datetime-local is the staff member's own clock; the API takes a zoned moment.
+  const body = { scheduled_at: new Date(value).toISOString() };
+  try {
+    show(await api(`/work-orders/${current.id}/schedule`, { method: "POST", body }));
+    clearError();
+    announce(announcer, `工单 #${current.id} 的时间已约定。`);
   } catch (error) {
     showError(error, current);
   }
