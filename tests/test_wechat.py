@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from wechatpy.crypto import WeChatCrypto
 
+from channels.wechat.menu import MENU
 from tests.conftest import RUN_ID
 from tests.dialogue_stack import BIN, ROOT, DialogueStack, Process, agent_token
 from tests.factories import resident_body
@@ -39,6 +40,7 @@ PREFIX = f"linli:test:{RUN_ID}:wx"  # the conftest removes linli:test:{RUN_ID}* 
 ERROR_NOTICE = "该公众号暂时无法提供服务，请稍后再试"
 SAMPLE = "BAC009S0764W0121.wav"  # ../shared/audio/zh
 STATUS_TEMPLATE = "linli-order-status"
+REPLY_TEMPLATE = "linli-staff-replied"  # a subscription message, sent only with the user's grant
 
 
 def account() -> dict[str, str]:
@@ -190,6 +192,7 @@ def gateway_with_wechat(
             "LINLI_REDIS_PREFIX": f"{PREFIX}:{uuid.uuid4().hex[:6]}",
             "GATEWAY_EVENTS_WAIT_MS": "5000",
             "WECHAT_STATUS_TEMPLATE_ID": STATUS_TEMPLATE,
+            "WECHAT_REPLY_TEMPLATE_ID": REPLY_TEMPLATE,
             "WECHAT_API_BASE": f"http://127.0.0.1:{standin_port}",
             **settings,
             **env,
@@ -265,6 +268,72 @@ def test_a_bad_signature_is_refused_and_nothing_reaches_the_dialogue(wechat: WeC
     assert wechat.orders(resident["id"]) == []
     assert ("resident", "厨房水管漏水了") not in wechat.lines(wechat.key(user))
     assert user.inbox() == []
+
+
+def test_plaintext_and_compatible_pushes_get_answers_in_their_own_mode(wechat: WeChat) -> None:
+    """An account may run in plaintext or compatible mode (WeChat's admin page); the answer
+    follows the push: plain XML to a plain push, encrypted to an encrypted one."""
+    user = wechat.user()
+    now = str(int(time.time()))
+    xml = (
+        f"<xml><ToUserName>gh_x</ToUserName><FromUserName>{user.openid}</FromUserName>"
+        f"<CreateTime>{now}</CreateTime><MsgType>location</MsgType><Location_X>31.2</Location_X>"
+        "<Location_Y>121.4</Location_Y><Scale>15</Scale><Label>幸福小区</Label>"
+        "<MsgId>{msg_id}</MsgId></xml>"
+    )
+    plain = wechat.push_raw(xml.format(msg_id=5551).encode(), timestamp=now)
+    assert plain.status_code == 200, plain.text
+    answer = xmltodict.parse(plain.text)["xml"]
+    assert (answer["ToUserName"], answer["MsgType"]) == (user.openid, "text")
+    assert answer["Content"] == "收到您的位置了。要办什么事，请打字或发语音告诉我。"
+    # Compatible: the plain fields and their ciphertext side by side, with msg_signature.
+    sealed = xmltodict.parse(wechat.crypto().encrypt_message(xml.format(msg_id=5552), "n0nce", now))
+    both = xml.format(msg_id=5552).replace(
+        "</xml>", f"<Encrypt>{sealed['xml']['Encrypt']}</Encrypt></xml>"
+    )
+    compatible = wechat.push_raw(
+        both.encode(),
+        timestamp=now,
+        encrypt_type="aes",
+        msg_signature=sealed["xml"]["MsgSignature"],
+    )
+    assert compatible.status_code == 200, compatible.text
+    assert "<Encrypt>" in compatible.text and "幸福小区" not in compatible.text
+    assert decrypt(wechat, compatible.text) == "收到您的位置了。要办什么事，请打字或发语音告诉我。"
+
+
+def test_the_gateway_creates_the_menu_when_it_starts(wechat: WeChat) -> None:
+    created = httpx.get(f"{wechat.standin}/standin/menu", timeout=10).json()["menu"]
+    labels = [b.get("name") for group in created["button"] for b in group.get("sub_button", [])]
+    labels += [b["name"] for b in created["button"] if "key" in b]
+    assert sorted(labels) == sorted(
+        ["看病预约", "居家养老", "报修", "政策咨询", "我的工单", "找人工"]
+    )
+    assert created == MENU
+
+
+def test_a_repeated_event_is_acted_on_once_and_an_unfollower_gets_nothing(wechat: WeChat) -> None:
+    user = wechat.user()  # subscribed: the dialogue greeted them once
+    key = wechat.key(user)
+    bot_lines = [t for r, t in wechat.lines(key) if r == "bot"]
+    time.sleep(1.1)  # a new CreateTime: events are told apart by sender and second
+    again = user.act(type="event", event="subscribe", repeat=3)  # one event, WeChat's retries
+    user.answer(again)
+    time.sleep(2)
+    assert user.inbox() == []
+    assert len([t for r, t in wechat.lines(key) if r == "bot"]) == len(bot_lines) + 1
+    # They unfollow: nothing can reach them, and a staff reply goes to a call back at once.
+    user.click("HUMAN")
+    assert wechat.staff("POST", f"/conversations/{key}/claim").status_code == 200
+    [accepted] = user.inbox(wait=20)  # the claim accepted the hand-over's callback order
+    assert accepted["data"]["values"]["first"] == "回电，工作人员已经接单"
+    gone = httpx.post(f"{wechat.standin}/standin/users/{user.openid}/unfollow", timeout=30)
+    assert gone.status_code == 200 and gone.json()["error_notice"] is None, gone.text
+    sent = wechat.staff("POST", f"/conversations/{key}/replies", json={"text": "您还在吗"})
+    assert sent.status_code == 201, sent.text
+    reply = wait_undelivered(wechat, key, sent.json()["id"])
+    assert (reply["undelivered"]["code"], reply["undelivered"]["fallback"]) == (43004, "callback")
+    assert user.inbox(wait=2) == []
 
 
 # --- a resident's requests ------------------------------------------------------------------
@@ -497,6 +566,21 @@ def test_a_slow_dialogue_answers_once_by_customer_service_message_across_retries
     assert thanks == ["谢谢"]
 
 
+def test_twenty_copies_of_a_repair_report_at_once_make_one_order_and_one_answer(
+    wechat: WeChat,
+) -> None:
+    user = wechat.user()
+    burst = user.act(type="text", content="卫生间的水龙头坏了", repeat=20, concurrent=True)
+    assert len(burst["attempts"]) == 20 and burst["error_notice"] is None
+    assert "报修记下了" in user.answer(burst, seconds=40)
+    time.sleep(3)
+    assert user.inbox() == []
+    [order] = wechat.orders(user.resident["id"])
+    assert order["kind"] == "repair"
+    said = [t for r, t in wechat.lines(wechat.key(user)) if r == "resident"]
+    assert said.count("卫生间的水龙头坏了") == 1
+
+
 # --- order status messages ------------------------------------------------------------------
 
 
@@ -553,6 +637,54 @@ def test_a_resident_hears_once_on_wechat_when_staff_accept_and_resolve_the_order
     rated = wechat.api.call("bot", "GET", f"/work-orders/{order['id']}").json()
     assert rated["status"] == "closed"
     assert (rated["rating"]["score"], rated["rating"]["comment"]) == (5, "师傅很好")
+
+
+def test_a_resident_hears_the_time_staff_agreed_and_a_cancellation(wechat: WeChat) -> None:
+    user = wechat.user()
+    assert "报修记下了" in user.say("厨房水管漏水了")
+    [order] = wechat.orders(user.resident["id"])
+    what = "报修：" + order["details"]["category"]
+
+    def schedule(at: str) -> httpx.Response:
+        path = f"/work-orders/{order['id']}/schedule"
+        return wechat.staff("POST", path, json={"scheduled_at": at})
+
+    def told() -> tuple[str, str]:
+        [item] = user.inbox(wait=20)
+        assert (item["via"], item["data"]["values"]["keyword1"]) == ("template", what), item
+        return item["data"]["values"]["first"], item["data"]["values"]["keyword2"]
+
+    by_bot = wechat.api.call(
+        "bot",
+        "POST",
+        f"/work-orders/{order['id']}/schedule",
+        json={"scheduled_at": "2027-01-08T09:00:00+08:00"},
+    )
+    assert (by_bot.status_code, by_bot.json()["code"]) == (403, "forbidden")  # staff agree times
+    assert schedule("2027-01-08T09:00:00+08:00").status_code == 200
+    assert told() == (
+        f"{what}，已经收到，正在安排，时间是1月8号星期五上午9点",
+        "已经收到，正在安排",
+    )
+    assert schedule("2027-01-08T01:00:00+00:00").status_code == 200  # the same moment
+    assert user.inbox(wait=3) == []
+    assert schedule("2027-01-08T14:30:00+08:00").status_code == 200  # moved: told again
+    assert told()[0] == f"{what}，已经收到，正在安排，时间是1月8号星期五下午2点半"
+    history = wechat.api.call("bot", "GET", f"/work-orders/{order['id']}").json()["history"]
+    assert [h["reason"] for h in history if h["action"] == "scheduled"] == [
+        "约定时间：1月8号星期五上午9点",
+        "约定时间：1月8号星期五下午2点半",
+    ]
+
+    cancel = {"to": "cancelled", "reason": "居民说不用修了"}
+    moved = wechat.staff("POST", f"/work-orders/{order['id']}/transitions", json=cancel)
+    assert moved.status_code == 200, moved.text
+    assert told() == (f"{what}，已经取消了", "已经取消了")  # no time: it no longer matters
+    late = schedule("2027-01-09T09:00:00+08:00")
+    assert (late.status_code, late.json()["code"]) == (409, "order_closed")
+    naive = schedule("2027-01-09T09:00:00")
+    assert naive.status_code == 422, naive.text
+    assert user.inbox(wait=3) == []
 
 
 def test_a_family_member_hears_the_elders_consent_and_acknowledges_an_sos_in_wechat(
@@ -647,6 +779,23 @@ def test_a_son_on_wechat_books_for_his_mother_after_her_consent(wechat: WeChat) 
     assert order["requested_by"]["proxy_id"] == proxy["id"]
     assert order["requested_by"]["relation"] == "儿子"
 
+    # He hears how it goes, as she would, and rates it for her.
+    assert order["status"] == "new"
+    what = f"您为{proxy['resident_name']}办的看病预约"
+    for to, words in (("accepted", "工作人员已经接单，时间是"), ("in_progress", None),
+                      ("resolved", "已经办好了，请您评价一下")):  # fmt: skip
+        moved = wechat.staff("POST", f"/work-orders/{order['id']}/transitions", json={"to": to})
+        assert moved.status_code == 200, moved.text
+        if words is None:  # not a status anyone is told of
+            continue
+        [news] = son.inbox(wait=20)
+        first = news["data"]["values"]["first"]
+        assert (news["via"], first.startswith(what), words in first) == ("template", True, True)
+    thanks = son.say("4分")
+    assert thanks.startswith("谢谢您的评价！"), thanks
+    rated = wechat.api.call("bot", "GET", f"/work-orders/{order['id']}").json()
+    assert (rated["status"], rated["rating"]["score"]) == ("closed", 4)
+
 
 # Last in the module: it moves the stand-in's clock two days on.
 def test_a_staff_reply_wechat_refuses_after_48_hours_goes_to_a_call_back(wechat: WeChat) -> None:
@@ -659,14 +808,8 @@ def test_a_staff_reply_wechat_refuses_after_48_hours_goes_to_a_call_back(wechat:
     assert moved.status_code == 200
     sent = wechat.staff("POST", f"/conversations/{key}/replies", json={"text": "师傅明天上午到"})
     assert sent.status_code == 201, sent.text
-    reply_id = sent.json()["id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        messages = wechat.staff("GET", f"/conversations/{key}").json()["messages"]
-        [reply] = [m for m in messages if m["id"] == reply_id]
-        if reply["undelivered"]:
-            break
-        time.sleep(0.5)
+    reply = wait_undelivered(wechat, key, sent.json()["id"])
+    messages = wechat.staff("GET", f"/conversations/{key}").json()["messages"]
     assert reply["delivered_at"] is None
     assert (reply["undelivered"]["code"], reply["undelivered"]["fallback"]) == (
         45015,
@@ -679,3 +822,52 @@ def test_a_staff_reply_wechat_refuses_after_48_hours_goes_to_a_call_back(wechat:
     )
     assert [i for i in user.inbox(wait=2) if i["via"] == "custom"] == []
     assert wechat.api.call("gateway", "GET", f"/conversations/{key}/outbound").json() == []
+
+
+def wait_undelivered(wechat: WeChat, key: str, reply_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        messages = wechat.staff("GET", f"/conversations/{key}").json()["messages"]
+        [reply] = [m for m in messages if m["id"] == reply_id]
+        if reply["undelivered"]:
+            return dict(reply)
+        time.sleep(0.5)
+    raise AssertionError(f"reply {reply_id} never reported undeliverable")
+
+
+def test_a_reply_past_the_five_message_quota_waits_with_a_reminder_for_the_next_message(
+    wechat: WeChat,
+) -> None:
+    user = wechat.user()
+    key = wechat.key(user)
+    clicked = user.act(type="event", event="CLICK", key="HUMAN")
+    user.answer(clicked)
+    used = 0 if clicked["passive"] is not None else 1  # a late answer used one of the five
+    assert wechat.staff("POST", f"/conversations/{key}/claim").status_code == 200
+    grant = {"template_id": REPLY_TEMPLATE}
+    httpx.post(
+        f"{wechat.standin}/standin/users/{user.openid}/grants", json=grant
+    ).raise_for_status()
+    ids = []
+    for n in range(1, 7 - used):
+        sent = wechat.staff("POST", f"/conversations/{key}/replies", json={"text": f"第{n}条"})
+        assert sent.status_code == 201, sent.text
+        ids.append(sent.json()["id"])
+    held = wait_undelivered(wechat, key, ids[-1])
+    assert (held["undelivered"]["code"], held["undelivered"]["fallback"]) == (45047, "subscribe")
+    items = user.inbox(wait=5)
+    assert [i["text"] for i in items if i["via"] == "custom"] == [
+        f"【agent】第{n}条" for n in range(1, 6 - used)
+    ]
+    [reminder] = [i for i in items if i["via"] == "subscribe"]
+    assert reminder["template_id"] == REPLY_TEMPLATE
+    # The resident writes again: the held reply goes out now, and counts as delivered.
+    user.act(type="text", content="好的")
+    deadline = time.monotonic() + 30
+    late: list[str] = []
+    while not late and time.monotonic() < deadline:
+        late = [i["text"] for i in user.inbox(wait=5) if i["text"] == f"【agent】第{6 - used}条"]
+    assert late == [f"【agent】第{6 - used}条"]
+    messages = wechat.staff("GET", f"/conversations/{key}").json()["messages"]
+    [reply] = [m for m in messages if m["id"] == ids[-1]]
+    assert reply["delivered_at"] is not None
