@@ -41,7 +41,7 @@ class ActionCheckStatus(Action):
             )
             return []
         try:
-            orders = await api().orders_of(int(resident_id), OPEN)
+            orders = await api().orders_of(int(resident_id), OPEN, found.proxy_id)
         except (ApiError, ApiUnavailable):
             dispatcher.utter_message(text="系统暂时查不了，请稍后再问我。")
             return []
@@ -59,7 +59,7 @@ class ActionCheckStatus(Action):
         said = []
         for proxy in proxies:
             try:
-                orders = await api().orders_of(int(proxy["resident_id"]), OPEN)
+                orders = await api().orders_of(int(proxy["resident_id"]), OPEN, int(proxy["id"]))
             except (ApiError, ApiUnavailable):
                 dispatcher.utter_message(text="系统暂时查不了，请稍后再问我。")
                 return []

@@ -115,6 +115,11 @@ def test_after_consent_the_daughter_books_follows_and_cancels_for_the_elder(stac
 
     status = chat.text("我妈的挂号怎么样了")
     assert status.startswith("王*英有1件事在办：") and "内科" in status, status
+    audit = stack.api.call(
+        "admin", "GET", "/audit", params={"resource_type": "proxy", "resource_id": proxy["id"]}
+    ).json()["items"]
+    looks = [e["detail"] for e in audit if e["action"] == "use_proxy"]
+    assert looks.count(f"status of resident {elder['id']}") == 1  # every use is recorded
 
     assert "确定要取消" in chat.text("帮我妈把挂号取消了")
     cancelled = chat.text("对")

@@ -443,11 +443,19 @@ def test_orders_through_a_proxy_say_who_asked_for_whom(api: Api, hotline: str) -
     assert rated.status_code == 200, rated.text
     assert rated.json()["history"][-1]["reason"] == "李*明（儿子）代老人评价：评分 5"
     assert rated.json()["requested_by"] is None  # made by the elder, rated by the son
+
+    # The son looks at her orders: recorded too; not at someone else's.
+    query = {"resident_id": proxy["resident_id"], "proxy_id": proxy["id"]}
+    looked = api.call("bot", "GET", "/work-orders", params=query)
+    assert looked.status_code == 200 and looked.json()["total"] == 2, looked.text
+    elsewhere = api.call("bot", "GET", "/work-orders", params={**query, "resident_id": other["id"]})
+    assert (elsewhere.status_code, elsewhere.json()) == (403, NOT_ACTIVE)
     assert audit_of(api, proxy["id"]) == [
         ("decide_proxy", "同意（热线）"),
         ("use_proxy", f"create order {order['id']}"),
         ("use_proxy", f"cancel order {order['id']}"),
         ("use_proxy", f"rate order {plain['id']}"),
+        ("use_proxy", f"status of resident {proxy['resident_id']}"),
     ]
 
     # Withdrawn: nothing more through it.

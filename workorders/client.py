@@ -108,11 +108,14 @@ class WorkOrdersClient:
         return await self.request("POST", "/work-orders", json=body, key=key)
 
     async def orders_of(
-        self, resident_id: int, statuses: list[str] | None = None
+        self, resident_id: int, statuses: list[str] | None = None, proxy_id: int | None = None
     ) -> list[dict[str, Any]]:
+        """`proxy_id`: a family member asks for the elder (代办; the look is audited)."""
         params: dict[str, Any] = {"resident_id": resident_id, "limit": 50}
         if statuses:
             params["status"] = statuses
+        if proxy_id is not None:
+            params["proxy_id"] = proxy_id
         return (await self.request("GET", "/work-orders", params=params))["items"]
 
     async def order(self, order_id: int) -> dict[str, Any]:

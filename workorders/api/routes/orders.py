@@ -40,7 +40,7 @@ from workorders.schemas import (
     WhereaboutsIn,
 )
 from workorders.security import Caller, require, signed_in
-from workorders.services import audit, escalation, orders, photos
+from workorders.services import audit, escalation, orders, photos, proxies
 from workorders.services.sla import SlaPolicy
 
 router = APIRouter(
@@ -102,9 +102,22 @@ def list_orders(
     created_to: datetime | None = None,
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
+    proxy_id: int | None = Query(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="A family member looks at the elder's orders (代办): their active proxy, "
+        "with the elder's `resident_id`; the look is audited (else 403 proxy_not_active)",
+    ),
     caller: Caller = Depends(require("orders:read")),
     session: Session = Depends(get_read_session),
 ) -> Response:
+    if proxy_id is not None:
+        proxy = proxies.active_for(session, proxy_id, resident_id)
+        assert proxy is not None
+        audit.record_now(
+            caller, "use_proxy", "proxy", proxy.id, f"status of resident {resident_id}"
+        )
     rows, total = orders.search(
         session,
         status=status,
