@@ -429,6 +429,17 @@ def test_a_voice_message_without_recognition_is_heard_by_linlis_own_recogniser(
     assert "高龄津贴" in answer and "没听明白" not in answer, answer
 
 
+def test_a_speex_voice_message_is_heard_as_well(wechat: WeChat, tmp_path: Path) -> None:
+    """WeChat's other voice format (Format speex): ffmpeg decodes it the same way."""
+    user = wechat.user()
+    wav = tmp_path / "request.wav"
+    wav.write_bytes(write_wav(spoken("我想问一下高龄津贴怎么申请", WIDEBAND_RATE), WIDEBAND_RATE))
+    answer = user.answer(user.act(type="voice", wav_path=str(wav), format="speex"), seconds=60)
+    said = [t for r, t in wechat.lines(wechat.key(user)) if r == "resident"]
+    assert said[-1] == "我想问一下高龄津贴怎么申请"
+    assert "高龄津贴" in answer and "没听明白" not in answer, answer
+
+
 def test_images_locations_links_and_odd_texts_get_a_kind_answer_and_no_order(
     wechat: WeChat,
 ) -> None:

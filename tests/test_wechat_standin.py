@@ -388,6 +388,31 @@ def test_voice_is_real_amr_that_ffmpeg_decodes_to_the_right_length(safe: Standin
     assert abs(seconds - original) < 0.03
 
 
+def test_speex_voice_is_ogg_speex_that_ffmpeg_decodes_to_the_right_length(safe: Standin) -> None:
+    safe.receiver.reset(default="success")
+    safe.send(openid(), type="voice", wav_path=str(SAMPLE), format="speex")
+    [got] = safe.receiver.received
+    assert got.fields["Format"] == "speex" and "Recognition" not in got.fields
+    response = safe.http.get(
+        f"{safe.base}/cgi-bin/media/get",
+        params={"access_token": safe.token(), "media_id": got.fields["MediaId"]},
+    )
+    assert response.headers["content-type"] == "audio/ogg"
+    assert response.content.startswith(b"OggS") and b"Speex   " in response.content[:100]
+    with tempfile.TemporaryDirectory() as folder:
+        spx, wav = Path(folder) / "v.spx", Path(folder) / "v.wav"
+        spx.write_bytes(response.content)
+        decoded = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(spx), "-ar", "16000", "-ac", "1", str(wav)],
+            capture_output=True,
+            text=True,
+        )
+        assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
+        seconds = float(subprocess.check_output(["soxi", "-D", str(wav)]))
+    original = float(subprocess.check_output(["soxi", "-D", str(SAMPLE)]))
+    assert abs(seconds - original) < 0.05
+
+
 def test_a_voice_from_the_samples_by_name(safe: Standin) -> None:
     samples = safe.http.get(f"{safe.base}/standin/samples").json()["samples"]
     assert {"file": SAMPLE.name, "transcript": "甚至出现交易几乎停滞的情况"} in samples

@@ -35,6 +35,7 @@ class UserMessage(BaseModel):
     wav_path: str | None = None  # voice: any audio file sox reads, on this machine
     sample: str | None = None  # voice: a file name among GET /standin/samples
     recognition: str | None = None  # voice: WeChat's own transcript (omitted when null)
+    format: Literal["amr", "speex"] = "amr"  # voice: as WeChat's Format field says
     jpeg_path: str | None = None  # image: a JPEG on this machine (default: a small test card)
     location_x: float = 39.915  # location: latitude
     location_y: float = 116.404  # location: longitude
@@ -76,11 +77,14 @@ async def build(msg: UserMessage, state: State, settings: StandinSettings, base:
     elif msg.type == "voice":
         path = _voice_path(msg, settings)
         try:
-            amr = await media.wav_to_amr(path)
+            if msg.format == "speex":
+                audio, kind = await media.wav_to_speex(path), "audio/ogg"
+            else:
+                audio, kind = await media.wav_to_amr(path), "audio/amr"
         except (OSError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from exc
-        media_id = state.add_media(amr, "audio/amr", "amr")
-        body = [("MediaId", media_id), ("Format", "amr")]
+        media_id = state.add_media(audio, kind, "spx" if msg.format == "speex" else "amr")
+        body = [("MediaId", media_id), ("Format", msg.format)]
         if msg.recognition is not None:
             body.append(("Recognition", msg.recognition))
     elif msg.type == "image":

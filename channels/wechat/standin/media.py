@@ -1,4 +1,5 @@
-"""Media as WeChat hands it out: voice as AMR-NB (what phones record), images as JPEG.
+"""Media as WeChat hands it out: voice as AMR-NB (what phones record) or, when the message
+says Format speex, Speex wideband in Ogg; images as JPEG.
 
 sox resamples the WAV to 8 kHz mono; the frames are encoded with libopencore-amrnb (which
 ffmpeg and sox link) with DTX off. sox's own AMR writer turns DTX on, and ffmpeg's decoder
@@ -64,6 +65,20 @@ async def wav_to_amr(path: Path) -> bytes:
     if proc.returncode != 0:
         raise ValueError(f"sox cannot read {path.name}: {err.decode(errors='replace').strip()}")
     return await asyncio.to_thread(encode_amr, pcm)
+
+
+async def wav_to_speex(path: Path) -> bytes:
+    """Any audio file ffmpeg reads → Speex wideband (16 kHz) in Ogg, as .spx files are."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path),
+        "-ac", "1", "-ar", "16000", "-c:a", "libspeex", "-f", "ogg", "pipe:1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    spx, err = await proc.communicate()
+    if proc.returncode != 0 or not spx:
+        raise ValueError(f"ffmpeg cannot read {path.name}: {err.decode(errors='replace').strip()}")
+    return spx
 
 
 def samples(folder: Path) -> list[dict[str, str]]:
