@@ -329,6 +329,19 @@ def test_the_button_reaches_a_person_on_the_console_and_the_web_chat_answers(
         page.goto("/chat/")
         page.get_by_role("button", name="政策咨询").click()
         expect(page.locator(".messages li.bot").first).to_be_visible(timeout=60_000)
+
+        # "On WeChat": the stand-in's phone page, through WeChat's protocol in safe mode.
+        standin = f"http://127.0.0.1:{run.ports['wechat']}"
+        assert httpx.get(f"{standin}/standin/config", timeout=10).json()["mode"] == "safe"
+        phone = console.browser.new_context(base_url=standin, locale="zh-CN")
+        console.contexts.append(phone)
+        wx = phone.new_page()
+        wx.goto("/")
+        wx.get_by_role("button", name="切换到键盘").click()  # it opens on the account's menu
+        wx.get_by_label("消息").fill("高龄津贴怎么领")
+        wx.get_by_role("button", name="发送").click()
+        answers = wx.locator("#log .row:not(.me) .bubble")
+        expect(answers.filter(has_text="高龄津贴")).to_contain_text("来自", timeout=60_000)
         assert console.errors == []
     finally:
         console.close(failed=False)
