@@ -361,6 +361,24 @@ def test_location_and_link_fields(safe: Standin) -> None:
 # -- media -----------------------------------------------------------------------------------
 
 
+def seconds_of(wav: Path) -> float:
+    return float(subprocess.check_output(["soxi", "-D", str(wav)]))
+
+
+def decoded_seconds(audio: bytes, suffix: str) -> float:
+    """How long `audio` lasts once ffmpeg has decoded it (which it must do without a word)."""
+    with tempfile.TemporaryDirectory() as folder:
+        coded, wav = Path(folder) / f"v.{suffix}", Path(folder) / "v.wav"
+        coded.write_bytes(audio)
+        decoded = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(coded), "-ar", "16000", "-ac", "1", str(wav)],
+            capture_output=True,
+            text=True,
+        )
+        assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
+        return seconds_of(wav)
+
+
 def test_voice_is_real_amr_that_ffmpeg_decodes_to_the_right_length(safe: Standin) -> None:
     safe.receiver.reset(default="success")
     result = safe.send(openid(), type="voice", wav_path=str(SAMPLE), recognition="甚至出现交易")
@@ -374,18 +392,7 @@ def test_voice_is_real_amr_that_ffmpeg_decodes_to_the_right_length(safe: Standin
     assert response.headers["content-type"] == "audio/amr"
     assert response.headers["content-disposition"].startswith('attachment; filename="')
     assert response.content.startswith(b"#!AMR\n")
-    with tempfile.TemporaryDirectory() as folder:
-        amr, wav = Path(folder) / "v.amr", Path(folder) / "v.wav"
-        amr.write_bytes(response.content)
-        decoded = subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(amr), "-ar", "16000", "-ac", "1", str(wav)],
-            capture_output=True,
-            text=True,
-        )
-        assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
-        seconds = float(subprocess.check_output(["soxi", "-D", str(wav)]))
-    original = float(subprocess.check_output(["soxi", "-D", str(SAMPLE)]))
-    assert abs(seconds - original) < 0.03
+    assert abs(decoded_seconds(response.content, "amr") - seconds_of(SAMPLE)) < 0.03
 
 
 def test_speex_voice_is_ogg_speex_that_ffmpeg_decodes_to_the_right_length(safe: Standin) -> None:
@@ -399,18 +406,7 @@ def test_speex_voice_is_ogg_speex_that_ffmpeg_decodes_to_the_right_length(safe: 
     )
     assert response.headers["content-type"] == "audio/ogg"
     assert response.content.startswith(b"OggS") and b"Speex   " in response.content[:100]
-    with tempfile.TemporaryDirectory() as folder:
-        spx, wav = Path(folder) / "v.spx", Path(folder) / "v.wav"
-        spx.write_bytes(response.content)
-        decoded = subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(spx), "-ar", "16000", "-ac", "1", str(wav)],
-            capture_output=True,
-            text=True,
-        )
-        assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
-        seconds = float(subprocess.check_output(["soxi", "-D", str(wav)]))
-    original = float(subprocess.check_output(["soxi", "-D", str(SAMPLE)]))
-    assert abs(seconds - original) < 0.05
+    assert abs(decoded_seconds(response.content, "spx") - seconds_of(SAMPLE)) < 0.05
 
 
 def test_a_voice_from_the_samples_by_name(safe: Standin) -> None:
