@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.speech import spoken
 from tests.support import Api
 from tests.test_sos_terminal import post_event, sos_body
 from voice.audio import WIDEBAND_RATE, write_wav
+from workorders.words import say_moment
 
 PREFIX = f"linli:test:{RUN_ID}:wx"  # the conftest removes linli:test:{RUN_ID}* at the end
 ERROR_NOTICE = "该公众号暂时无法提供服务，请稍后再试"
@@ -741,8 +743,14 @@ def test_a_family_member_hears_the_elders_consent_and_acknowledges_an_sos_in_wec
     [alert] = son.inbox(wait=30)
     values = alert["data"]["values"]
     assert values["keyword1"] == f"一键求助：{proxy['resident_name']}"
-    assert values["first"].startswith(f"您的家人{proxy['resident_name']}")
-    assert values["first"].endswith("按下了一键求助，社区工作人员正在处理。")
+    created = wechat.staff("GET", f"/work-orders/{order_id}").json()["created_at"]
+    when = say_moment(datetime.fromisoformat(created))
+    # Who, where, when. The address as WeChat may carry it (it passes Tencent's servers): the
+    # building tells home from elsewhere, the door stays private; staff have it in full.
+    assert values["first"] == (
+        f"您的家人{proxy['resident_name']}（5号楼*单元***）{when}按下了一键求助，"
+        "社区工作人员正在处理。"
+    )
     assert values["remark"] == "收到请回复1。有危险请直接拨打120。"
     # "1" is the son's acknowledgement (not a rating): it stops the escalation chain.
     assert son.say("1") == "好的，已经告诉社区工作人员您收到了。社区正在处理，有情况会再联系您。"

@@ -267,7 +267,8 @@ class Notifier:
 
 
 def alert_words(proxy: dict[str, Any], order: dict[str, Any]) -> str:
-    """Who, where, when: "您的家人王*英（3号楼2单元502）12月5号星期六上午9点按下了一键求助…"."""
+    """Who, where, when: "您的家人王*英（3号楼*单元***）12月5号星期六上午9点按下了一键求助…".
+    The address as the gateway reads it, masked: WeChat messages pass Tencent's servers."""
     where = (order.get("details") or {}).get("address") or {}
     place = "".join(
         f"{where[k]}{unit}" for k, unit in (("building", "号楼"), ("unit", "单元"), ("room", ""))
