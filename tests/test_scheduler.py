@@ -85,3 +85,78 @@ def test_scheduler_process_marks_breaches_and_escalates(
     # Each exactly once; the one left over from "the crash" may arrive after newer alerts,
     # which is why entries carry the outbox event_id.
     assert [t for _, t in published] == ["order.created", "sla.breached", "order.escalated"]
+
+
+def test_one_scheduler_sweeps_and_another_takes_over_when_it_dies(
+    backend: Backend, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """Two hosts' schedulers: one holds the lease and sweeps; killed (no clean stop), the other
+    takes the lease once it lapses and the escalations are still made."""
+    config = tmp_path / "sla.json"
+    config.write_text(json.dumps(FAST))
+    stream = f"{get_settings().event_stream}:lease-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": backend.url,
+        "SLA_CONFIG": str(config),
+        "EVENT_STREAM": stream,
+        "SCHEDULER_INTERVAL_SECONDS": "0.2",
+        "SCHEDULER_LEASE_SECONDS": "2",
+    }
+    lease_key = f"{stream}:scheduler"
+
+    def holder() -> str | None:
+        value = redis_client.get(lease_key)
+        return value.decode().split(":")[1] if value else None
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workorders", "scheduler"], cwd=ROOT, env=env
+        )
+
+    first = start()
+    second = None
+    try:
+        deadline = time.monotonic() + 20
+        while holder() != str(first.pid):
+            assert time.monotonic() < deadline, "the first scheduler never took the lease"
+            time.sleep(0.1)
+        second = start()
+        time.sleep(3)  # longer than a lease: the holder renews it, the second stands by
+        assert holder() == str(first.pid) and second.poll() is None
+
+        caller = make_caller(backend)
+        with backend.session() as session:
+            resident = Resident(name="测试", community=f"接替社区{uuid.uuid4().hex[:6]}")
+            session.add(resident)
+            session.commit()
+            body = OrderCreate(
+                kind=Kind.policy_question,
+                channel="wechat",
+                resident_id=resident.id,
+                details={"question": "高龄津贴怎么领"},
+            )
+            order_id = orders.create(
+                session, caller, body, None, None, SlaPolicy(FAST), datetime.now(timezone.utc)
+            ).order.id  # type: ignore[arg-type]
+        first.kill()  # the host is gone: no release
+        first.wait(10)
+        killed_at = time.monotonic()
+        with backend.session() as session:
+            assert session.get(WorkOrder, order_id).escalated_at is None  # not due yet
+        while holder() != str(second.pid):
+            assert time.monotonic() - killed_at < 2 + 3, "the lease was not taken over in time"
+            time.sleep(0.1)
+        while True:  # response due after 1 s, escalation after 2 s: made by the second
+            with backend.session() as session:
+                order = session.get(WorkOrder, order_id)
+                if order.response_breached_at and order.escalated_at:
+                    break
+            assert time.monotonic() - killed_at < 15, "no escalation after the takeover"
+            time.sleep(0.2)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                assert process.wait(10) == 0
+    assert redis_client.get(lease_key) is None  # a clean stop releases the lease at once

@@ -27,64 +27,84 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _scheduler(args: argparse.Namespace) -> None:
-    from workorders.db import session_factory
-    from workorders.services import conversations, events, sla, sweep
+    """Sweeps while this host holds the lease (services/lease.py); stands by otherwise."""
+    import redis
+
+    from workorders.services.lease import Lease
 
     settings = get_settings()
+    interval = settings.scheduler_interval_seconds
+    if settings.scheduler_lease_seconds <= interval:
+        raise SystemExit("SCHEDULER_LEASE_SECONDS must be longer than SCHEDULER_INTERVAL_SECONDS")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log = logging.getLogger("workorders.scheduler")
-    log.info("scheduler: sweeping every %.1f s", settings.scheduler_interval_seconds)
-    while not stop.is_set():
-        now = datetime.now(timezone.utc)
-        try:
-            policy = sla.load_policy(settings.sla_config)
-        except Exception:  # a broken SLA file: say so every round until it is fixed
-            log.exception("SLA configuration %s unreadable", settings.sla_config)
-            stop.wait(settings.scheduler_interval_seconds)
-            continue
-        done: list[str] = []
-        try:
-            result = sweep.sweep(
-                session_factory(True), policy, now, timedelta(hours=settings.rating_timeout_hours)
-            )
-            events.publish(session_factory(True), result.event_ids)  # alerts go out at once
-            if result.event_ids:
-                done.append(str(result))
-        except Exception:  # keep sweeping; the next round retries
-            log.exception("sweep failed")
-        try:  # on its own: an SLA sweep failure must not hold up an emergency's escalation
-            sos = sweep.sweep_sos(
-                session_factory(True),
-                policy,
-                now,
-                timedelta(seconds=settings.terminal_heartbeat_seconds),
-            )
-            events.publish(session_factory(True), sos.event_ids)
-            if sos.event_ids:
-                done.append(str(sos))
-        except Exception:
-            log.exception("SOS sweep failed")
-        try:  # hand-overs nobody claimed: the supervisors are alerted, then again
-            alerts = conversations.sweep_unclaimed(
-                session_factory(True),
-                now,
-                settings.hours(),
-                timedelta(seconds=settings.handoff_alert_seconds),
-            )
-            events.publish(session_factory(True), alerts)
-            if alerts:
-                done.append(f"{len(alerts)} unclaimed hand-overs alerted")
-        except Exception:
-            log.exception("hand-over sweep failed")
-        try:
-            relayed = events.relay(session_factory(True))
-            if done or relayed:
-                log.info("sweep: %s; relayed %d events", "; ".join(done) or "-", relayed)
-        except Exception:
-            log.exception("relay failed")
-        stop.wait(settings.scheduler_interval_seconds)
+    log.info("scheduler: sweeping every %.1f s while it holds the lease", interval)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    lease = Lease(client, f"{settings.event_stream}:scheduler", settings.scheduler_lease_seconds)
+    try:
+        while not stop.is_set():
+            if lease.hold():
+                _sweep_once(log)
+                stop.wait(interval)
+            else:
+                stop.wait(min(1.0, interval))  # another host sweeps; take over when it is gone
+    finally:
+        lease.release()
+
+
+def _sweep_once(log: logging.Logger) -> None:
+    from workorders.db import session_factory
+    from workorders.services import conversations, events, sla, sweep
+
+    settings = get_settings()
+    now = datetime.now(timezone.utc)
+    try:
+        policy = sla.load_policy(settings.sla_config)
+    except Exception:  # a broken SLA file: say so every round until it is fixed
+        log.exception("SLA configuration %s unreadable", settings.sla_config)
+        return
+    done: list[str] = []
+    try:
+        result = sweep.sweep(
+            session_factory(True), policy, now, timedelta(hours=settings.rating_timeout_hours)
+        )
+        events.publish(session_factory(True), result.event_ids)  # alerts go out at once
+        if result.event_ids:
+            done.append(str(result))
+    except Exception:  # keep sweeping; the next round retries
+        log.exception("sweep failed")
+    try:  # on its own: an SLA sweep failure must not hold up an emergency's escalation
+        sos = sweep.sweep_sos(
+            session_factory(True),
+            policy,
+            now,
+            timedelta(seconds=settings.terminal_heartbeat_seconds),
+        )
+        events.publish(session_factory(True), sos.event_ids)
+        if sos.event_ids:
+            done.append(str(sos))
+    except Exception:
+        log.exception("SOS sweep failed")
+    try:  # hand-overs nobody claimed: the supervisors are alerted, then again
+        alerts = conversations.sweep_unclaimed(
+            session_factory(True),
+            now,
+            settings.hours(),
+            timedelta(seconds=settings.handoff_alert_seconds),
+        )
+        events.publish(session_factory(True), alerts)
+        if alerts:
+            done.append(f"{len(alerts)} unclaimed hand-overs alerted")
+    except Exception:
+        log.exception("hand-over sweep failed")
+    try:
+        relayed = events.relay(session_factory(True))
+        if done or relayed:
+            log.info("sweep: %s; relayed %d events", "; ".join(done) or "-", relayed)
+    except Exception:
+        log.exception("relay failed")
 
 
 def _migrate(_: argparse.Namespace) -> None:

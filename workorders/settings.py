@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Resolved orders close by themselves when the resident has not rated them by then.
     rating_timeout_hours: float = Field(72.0, env="RATING_TIMEOUT_HOURS")
     scheduler_interval_seconds: float = Field(5.0, env="SCHEDULER_INTERVAL_SECONDS")
+    # One scheduler sweeps across hosts; another takes over this long after it died.
+    scheduler_lease_seconds: float = Field(10.0, gt=0, env="SCHEDULER_LEASE_SECONDS")
     token_ttl_hours: float = Field(12.0, env="TOKEN_TTL_HOURS")
     event_stream: str = Field("linli:events", env="EVENT_STREAM")
     event_stream_maxlen: int = Field(100_000, env="EVENT_STREAM_MAXLEN")
