@@ -28,13 +28,8 @@ FAST = {
 }
 
 
-def test_scheduler_process_marks_breaches_and_escalates(
-    backend: Backend, tmp_path: Path, redis_client: redis.Redis
-) -> None:
-    config = tmp_path / "sla.json"
-    config.write_text(json.dumps(FAST))
-    caller = make_caller(backend)
-    community = f"调度社区{uuid.uuid4().hex[:6]}"
+def a_question(backend: Backend, community: str) -> int:
+    """A policy question under the FAST targets, made in the database (its event unpublished)."""
     with backend.session() as session:
         resident = Resident(name="测试", community=community)
         session.add(resident)
@@ -45,10 +40,18 @@ def test_scheduler_process_marks_breaches_and_escalates(
             resident_id=resident.id,
             details={"question": "高龄津贴怎么领"},
         )
-        outcome = orders.create(
-            session, caller, body, None, None, SlaPolicy(FAST), datetime.now(timezone.utc)
-        )  # type: ignore[arg-type]
-    order_id = outcome.order.id  # its event is left unpublished, as after a crash
+        now = datetime.now(timezone.utc)
+        caller = make_caller(backend)
+        return orders.create(session, caller, body, None, None, SlaPolicy(FAST), now).order.id  # type: ignore[arg-type]
+
+
+def test_scheduler_process_marks_breaches_and_escalates(
+    backend: Backend, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    config = tmp_path / "sla.json"
+    config.write_text(json.dumps(FAST))
+    community = f"调度社区{uuid.uuid4().hex[:6]}"
+    order_id = a_question(backend, community)  # its event is left unpublished, as after a crash
 
     env = {
         **os.environ,
@@ -101,7 +104,7 @@ def test_one_scheduler_sweeps_and_another_takes_over_when_it_dies(
         "SLA_CONFIG": str(config),
         "EVENT_STREAM": stream,
         "SCHEDULER_INTERVAL_SECONDS": "0.2",
-        "SCHEDULER_LEASE_SECONDS": "2",
+        "SCHEDULER_LEASE_SECONDS": "3",
     }
     lease_key = f"{stream}:scheduler"
 
@@ -122,30 +125,17 @@ def test_one_scheduler_sweeps_and_another_takes_over_when_it_dies(
             assert time.monotonic() < deadline, "the first scheduler never took the lease"
             time.sleep(0.1)
         second = start()
-        time.sleep(3)  # longer than a lease: the holder renews it, the second stands by
+        time.sleep(4)  # longer than a lease: the holder renews it, the second stands by
         assert holder() == str(first.pid) and second.poll() is None
 
-        caller = make_caller(backend)
-        with backend.session() as session:
-            resident = Resident(name="测试", community=f"接替社区{uuid.uuid4().hex[:6]}")
-            session.add(resident)
-            session.commit()
-            body = OrderCreate(
-                kind=Kind.policy_question,
-                channel="wechat",
-                resident_id=resident.id,
-                details={"question": "高龄津贴怎么领"},
-            )
-            order_id = orders.create(
-                session, caller, body, None, None, SlaPolicy(FAST), datetime.now(timezone.utc)
-            ).order.id  # type: ignore[arg-type]
+        order_id = a_question(backend, f"接替社区{uuid.uuid4().hex[:6]}")
         first.kill()  # the host is gone: no release
         first.wait(10)
         killed_at = time.monotonic()
         with backend.session() as session:
             assert session.get(WorkOrder, order_id).escalated_at is None  # not due yet
         while holder() != str(second.pid):
-            assert time.monotonic() - killed_at < 2 + 3, "the lease was not taken over in time"
+            assert time.monotonic() - killed_at < 3 + 3, "the lease was not taken over in time"
             time.sleep(0.1)
         while True:  # response due after 1 s, escalation after 2 s: made by the second
             with backend.session() as session:

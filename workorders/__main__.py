@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from workorders.settings import get_settings
@@ -30,6 +31,7 @@ def _scheduler(args: argparse.Namespace) -> None:
     """Sweeps while this host holds the lease (services/lease.py); stands by otherwise."""
     import redis
 
+    from workorders.services import sweep  # noqa: F401 (imported before the lease is taken)
     from workorders.services.lease import Lease
 
     settings = get_settings()
@@ -46,7 +48,7 @@ def _scheduler(args: argparse.Namespace) -> None:
     try:
         while not stop.is_set():
             if lease.hold():
-                _sweep_once(log)
+                _sweep_once(log, lease.hold)
                 stop.wait(interval)
             else:
                 stop.wait(min(1.0, interval))  # another host sweeps; take over when it is gone
@@ -54,7 +56,9 @@ def _scheduler(args: argparse.Namespace) -> None:
         lease.release()
 
 
-def _sweep_once(log: logging.Logger) -> None:
+def _sweep_once(log: logging.Logger, still_held: Callable[[], bool]) -> None:
+    """One round; the lease is renewed between its steps (a long step must not let it lapse
+    unnoticed), and the round ends if it was lost."""
     from workorders.db import session_factory
     from workorders.services import conversations, events, sla, sweep
 
@@ -75,6 +79,8 @@ def _sweep_once(log: logging.Logger) -> None:
             done.append(str(result))
     except Exception:  # keep sweeping; the next round retries
         log.exception("sweep failed")
+    if not still_held():
+        return
     try:  # on its own: an SLA sweep failure must not hold up an emergency's escalation
         sos = sweep.sweep_sos(
             session_factory(True),
@@ -87,6 +93,8 @@ def _sweep_once(log: logging.Logger) -> None:
             done.append(str(sos))
     except Exception:
         log.exception("SOS sweep failed")
+    if not still_held():
+        return
     try:  # hand-overs nobody claimed: the supervisors are alerted, then again
         alerts = conversations.sweep_unclaimed(
             session_factory(True),
@@ -99,6 +107,8 @@ def _sweep_once(log: logging.Logger) -> None:
             done.append(f"{len(alerts)} unclaimed hand-overs alerted")
     except Exception:
         log.exception("hand-over sweep failed")
+    if not still_held():
+        return
     try:
         relayed = events.relay(session_factory(True))
         if done or relayed:
