@@ -24,6 +24,7 @@ from tests.factories import repair_body, resident_body
 from tests.support import ROOT, Api, Backend
 from workorders.client import ApiError as ClientError
 from workorders.client import WorkOrdersClient
+from workorders.crypto import cipher
 from workorders.models import AuditEntry, Event
 
 JPEG = (ROOT / "channels" / "wechat" / "standin" / "sample.jpg").read_bytes()
@@ -221,7 +222,8 @@ def test_the_photo_is_encrypted_at_rest(api: Api, backend: Backend) -> None:
     assert JPEG not in stored
     assert b"\xff\xd8\xff" not in stored[:40]
     assert b"Lavc" not in stored  # the JPEG's own comment
-    assert len(stored) == len(JPEG) + 30  # version, nonce, AES-GCM tag
+    assert len(stored) == len(JPEG) + 34  # version, key id, nonce, AES-GCM tag
+    assert stored.startswith(b"v2" + bytes.fromhex(cipher().kid))
     assert (raw.size, raw.source) == (len(JPEG), "wechat")
     assert raw.sha256 == hashlib.sha256(JPEG).hexdigest()
 

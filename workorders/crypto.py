@@ -165,7 +165,7 @@ class EncryptedJSON(TypeDecorator[Any]):
 
 class EncryptedBytes(TypeDecorator[bytes]):
     """Binary data (a resident's photo) stored as AES-GCM ciphertext in a binary column
-    (bytea, BLOB): 30 bytes more than the plaintext, where base64 in text would add a third."""
+    (bytea, BLOB): 34 bytes more than the plaintext, where base64 in text would add a third."""
 
     impl = LargeBinary
     cache_ok = True
