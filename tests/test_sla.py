@@ -169,6 +169,21 @@ def test_escalation_after_twelve_idle_hours(world, redis_client: redis.Redis) ->
     assert [(e["to_role"], e["reason"]) for e in escalations] == [("supervisor", "idle")]
 
 
+def test_a_residents_words_noted_by_the_bot_do_not_postpone_the_escalation(world) -> None:  # type: ignore[no-untyped-def]
+    backend, staff, _, _ = world
+    bot = make_caller(backend, role="service", scopes=["orders:update"])
+    oid = _create(world, T0)
+    _move(world, oid, Status.accepted, T0 + 1 * H)
+    due = _get(world, oid).escalation_due_at
+    assert due == T0 + 13 * H
+    with backend.session() as session:
+        orders.add_note(session, bot, oid, "居民又说：水越漏越大了", POLICY, T0 + 6 * H)
+    assert _get(world, oid).escalation_due_at == due  # the resident still waits for a person
+    with backend.session() as session:
+        orders.add_note(session, staff, oid, "已联系师傅，明早上门", POLICY, T0 + 7 * H)
+    assert _get(world, oid).escalation_due_at == T0 + 19 * H  # staff at work: idle from now
+
+
 def test_emergency_must_be_acknowledged_within_60_seconds(world) -> None:  # type: ignore[no-untyped-def]
     oid = _create(world, T0, Kind.emergency)
     order = _get(world, oid)

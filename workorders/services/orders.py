@@ -509,8 +509,14 @@ def schedule(
 def add_note(
     session: Session, caller: Caller, order_id: int, text: str, policy: SlaPolicy, now: datetime
 ) -> WorkOrder:
+    """A note on the order. Staff writing one is activity that restarts the idle timer; the
+    bot writing down what a resident said again is not: it must not postpone the escalation
+    that gets a person to look."""
     order = get(session, order_id, lock=True)
-    sla.touch(order, policy.targets(Kind(order.kind), Priority(order.priority)), now)
+    if caller.is_staff:
+        sla.touch(order, policy.targets(Kind(order.kind), Priority(order.priority)), now)
+    else:
+        order.updated_at = now
     _history(order, caller, "note", now, reason=text)
     session.commit()
     return order
