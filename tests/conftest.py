@@ -74,6 +74,17 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return request.getfixturevalue(f"{request.param}_backend")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A database of the test's own, for tests that count everything in it."""
+    if request.param == "sqlite":
+        backend = make_backend(f"sqlite:///{tmp_path / 'own.db'}")
+    else:
+        backend = make_backend(POSTGRES_URL, fresh_database=f"linli_own_{RUN_ID}")
+    yield backend
+    backend.dispose()
+
+
 @pytest.fixture(scope="session")
 def _api_processes(fhir_url: str, redis_client: redis.Redis) -> Iterator[dict[str, ApiProcess]]:
     processes: dict[str, ApiProcess] = {}

@@ -12,31 +12,18 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
 
 import pytest
 
-from tests.conftest import POSTGRES_URL, RUN_ID, TEST_KEY
+from tests.conftest import TEST_KEY
 from tests.factories import repair_body, resident_body, unique_id_number, unique_phone
-from tests.support import ROOT, Api, ApiProcess, Backend, make_backend, seed_principals
+from tests.support import ROOT, Api, ApiProcess, Backend, seed_principals
 from tests.test_sos_terminal import event_body, post_event
 from workorders.crypto import FieldCipher
 from workorders.services import rotation
 
 NEW_KEY = base64.urlsafe_b64encode(b"linli-new-key-0123456789abcdefgh").decode()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
-    """A database of its own: the census counts every value in it."""
-    if request.param == "sqlite":
-        backend = make_backend(f"sqlite:///{tmp_path / 'rotation.db'}")
-    else:
-        backend = make_backend(POSTGRES_URL, fresh_database=f"linli_rotation_{RUN_ID}")
-    yield backend
-    backend.dispose()
 
 
 def running(backend: Backend, fhir_url: str, tokens: dict[str, str], **env: str) -> Api:
@@ -66,7 +53,8 @@ def heartbeat(api: Api, device_id: str, secret: str) -> int:
     return post_event(api.base_url, device_id, secret, body).status_code
 
 
-def test_a_rotated_key_loses_nothing(fresh: Backend, fhir_url: str) -> None:
+def test_a_rotated_key_loses_nothing(fresh_backend: Backend, fhir_url: str) -> None:
+    fresh = fresh_backend
     tokens = seed_principals(fresh)
     old_kid, new_kid = FieldCipher(TEST_KEY).kid, FieldCipher(NEW_KEY).kid
     openid = f"o-{uuid.uuid4().hex}"

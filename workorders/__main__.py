@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from workorders.services.lease import Lease
 from workorders.settings import get_settings
 
 
@@ -32,7 +33,6 @@ def _scheduler(args: argparse.Namespace) -> None:
     import redis
 
     from workorders.services import sweep  # noqa: F401 (imported before the lease is taken)
-    from workorders.services.lease import Lease
 
     settings = get_settings()
     interval = settings.scheduler_interval_seconds
@@ -45,6 +45,8 @@ def _scheduler(args: argparse.Namespace) -> None:
     log.info("scheduler: sweeping every %.1f s while it holds the lease", interval)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     lease = Lease(client, f"{settings.event_stream}:scheduler", settings.scheduler_lease_seconds)
+    if settings.scheduler_metrics_port:
+        _serve_metrics(settings.scheduler_metrics_host, settings.scheduler_metrics_port, lease)
     try:
         while not stop.is_set():
             if lease.hold():
@@ -54,6 +56,19 @@ def _scheduler(args: argparse.Namespace) -> None:
                 stop.wait(min(1.0, interval))  # another host sweeps; take over when it is gone
     finally:
         lease.release()
+
+
+def _serve_metrics(host: str, port: int, lease: Lease) -> None:
+    """GET /metrics for Prometheus, on a thread of its own (workorders/metrics.py)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from workorders.db import session_factory
+    from workorders.metrics import WorkCollector
+
+    registry = CollectorRegistry()
+    registry.register(WorkCollector(session_factory(False), lambda: lease.held))
+    start_http_server(port, addr=host, registry=registry)
+    logging.getLogger("workorders.scheduler").info("metrics on http://%s:%d/metrics", host, port)
 
 
 def _sweep_once(log: logging.Logger, still_held: Callable[[], bool]) -> None:

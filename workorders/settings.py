@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = Field(5.0, env="SCHEDULER_INTERVAL_SECONDS")
     # One scheduler sweeps across hosts; another takes over this long after it died.
     scheduler_lease_seconds: float = Field(10.0, gt=0, env="SCHEDULER_LEASE_SECONDS")
+    # Prometheus metrics of the work (workorders/metrics.py) on this port; 0: not served.
+    scheduler_metrics_port: int = Field(0, ge=0, le=65535, env="SCHEDULER_METRICS_PORT")
+    scheduler_metrics_host: str = Field("127.0.0.1", env="SCHEDULER_METRICS_HOST")
     token_ttl_hours: float = Field(12.0, env="TOKEN_TTL_HOURS")
     event_stream: str = Field("linli:events", env="EVENT_STREAM")
     event_stream_maxlen: int = Field(100_000, env="EVENT_STREAM_MAXLEN")

@@ -33,6 +33,11 @@ class Lease:
         self._lock = client.lock(key, timeout=seconds, blocking=False, thread_local=False)
         self._held = False
 
+    @property
+    def held(self) -> bool:
+        """Held as of the last `hold()` (the metrics' view; no round trip)."""
+        return self._held
+
     def hold(self) -> bool:
         """Take or renew the lease; False while another host has it (or Redis is away)."""
         try:
