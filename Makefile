@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv node debian-deps lock model models whisper run test lint bench eval tune-nlu clean
+.PHONY: help venv node debian-deps lock model models whisper run test test-cluster lint bench eval tune-nlu clean
 
 export PYTHONUNBUFFERED := 1
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -105,6 +105,10 @@ test: venv model whisper ## run the tests (needs Redis, started if missing, and 
 		exit 1; \
 	fi; \
 	exit $$rc
+
+test-cluster: venv ## only the multi-host tests (tests/cluster: hosts as network namespaces, as root; make test runs them too)
+	@scripts/ensure-key
+	@$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: venv ## ruff check and ruff format --check
 	@rc=0; \

@@ -1,0 +1,114 @@
+"""Several hosts on one machine: a network namespace each, joined by veth pairs to a bridge.
+
+The bridge is the hosts' LAN (10.<net>.0.0/24, the bridge itself .1, which is how the test in
+the root namespace reaches them). A host has its own loopback, addresses and ports, so two
+API hosts both listen on :8000 as they would on two machines, and killing a host's processes
+and taking its link down is what a dead machine looks like to the others. Needs root (CI and
+this machine run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _ip(*args: str, ns: str | None = None) -> None:
+    command = ["ip", "netns", "exec", ns, "ip", *args] if ns else ["ip", *args]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    address: str
+    logs: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    scratch: list[Path] = field(default_factory=list)  # removed with the host (data dirs)
+
+    def start(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None,
+        cwd: Path | None = None, log: str | None = None,
+    ) -> subprocess.Popen[bytes]:  # fmt: skip
+        """A process on this host; its output in logs/<host>-<log>.log."""
+        prefix = ["ip", "netns", "exec", self.ns]
+        if user:
+            prefix += ["runuser", "-u", user, "--"]
+        out = (self.logs / f"{self.name}-{log or Path(argv[0]).name}.log").open("ab")
+        process = subprocess.Popen(
+            [*prefix, *argv],
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def run(self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        prefix = ["ip", "netns", "exec", self.ns] + (["runuser", "-u", user, "--"] if user else [])
+        return subprocess.run(
+            [*prefix, *argv], env={**os.environ, **(env or {})}, check=True,
+            capture_output=True, text=True,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """The machine dies: every process at once (SIGKILL), then its network."""
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self.processes:
+            process.wait(10)
+        _ip("link", "set", "eth0", "down", ns=self.ns)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+
+@contextmanager
+def network(names: Sequence[str], logs: Path, net: int = 77) -> Iterator[dict[str, Host]]:
+    """Hosts `names` (addresses .10, .11, … in that order) on a bridge of their own."""
+    run = uuid.uuid4().hex[:4]
+    bridge = f"lbr{run}"
+    hosts: dict[str, Host] = {}
+    _ip("link", "add", bridge, "type", "bridge")
+    try:
+        _ip("addr", "add", f"10.{net}.0.1/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        for number, name in enumerate(names):
+            ns, outside = f"linli-{run}-{name}", f"lv{run}{number}"
+            address = f"10.{net}.0.{10 + number}"
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            hosts[name] = Host(name, ns, address, logs)
+            _ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("link", "set", outside, "master", bridge)
+            _ip("link", "set", outside, "up")
+            _ip("addr", "add", f"{address}/24", "dev", "eth0", ns=ns)
+            _ip("link", "set", "eth0", "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+        yield hosts
+    finally:
+        for host in hosts.values():
+            host.stop()
+            subprocess.run(["ip", "netns", "del", host.ns], check=False)
+            for folder in host.scratch:
+                shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
