@@ -1,6 +1,8 @@
 """A city's deployment from one inventory of hosts (ops/inventory.example.json).
 
     python -m ops.deploy haproxy ops/inventory.example.json > /etc/haproxy/haproxy.cfg
+    python -m ops.deploy pgbackrest ops/inventory.example.json > /etc/pgbackrest/pgbackrest.conf
+    python -m ops.deploy archiving ops/inventory.example.json >> postgresql.conf
 
 The multi-host tests (tests/cluster) render their balancer from an inventory of their own
 network namespaces with this same code, so what operators deploy is what the tests ran.
@@ -75,12 +77,52 @@ def haproxy(inventory: dict[str, Any], source: str = "inventory") -> str:
     return "".join(parts)
 
 
+# Backups: pgBackRest, full and incremental base backups plus every WAL segment archived as
+# PostgreSQL closes it, so a restore recovers up to the last archived segment.
+PGBACKREST = """\
+# Made by `python -m ops.deploy pgbackrest {inventory}`; edit the inventory, not this file.
+[global]
+repo1-path={repo}
+repo1-retention-full=4
+log-path={repo}/log
+lock-path={repo}/lock
+start-fast=y
+compress-type=zst
+
+[{stanza}]
+pg1-path={data}
+pg1-socket-path={socket}
+pg1-port={port}
+"""
+
+
+def pgbackrest(inventory: dict[str, Any], source: str = "inventory") -> str:
+    spec = inventory["backup"]
+    return PGBACKREST.format(inventory=source, **spec)
+
+
+def archiving(config: str, stanza: str) -> str:
+    """PostgreSQL's settings that hand each finished WAL segment to pgBackRest."""
+    return (
+        "archive_mode = on\n"
+        f"archive_command = 'pgbackrest --config={config} --stanza={stanza} archive-push %p'\n"
+        "archive_timeout = 60\n"  # a quiet database still archives at least once a minute
+        "wal_level = replica\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ops.deploy")
-    parser.add_argument("what", choices=["haproxy"])
+    parser.add_argument("what", choices=["haproxy", "pgbackrest", "archiving"])
     parser.add_argument("inventory", type=Path)
     args = parser.parse_args()
-    sys.stdout.write(haproxy(json.loads(args.inventory.read_text()), str(args.inventory)))
+    inventory = json.loads(args.inventory.read_text())
+    if args.what == "archiving":  # postgresql.conf's lines, for /etc/pgbackrest/pgbackrest.conf
+        stanza = inventory["backup"]["stanza"]
+        sys.stdout.write(archiving("/etc/pgbackrest/pgbackrest.conf", stanza))
+        return
+    render = {"haproxy": haproxy, "pgbackrest": pgbackrest}[args.what]
+    sys.stdout.write(render(inventory, str(args.inventory)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,14 @@ def _ip(*args: str, ns: str | None = None) -> None:
     subprocess.run(command, check=True, capture_output=True)
 
 
+def _as(user: str | None) -> list[str]:
+    """Run as `user` by exec (setpriv, not su/runuser, which fork): the process a test starts is
+    the daemon itself, so killing it kills the daemon."""
+    if not user:
+        return []
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
 @dataclass
 class Host:
     name: str
@@ -39,9 +47,7 @@ class Host:
         cwd: Path | None = None, log: str | None = None,
     ) -> subprocess.Popen[bytes]:  # fmt: skip
         """A process on this host; its output in logs/<host>-<log>.log."""
-        prefix = ["ip", "netns", "exec", self.ns]
-        if user:
-            prefix += ["runuser", "-u", user, "--"]
+        prefix = ["ip", "netns", "exec", self.ns, *_as(user)]
         out = (self.logs / f"{self.name}-{log or Path(argv[0]).name}.log").open("ab")
         process = subprocess.Popen(
             [*prefix, *argv],
@@ -56,11 +62,14 @@ class Host:
 
     def run(self, argv: Sequence[str], env: dict[str, str] | None = None, user: str | None = None
             ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        prefix = ["ip", "netns", "exec", self.ns] + (["runuser", "-u", user, "--"] if user else [])
-        return subprocess.run(
-            [*prefix, *argv], env={**os.environ, **(env or {})}, check=True,
-            capture_output=True, text=True,
-        )  # fmt: skip
+        prefix = ["ip", "netns", "exec", self.ns, *_as(user)]
+        done = subprocess.run(
+            [*prefix, *argv], env={**os.environ, **(env or {})}, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"{argv} on {self.name}: exit {done.returncode}\n"
+                                 f"{done.stdout[-2000:]}{done.stderr[-2000:]}")  # fmt: skip
+        return done
 
     def kill(self) -> None:
         """The machine dies: every process at once (SIGKILL), then its network."""

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,23 +36,41 @@ def answers(url: str) -> bool:
         return False
 
 
-def postgres(host: Host) -> str:
-    """A PostgreSQL server of its own on `host` (trust on the LAN, as a test needs); its URL."""
-    data = Path(tempfile.mkdtemp(prefix=f"linli-{host.name}-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    host.scratch.append(data)
-    host.run([str(PG_BIN / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
-             user="postgres")  # fmt: skip
-    with (data / "db" / "postgresql.conf").open("a") as conf:
-        conf.write(f"listen_addresses = '{host.address}'\nunix_socket_directories = '{data}'\n")
-    with (data / "db" / "pg_hba.conf").open("a") as hba:
+@dataclass
+class Postgres:
+    host: Host
+    folder: Path  # owned by postgres: db/ (the cluster), the socket, and what a test adds
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "db"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host.address}:5432/postgres"
+
+    def start(self) -> None:
+        self.host.start([str(PG_BIN / "postgres"), "-D", str(self.data)], user="postgres", log="pg")
+        ready = f"{PG_BIN / 'pg_isready'} -q -h {self.host.address}"
+        until("PostgreSQL on " + self.host.name, lambda: os.system(ready) == 0)
+
+
+def postgres(host: Host, settings: str = "", start: bool = True) -> Postgres:
+    """A PostgreSQL server of its own on `host` (trust on the LAN, as a test needs)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"linli-{host.name}-pg-"))
+    shutil.chown(folder, "postgres", "postgres")
+    host.scratch.append(folder)
+    server = Postgres(host, folder)
+    host.run([str(PG_BIN / "initdb"), "-D", str(server.data), "-A", "trust", "-U", "postgres",
+              "-E", "UTF8", "--locale=C.UTF-8"], user="postgres")  # fmt: skip
+    with (server.data / "postgresql.conf").open("a") as conf:
+        conf.write(f"listen_addresses = '{host.address}'\nunix_socket_directories = '{folder}'\n")
+        conf.write(settings)
+    with (server.data / "pg_hba.conf").open("a") as hba:
         hba.write("host all all 10.0.0.0/8 trust\n")
-    host.start([str(PG_BIN / "postgres"), "-D", str(data / "db")], user="postgres", log="pg")
-    until(
-        "PostgreSQL on " + host.name,
-        lambda: os.system(f"{PG_BIN / 'pg_isready'} -q -h {host.address}") == 0,
-    )
-    return f"postgresql://postgres@{host.address}:5432/postgres"
+    if start:
+        server.start()
+    return server
 
 
 def redis(host: Host) -> str:

@@ -43,7 +43,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with network(["db", "app1", "app2", "lb"], tmp_path) as hosts:
-        database = services.postgres(hosts["db"])
+        database = services.postgres(hosts["db"]).url
         env = {
             "DATABASE_URL": database,
             "REDIS_URL": services.redis(hosts["db"]),
