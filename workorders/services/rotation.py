@@ -143,6 +143,8 @@ def census(factory: sessionmaker[Session], cipher: FieldCipher) -> Counter[str]:
         for table, names in encrypted_tables():
             for name in names:
                 raw = _raw(table, name)
-                for (value,) in session.execute(select(raw).where(table.c[name].isnot(None))):
+                query = select(raw).where(table.c[name].isnot(None))
+                # Streamed: a city's photos do not fit in memory at once.
+                for (value,) in session.execute(query.execution_options(yield_per=200)):
                     counts[cipher.sealed_with(value) or "v1"] += 1
     return counts
