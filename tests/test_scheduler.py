@@ -18,6 +18,7 @@ from workorders.contract import Kind
 from workorders.models import Event, Resident, WorkOrder
 from workorders.schemas import OrderCreate
 from workorders.services import orders
+from workorders.services.lease import Lease
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
 
@@ -150,3 +151,12 @@ def test_one_scheduler_sweeps_and_another_takes_over_when_it_dies(
                 process.terminate()
                 assert process.wait(10) == 0
     assert redis_client.get(lease_key) is None  # a clean stop releases the lease at once
+
+
+def test_with_redis_unreachable_every_scheduler_sweeps() -> None:
+    """Nobody can tell who holds the lease: sweeping twice is safe, an escalation left
+    waiting for Redis is not."""
+    gone = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)  # nothing listens
+    lease = Lease(gone, "linli:test:lease-gone", 3)
+    assert lease.may_sweep() is True
+    assert lease.held is False

@@ -49,8 +49,8 @@ def _scheduler(args: argparse.Namespace) -> None:
         _serve_metrics(settings.scheduler_metrics_host, settings.scheduler_metrics_port, lease)
     try:
         while not stop.is_set():
-            if lease.hold():
-                _sweep_once(log, lease.hold)
+            if lease.may_sweep():
+                _sweep_once(log, lease.may_sweep)
                 stop.wait(interval)
             else:
                 stop.wait(min(1.0, interval))  # another host sweeps; take over when it is gone
