@@ -178,6 +178,7 @@ class WeChatChannel:
     async def _turn(self, inbound: Inbound, push: str, answer: asyncio.Future[str]) -> None:
         """The message through the dialogue, once; then its answer goes out, by whoever claims
         it first: a push still waiting (passively) or this turn once every wait has ended."""
+        arrived = time.time()
         try:
             try:
                 text = await self._answer(inbound)
@@ -193,7 +194,7 @@ class WeChatChannel:
             if text and await self.turns.claim(push, "custom"):
                 await self.pusher.send_answer(key, inbound.openid, text)
             # The resident's message opened the window again: replies held back go now.
-            await self.pusher.deliver_held(key)
+            await self.pusher.deliver_held(key, arrived)
         finally:
             self._answers.pop(push, None)
             if not answer.done():

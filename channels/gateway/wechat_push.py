@@ -92,14 +92,26 @@ class Pusher:
             # the conversation in the console holds the answer.
             log.error("%s: the answer could not be sent (%s)", key, exc)
 
-    async def deliver_held(self, key: str) -> None:
+    async def deliver_held(self, key: str, wrote_at: float) -> None:
+        """The resident wrote (at `wrote_at`): the window is open again, held replies go now."""
         known = await self.store.conversation(key)
         if known.get("held"):
             await self.store.remember(key, held=None)
-            await self.deliver_pending(key)
+            await self._deliver(key, wrote_at)
 
     async def deliver_pending(self, key: str) -> None:
-        """Staff replies not delivered yet, oldest first; the first refusal holds the rest."""
+        """Staff replies not delivered yet (a new one, from the event tail)."""
+        await self._deliver(key, None)
+
+    def _reminded(self, message_id: int) -> str:
+        return self.store._key("wechat", "reminded", str(message_id))
+
+    async def _deliver(self, key: str, wrote_at: float | None) -> None:
+        """Oldest first; the first refusal holds the rest. A reply the resident was reminded
+        of waits for a message they wrote after the reminder: sending it before would only be
+        refused again, and a second refusal (the reminder's grant used up) would give it up
+        for a call back. (A message's turn ends up to WeChat's retries later, ~15 s: by then
+        its own five sends may be the ones used up.)"""
         openid = (await self.store.conversation(key)).get("openid")
         if not openid:
             return
@@ -110,6 +122,12 @@ class Pusher:
             await self.store.remember(key, held=1)
             return
         for reply in pending:
+            reminded = await self.store.redis.get(self._reminded(reply["id"]))
+            if reminded is not None:
+                if wrote_at is None or wrote_at < float(reminded):
+                    await self.store.remember(key, held=1)  # still waiting for that message
+                    return
+                await self.store.redis.delete(self._reminded(reply["id"]))
             who = reply.get("author") or "工作人员"
             # One sender per reply: the event tail and a resident's new message may both
             # find it pending before it is marked delivered.
@@ -167,6 +185,9 @@ class Pusher:
                     },
                 )
                 reminded = True
+                await self.store.redis.set(
+                    self._reminded(message_id), str(time.time()), ex=WINDOW_SECONDS
+                )
             except (WeChatError, WeChatUnavailable) as exc:
                 log.info("%s: no subscription message either (%s)", key, exc)
         fallback = "subscribe" if reminded else "callback"
