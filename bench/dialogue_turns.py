@@ -48,6 +48,7 @@ import httpx
 import redis
 
 # Importing it sets a throwaway data key and event stream for this run (see its header).
+from bench._proc import descendants
 from bench.workorders_api import ApiServer, free_port, fresh_database, seed
 
 MODEL = ROOT / "models" / "current.tar.gz"
@@ -92,7 +93,7 @@ class Service:
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident memory of the process and its workers, in MB."""
         fields: dict[str, float] = {"VmRSS": 0.0, "VmHWM": 0.0}
-        for pid in tree_of(self.proc.pid):
+        for pid in descendants(self.proc.pid):
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except (FileNotFoundError, ProcessLookupError):
@@ -105,7 +106,7 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process and every process under it (Sanic's workers)."""
-        return sum(cpu_of(pid) for pid in tree_of(self.proc.pid))
+        return sum(cpu_of(pid) for pid in descendants(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -125,23 +126,6 @@ def cpu_of(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-
-
-def tree_of(pid: int) -> list[int]:
-    """The process and its descendants."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(") ", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo += children.get(current, [])
-    return out
 
 
 def start(name: str, argv: list[str], env: dict[str, str], health: str, workdir: Path) -> Service:

@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/system_memory.py`
 import httpx
 import redis
 
+from bench._proc import children_of, descendants
 from bench.workorders_api import free_port
 from tests.supervised import Supervised, make_run_env
 
@@ -67,27 +68,6 @@ def memory_of(pid: int) -> dict[str, float] | None:
         "rss_mb": round(fields.get("Rss", 0.0), 1),
         "swap_mb": round(fields.get("Swap", 0.0), 1),
     }
-
-
-def children_of() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        ppid = int(text.rsplit(") ", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(stat.parent.name))
-    return tree
-
-
-def descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo += tree.get(current, [])
-    return out
 
 
 def command_of(pid: int) -> str:
