@@ -78,10 +78,24 @@ def scheduler(fresh_backend: Backend) -> Iterator[int]:
     }
     process = subprocess.Popen([sys.executable, "-m", "workorders", "scheduler"], cwd=ROOT, env=env)
     try:
+        _serving(process, f"http://127.0.0.1:{port}/metrics")  # before Prometheus's first scrape
         yield port
     finally:
         process.terminate()
         assert process.wait(10) == 0
+
+
+def _serving(process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the scheduler exited"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"nothing at {url}")
 
 
 @pytest.fixture
