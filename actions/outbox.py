@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from actions.settings import settings
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
+from workorders.redis_url import connect_async
 
 
 def queue() -> str:
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def _redis() -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings().redis_url)
+    return connect_async(settings().redis_url)
 
 
 async def keep(

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
@@ -28,6 +27,7 @@ from actions.common import api, identity, now, parse_time, turn_key
 from actions.family import Whom, forget, whom, withdrawn_error
 from actions.settings import settings
 from workorders.client import ApiError, ApiUnavailable
+from workorders.redis_url import connect_async
 from workorders.words import subject
 
 UNKNOWN = "我还不知道您是哪一位，先办一件事或者转人工，我就能帮您查了。"  # as actions/status.py
@@ -129,7 +129,7 @@ async def _this_turns(tracker: Tracker, order_id: int | None = None) -> int | No
     """The order this turn rates: the one kept for it when Rasa ran the action before (a
     re-run must not rate the next resolved order), else `order_id`, kept now."""
     key = f"{settings().redis_prefix}:rating:{turn_key(tracker, 'rating')}"
-    client = aioredis.Redis.from_url(settings().redis_url)
+    client = connect_async(settings().redis_url)
     try:
         if order_id is not None:
             await client.set(key, order_id, nx=True, ex=24 * 3600)

@@ -249,7 +249,6 @@ def main() -> int:
             )  # fmt: skip
             services.append(actions)
             rasa_port = free_port()
-            db_index = redis_client.connection_pool.connection_kwargs.get("db", 0)
             rasa = start(
                 "rasa",
                 [str(Path(sys.executable).parent / "rasa"), "run", "--enable-api", "--model",
@@ -257,9 +256,7 @@ def main() -> int:
                  "--credentials", "bot/credentials.yml", "--interface", "127.0.0.1"],
                 {
                     "ACTION_SERVER_URL": f"http://127.0.0.1:{action_port}/webhook",
-                    "RASA_REDIS_HOST": redis_client.connection_pool.connection_kwargs["host"],
-                    "RASA_REDIS_PORT": str(redis_client.connection_pool.connection_kwargs["port"]),
-                    "RASA_REDIS_DB": str(db_index),
+                    "REDIS_URL": REDIS_URL,
                     "RASA_REDIS_PREFIX": f"linlibench{RUN_ID}",
                     "SANIC_WORKERS": str(RASA_WORKERS),
                 },

@@ -202,15 +202,13 @@ def main() -> int:
                  "REDIS_URL": REDIS_URL, "LINLI_REDIS_PREFIX": PREFIX},
                 f"http://127.0.0.1:{action_port}/health", workdir,
             ))  # fmt: skip
-            kwargs = redis_client.connection_pool.connection_kwargs
             rasa = start(
                 "rasa",
                 [str(Path(py).parent / "rasa"), "run", "--enable-api", "--model", str(MODEL),
                  "--port", str(rasa_port), "--endpoints", "bot/endpoints.yml",
                  "--credentials", "bot/credentials.yml", "--interface", "127.0.0.1"],
                 {"ACTION_SERVER_URL": f"http://127.0.0.1:{action_port}/webhook",
-                 "RASA_REDIS_HOST": kwargs["host"], "RASA_REDIS_PORT": str(kwargs["port"]),
-                 "RASA_REDIS_DB": str(kwargs.get("db", 0)),
+                 "REDIS_URL": REDIS_URL,
                  "RASA_REDIS_PREFIX": f"linlibench{RUN_ID}"},
                 f"http://127.0.0.1:{rasa_port}/status", workdir,
             )  # fmt: skip

@@ -108,9 +108,7 @@ def rasa_server(action_url: str | None = None, redis_db: int = 0, prefix: str = 
         argv += ["--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml"]
         env = {
             "ACTION_SERVER_URL": f"{action_url}/webhook",
-            "RASA_REDIS_HOST": "127.0.0.1",
-            "RASA_REDIS_PORT": "6379",
-            "RASA_REDIS_DB": str(redis_db),
+            "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
             "RASA_REDIS_PREFIX": prefix,
         }
     return Process(argv, env, f"http://127.0.0.1:{port}/status", startup=240)

@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 import redis
 from sqlalchemy import select
 
@@ -149,6 +150,53 @@ def test_events_survive_a_redis_outage(
     assert events.relay(sqlite_backend.factory, older_than=timedelta(0)) >= 1
     events.relay(sqlite_backend.factory, older_than=timedelta(0))
     assert [t for _, t, _ in _community_events(redis_client, community)] == ["order.created"]
+
+
+def test_an_event_no_replica_confirmed_is_added_again_by_the_relay(
+    sqlite_backend: Backend,
+    fhir_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EVENT_REPLICAS=1 on a Redis without replicas: the API's publication is not confirmed,
+    so the event stays in the outbox; the relay adds it again and, a replica being down, marks
+    it all the same (a second copy with the same event_id, which readers skip)."""
+    process = ApiProcess(
+        sqlite_backend.url,
+        fhir_url,
+        seed_principals_once(sqlite_backend),
+        extra_env={"EVENT_REPLICAS": "1"},
+    )
+    process.start()
+    try:
+        api = Api(process)
+        community = f"副本社区{uuid.uuid4().hex[:6]}"
+        body = resident_body(community=community)
+        rid = api.call("bot", "POST", "/residents", json=body).json()["id"]
+        created = api.call("bot", "POST", "/work-orders", json=repair_body(rid))
+        assert created.status_code == 201
+    finally:
+        process.stop()
+    oid = created.json()["id"]
+    with sqlite_backend.session() as session:
+        event = session.execute(select(Event).where(Event.order_id == oid)).scalar_one()
+    assert (event.type, event.published_at) == ("order.created", None)
+    assert [t for _, t, _ in _community_events(redis_client, community)] == ["order.created"]
+    monkeypatch.setenv("EVENT_REPLICAS", "1")
+    get_settings.cache_clear()
+    try:
+        assert events.relay(sqlite_backend.factory, older_than=timedelta(0)) >= 1
+    finally:
+        monkeypatch.delenv("EVENT_REPLICAS")
+        get_settings.cache_clear()
+    with sqlite_backend.session() as session:
+        assert session.get(Event, event.id).published_at is not None
+    copies = [
+        (fields[b"type"], int(fields[b"event_id"]))
+        for _, fields in redis_client.xrange(STREAM)
+        if json.loads(fields[b"data"]).get("community") == community
+    ]
+    assert copies == [(b"order.created", event.id)] * 2
 
 
 def seed_principals_once(backend: Backend) -> dict[str, str]:

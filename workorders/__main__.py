@@ -30,8 +30,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _scheduler(args: argparse.Namespace) -> None:
     """Sweeps while this host holds the lease (services/lease.py); stands by otherwise."""
-    import redis
-
+    from workorders.redis_url import connect
     from workorders.services import sweep  # noqa: F401 (imported before the lease is taken)
 
     settings = get_settings()
@@ -43,7 +42,7 @@ def _scheduler(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: stop.set())
     log = logging.getLogger("workorders.scheduler")
     log.info("scheduler: sweeping every %.1f s while it holds the lease", interval)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     lease = Lease(client, f"{settings.event_stream}:scheduler", settings.scheduler_lease_seconds)
     if settings.scheduler_metrics_port:
         _serve_metrics(settings.scheduler_metrics_host, settings.scheduler_metrics_port, lease)

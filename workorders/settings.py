@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     token_ttl_hours: float = Field(12.0, env="TOKEN_TTL_HOURS")
     event_stream: str = Field("linli:events", env="EVENT_STREAM")
     event_stream_maxlen: int = Field(100_000, env="EVENT_STREAM_MAXLEN")
+    # With Redis replicas (Sentinel): an event counts as published once this many replicas
+    # hold it too, so a failover cannot lose it from the stream (services/events.py).
+    event_replicas: int = Field(0, ge=0, env="EVENT_REPLICAS")
     timezone: str = Field("Asia/Shanghai", env="LINLI_TIMEZONE")
     # SOS terminals: how often they report; silent for two intervals means a visit order.
     terminal_heartbeat_seconds: float = Field(300.0, env="TERMINAL_HEARTBEAT_SECONDS")

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +25,7 @@ from channels.gateway.settings import GatewaySettings, get_settings
 from channels.gateway.store import Store
 from channels.gateway.wake import WakeHub
 from workorders.client import WorkOrdersClient
+from workorders.redis_url import connect_async
 
 log = logging.getLogger(__name__)
 LONG_POLL_MARGIN_SECONDS = 15.0
@@ -52,7 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        client = connect_async(settings.redis_url, decode_responses=True)
         token = settings.token.get_secret_value()
         workorders = WorkOrdersClient(
             settings.workorders_url, token, timeout=settings.api_timeout_seconds

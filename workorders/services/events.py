@@ -23,16 +23,18 @@ from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workorders.models import Conversation, Event, Handoff, Resident, WorkOrder
+from workorders.redis_url import connect, connect_async
 from workorders.settings import get_settings
 
 log = logging.getLogger(__name__)
+# How long a publication waits for the replicas (EVENT_REPLICAS) to confirm it; on a LAN they
+# take about a millisecond, so this is only spent when one is down.
+REPLICA_WAIT_MS = 500
 
 
 @lru_cache
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2
-    )
+    return connect(get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
 
 
 def record(session: Session, type_: str, order: WorkOrder, **data: Any) -> Event:
@@ -139,16 +141,23 @@ def announce(factory: sessionmaker[Session], rows: Sequence[Event]) -> int:
 
 
 def _xadd_all(rows: Sequence[Event]) -> dict[int, str] | None:
-    """Event id -> stream id, in one pipeline; None when Redis failed (left for the relay)."""
+    """Event id -> stream id, in one pipeline; None when Redis failed or the replicas did not
+    confirm them (left for the relay, which adds them again: `event_id` tells the repeat)."""
     if not rows:
         return {}
+    replicas = get_settings().event_replicas
     try:
         pipe = redis_client().pipeline(transaction=False)
         for event in rows:
             _xadd(pipe, event)
+        if replicas:
+            pipe.wait(replicas, REPLICA_WAIT_MS)
         stream_ids = pipe.execute()
     except redis.RedisError as exc:
         log.warning("events %s not published yet: %s", [e.id for e in rows], type(exc).__name__)
+        return None
+    if replicas and stream_ids.pop() < replicas:
+        log.warning("events %s not confirmed by %d replicas yet", [e.id for e in rows], replicas)
         return None
     return {
         e.id: sid.decode() if isinstance(sid, bytes) else str(sid)
@@ -249,6 +258,10 @@ def relay(factory: sessionmaker[Session], older_than: timedelta = timedelta(seco
 
 
 def _publish_where(factory: sessionmaker[Session], condition: Any) -> int:
+    """With EVENT_REPLICAS, what the relay added counts only once the master answers WAIT,
+    the master being the one whose death could lose it. It counts even when fewer replicas
+    confirm it (and says so): a replica that is down would otherwise have every sweep add
+    the same events again."""
     client = redis_client()
     done = 0
     with factory() as session:
@@ -271,6 +284,16 @@ def _publish_where(factory: sessionmaker[Session], condition: Any) -> int:
                 .values(published_at=datetime.now(timezone.utc), stream_id=raw_id.decode())
             )
             done += 1
+        replicas = get_settings().event_replicas
+        if done and replicas:
+            try:
+                confirmed = int(client.wait(replicas, REPLICA_WAIT_MS))
+            except redis.RedisError as exc:
+                log.warning("%d events not published yet: %s", done, type(exc).__name__)
+                session.rollback()
+                return 0
+            if confirmed < replicas:
+                log.warning("%d events published without %d replicas", done, replicas)
         session.commit()
     return done
 
@@ -280,9 +303,7 @@ def _reader() -> aioredis.Redis:
     """For the stream's readers, on the event loop: a long poll holds no worker thread (50
     waiting consoles once took every thread of the pool and stalled an SOS press). Its socket
     must outwait the longest long poll (30 s)."""
-    return aioredis.Redis.from_url(
-        get_settings().redis_url, socket_timeout=35, socket_connect_timeout=2
-    )
+    return connect_async(get_settings().redis_url, socket_timeout=35, socket_connect_timeout=2)
 
 
 async def last_id() -> str:

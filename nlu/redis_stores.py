@@ -1,4 +1,8 @@
-"""Rasa's Redis tracker store, with each turn's tracker built from its events once.
+"""Rasa's Redis stores on Linli's REDIS_URL, and a tracker store that builds each turn's
+tracker from its events once.
+
+Both stores take the URL every other service uses (workorders/redis_url.py), so the dialogue
+follows a Sentinel failover like the rest; Rasa's own stores know one host and port only.
 
 Rasa 3.6's RedisTrackerStore rebuilds the whole conversation (every session it ever had) from
 its events four times a turn: once to load it and once more to cut out the last session, then,
@@ -12,7 +16,7 @@ keys): loading rebuilds the last session only, from the events after its `action
 which is what Rasa's split gives; saving joins the events as dictionaries, as Rasa's merge
 does (the stored events before the tracker's session, then the tracker's), without rebuilding
 anything. Rasa's lock store still keeps one turn per conversation at a time, in every worker.
-Used through bot/endpoints.yml (`type: nlu.tracker_store.RedisTrackerStore`).
+Used through bot/endpoints.yml (`type: nlu.redis_stores.RedisTrackerStore`, `RedisLockStore`).
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rasa.core import tracker_store
+from rasa.core import lock_store, tracker_store
+from rasa.core.brokers.broker import EventBroker
 from rasa.shared.core.conversation import Dialogue
+from rasa.shared.core.domain import Domain
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import EndpointConfig
 
-__all__ = ["RedisTrackerStore", "last_session_start", "merge_events"]
+from workorders.redis_url import connect
+
+__all__ = ["RedisLockStore", "RedisTrackerStore", "last_session_start", "merge_events"]
 
 SESSION_START = "action_session_start"
 Event = dict[str, Any]
@@ -53,7 +62,29 @@ def merge_events(stored: list[Event], ours: list[Event]) -> list[Event]:
     return stored + [event for event in ours if json.dumps(event, sort_keys=True) not in seen]
 
 
+class RedisLockStore(lock_store.RedisLockStore):
+    def __init__(self, endpoint_config: EndpointConfig) -> None:
+        super().__init__(key_prefix=endpoint_config.kwargs.get("key_prefix"))
+        self.red = connect(
+            endpoint_config.url, socket_timeout=lock_store.DEFAULT_SOCKET_TIMEOUT_IN_SECONDS
+        )
+
+
 class RedisTrackerStore(tracker_store.RedisTrackerStore):
+    def __init__(
+        self,
+        domain: Domain,
+        host: str,
+        event_broker: EventBroker | None = None,
+        record_exp: float | None = None,
+        key_prefix: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`host` is the endpoint's `url`: a Redis URL (Rasa passes it under that name)."""
+        super().__init__(domain, event_broker=event_broker, record_exp=record_exp,
+                         key_prefix=key_prefix, **kwargs)  # fmt: skip
+        self.red = connect(host, decode_responses=True)
+
     def _tracker(self, sender_id: str, events: list[Event]) -> DialogueStateTracker:
         tracker = self.init_tracker(sender_id)
         tracker.recreate_from_dialogue(

@@ -1,4 +1,4 @@
-"""nlu/tracker_store.py against Rasa's own RedisTrackerStore, on real Redis and the project's
+"""nlu/redis_stores.py against Rasa's own RedisTrackerStore, on real Redis and the project's
 domain: the same trackers loaded, the same JSON stored, each reading the other's keys."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from nlu.tracker_store import RedisTrackerStore, merge_events
+from nlu.redis_stores import RedisTrackerStore, merge_events
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = Domain.load(str(ROOT / "bot" / "domain.yml"))
@@ -29,7 +29,8 @@ def stores(
     settings = redis_client.connection_pool.connection_kwargs
     prefix = f"linlitest{uuid.uuid4().hex[:8]}"
     kwargs = {"host": settings["host"], "port": settings["port"], "db": settings.get("db", 0)}
-    ours = RedisTrackerStore(DOMAIN, key_prefix=prefix, record_exp=600, **kwargs)
+    url = "redis://{host}:{port}/{db}".format(**kwargs)
+    ours = RedisTrackerStore(DOMAIN, host=url, key_prefix=prefix, record_exp=600)
     theirs = rasa_stores.RedisTrackerStore(DOMAIN, key_prefix=prefix, record_exp=600, **kwargs)
     yield ours, theirs
     for key in redis_client.scan_iter(f"{prefix}*"):
