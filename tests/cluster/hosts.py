@@ -13,9 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,9 +77,26 @@ class Host:
         for process in self.processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+        self._sweep()
         for process in self.processes:
             process.wait(10)
         _ip("link", "set", "eth0", "down", ns=self.ns)
+
+    def _sweep(self, seconds: float = 10.0) -> None:
+        """SIGKILL whatever still runs in the namespace. A daemon may leave the process group the
+        test started it in: Patroni starts PostgreSQL in a session of its own (setsid)."""
+        deadline = time.monotonic() + seconds
+        while pids := self._pids():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes {pids} of {self.name} outlived SIGKILL")
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    def _pids(self) -> list[int]:
+        listed = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
+        return [int(pid) for pid in listed.stdout.split()]
 
     def stop(self) -> None:
         for process in self.processes:
@@ -90,6 +108,7 @@ class Host:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+        self._sweep()
 
 
 @contextmanager

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from ops.deploy import haproxy
+from ops import deploy
 from tests.cluster.hosts import Host
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,5 +100,86 @@ def api(host: Host, env: dict[str, str]) -> str:
 def balancer(host: Host, inventory: dict[str, object], folder: Path) -> None:
     """HAProxy with the configuration ops.deploy renders from the inventory."""
     config = folder / "haproxy.cfg"
-    config.write_text(haproxy(inventory, "the test's inventory"))
+    config.write_text(deploy.haproxy(inventory, "the test's inventory"))
     host.start(["haproxy", "-db", "-f", str(config)], log="haproxy")
+
+
+def _own_folder(host: Host, what: str, user: str) -> Path:
+    """A folder of `user` for one daemon's files, removed with the host. The test's hosts share
+    one disk, so each gets folders of its own where machines would use the same paths."""
+    folder = Path(tempfile.mkdtemp(prefix=f"linli-{host.name}-{what}-"))
+    shutil.chown(folder, user, user)
+    host.scratch.append(folder)
+    return folder
+
+
+def etcd(host: Host, inventory: dict[str, Any]) -> str:
+    """An etcd member as Debian's unit starts it: user etcd, the lines ops.deploy renders for
+    /etc/default/etcd as its environment. Healthy once a quorum of members runs."""
+    folder = _own_folder(host, "etcd", "etcd")
+    database = {**inventory["database"], "etcd_data": str(folder / "data")}
+    lines = deploy.etcd({**inventory, "database": database}, host.name, "the test's inventory")
+    env = dict(line.split("=", 1) for line in lines.splitlines() if not line.startswith("#"))
+    host.start(["etcd"], env=env, user="etcd", cwd=folder, log="etcd")
+    return f"http://{host.address}:{deploy.ETCD_CLIENT_PORT}"
+
+
+def patroni(host: Host, inventory: dict[str, Any]) -> str:
+    """Patroni (and the PostgreSQL it runs) as Debian's unit starts it: user postgres, the
+    patroni.yml ops.deploy renders. Returns its REST API's address."""
+    folder = _own_folder(host, "patroni", "postgres")
+    database = {**inventory["database"], "data": str(folder / "db"), "socket": str(folder)}
+    config = folder / "patroni.yml"
+    config.write_text(
+        deploy.patroni({**inventory, "database": database}, host.name, "the test's inventory")
+    )
+    host.start(["patroni", str(config)], user="postgres", cwd=folder, log="patroni")
+    return f"http://{host.address}:{deploy.PATRONI_PORT}"
+
+
+def redis_node(host: Host, inventory: dict[str, Any]) -> None:
+    """redis-server with the redis.conf ops.deploy renders (master or replica by the inventory)."""
+    folder = _own_folder(host, "redis", "redis")
+    config = folder / "redis.conf"
+    spec = {**inventory["redis"], "data": str(folder)}
+    config.write_text(deploy.redis({**inventory, "redis": spec}, host.name, "the test's inventory"))
+    shutil.chown(config, "redis", "redis")
+    host.start(["redis-server", str(config)], user="redis", log="redis")
+    ping = f"redis-cli -h {host.address} ping >/dev/null 2>&1"
+    until("Redis on " + host.name, lambda: os.system(ping) == 0)
+
+
+def sentinel(host: Host, inventory: dict[str, Any]) -> None:
+    """redis-sentinel with the sentinel.conf ops.deploy renders (it rewrites the file)."""
+    folder = _own_folder(host, "sentinel", "redis")
+    config = folder / "sentinel.conf"
+    config.write_text(deploy.sentinel(inventory, host.name, "the test's inventory"))
+    shutil.chown(config, "redis", "redis")
+    host.start(["redis-sentinel", str(config)], user="redis", log="sentinel")
+    ping = f"redis-cli -h {host.address} -p {deploy.SENTINEL_PORT} ping >/dev/null 2>&1"
+    until("Sentinel on " + host.name, lambda: os.system(ping) == 0)
+
+
+def dialogue(host: Host, env: dict[str, str]) -> str:
+    """A dialogue worker as the Procfile runs one: the action server, then Rasa with the trained
+    model and bot/endpoints.yml (tracker and locks in the shared Redis)."""
+    bin_dir = Path(sys.executable).parent
+    host.start([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", "5055"],
+               env=env, cwd=ROOT, log="actions")  # fmt: skip
+    until(f"the actions on {host.name}", lambda: answers(f"http://{host.address}:5055/health"), 60)
+    rasa = [str(bin_dir / "rasa"), "run", "--enable-api", "--model", "models/current.tar.gz",
+            "--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml",
+            "--port", "5005", "--interface", host.address]  # fmt: skip
+    local = {"ACTION_SERVER_URL": f"http://{host.address}:5055/webhook"}
+    host.start(rasa, env={**env, **local}, cwd=ROOT, log="rasa")
+    url = f"http://{host.address}:5005"
+    until(f"Rasa on {host.name}", lambda: answers(f"{url}/status"), 240)
+    return url
+
+
+def gateway(host: Host, env: dict[str, str]) -> str:
+    host.start([sys.executable, "-m", "channels.gateway", "--host", host.address, "--port", "8010"],
+               env=env, cwd=ROOT, log="gateway")  # fmt: skip
+    url = f"http://{host.address}:8010"
+    until("the gateway on " + host.name, lambda: answers(f"{url}/health"), 60)
+    return url

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,8 +21,9 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.cluster import services
+from tests.cluster.clients import Client
 from tests.cluster.hosts import Host, network
-from tests.factories import repair_body, resident_body
+from tests.factories import resident_body
 from tests.support import Backend, make_backend, seed_principals
 from workorders.models import IdempotencyKey, WorkOrder
 
@@ -67,40 +67,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             backend.dispose()
 
 
-@dataclass
-class Client:
-    """One channel creating orders; what it sent and what it got."""
-
-    url: str
-    token: str
-    resident_id: int
-    stop: threading.Event
-    results: dict[str, int] = field(default_factory=dict)  # idempotency key → order id
-    retries: list[float] = field(default_factory=list)  # when a try failed (monotonic)
-
-    def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=5) as http:
-            while not self.stop.is_set():
-                key = uuid.uuid4().hex
-                body = repair_body(self.resident_id)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    try:
-                        answer = http.post(
-                            "/work-orders", json=body, headers={"Idempotency-Key": key}
-                        )
-                        if answer.status_code in (200, 201):
-                            self.results[key] = answer.json()["id"]
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    self.retries.append(time.monotonic())
-                    time.sleep(0.2)
-                else:
-                    raise AssertionError(f"order {key} never accepted")
-
-
 def test_a_dead_api_host_loses_no_order_and_leaves_the_rotation(cluster: Cluster) -> None:
     with httpx.Client(base_url=cluster.url, timeout=10) as http:
         made = http.post(
@@ -124,6 +90,7 @@ def test_a_dead_api_host_loses_no_order_and_leaves_the_rotation(cluster: Cluster
     for thread in threads:
         thread.join(60)
 
+    assert [key for c in clients for key in c.abandoned] == []
     accepted = {k: v for c in clients for k, v in c.results.items()}
     assert len(accepted) == sum(len(c.results) for c in clients)  # keys are unique
     assert len(set(accepted.values())) == len(accepted)  # one order per request
