@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.health import LIVENESS
+
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"[a-z][a-z0-9_-]*")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -84,9 +86,11 @@ def render(
     python: str = sys.executable,
     color: bool = False,
     hold: float = 30.0,
+    checks: Mapping[str, str] | None = None,
 ) -> str:
     """The whole supervisord.conf. `hold`: the watchdog's first pause before it retries a
-    process that supervisord gave up on (it doubles each time, up to 10 minutes)."""
+    process that supervisord gave up on (it doubles each time, up to 10 minutes). `checks`:
+    program → the HTTP address whose silence gets it restarted (ops/health.py)."""
     conf, logs = run_dir / "supervisor", run_dir / "log"
     width = max(len(p.name) for p in programs)
     parts = [
@@ -155,7 +159,9 @@ def render(
             {"command": console, "events": "PROCESS_LOG", "buffer_size": 8192, **listener},
         )
     )
-    watchdog = f"{python} -m ops.watchdog --hold {hold:g} --logs {logs}"
+    watchdog = f"{python} -m ops.watchdog --hold {hold:g} --logs {logs}" + "".join(
+        f" --check {name}={url}" for name, url in (checks or {}).items()
+    )
     parts.append(
         _section(
             "eventlistener:watchdog",
@@ -177,9 +183,17 @@ def write(
     *,
     color: bool = False,
     hold: float = 30.0,
+    liveness: Mapping[str, str] = LIVENESS,
 ) -> Path:
-    """Write run_dir/supervisor/supervisord.conf (and make the log folder); its path."""
-    text = render(read_procfile(procfile, env), run_dir, color=color, hold=hold)
+    """Write run_dir/supervisor/supervisord.conf (and make the log folder); its path.
+    `liveness`: program → its address with the Procfile's ${…}, for those it runs."""
+    programs = read_procfile(procfile, env)
+    checks = {
+        p.name: expand(liveness[p.name], env, f"liveness of {p.name}")
+        for p in programs
+        if p.name in liveness
+    }
+    text = render(programs, run_dir, color=color, hold=hold, checks=checks)
     for folder in (run_dir / "supervisor", run_dir / "log"):
         folder.mkdir(parents=True, exist_ok=True)
     path = run_dir / "supervisor" / "supervisord.conf"

@@ -7,8 +7,9 @@ supervisord restarts a process that exits at once, and retries one that dies wit
   each time it fails again (at most `max_hold`), so it comes back once its cause is gone;
 - a process that crashes `crashes` times within `window` seconds although it starts fine is
   held stopped for the same growing pause instead of being restarted at once forever.
-The pause shrinks back to `hold` after `window` seconds without trouble. Every decision is a
-line in the log of `make run`, with where the process's own log is.
+The pause shrinks back to `hold` after `window` seconds without trouble. A process that runs
+but stops answering its HTTP address (`--check name=url`) is restarted by ops.health's rules.
+Every decision is a line in the log of `make run`, with where the process's own log is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import childutils
+
+from ops.health import FAILURES, INTERVAL, Liveness, check_all, parse_checks
 
 
 @dataclass
@@ -85,13 +88,26 @@ def _say(text: str) -> None:
 
 class Watchdog:
     def __init__(
-        self, policy: Policy, logs: Path, rpc: Callable[[], xmlrpc.client.ServerProxy]
+        self,
+        policy: Policy,
+        logs: Path,
+        rpc: Callable[[], xmlrpc.client.ServerProxy],
+        checks: dict[str, str] | None = None,
     ) -> None:
         self.policy, self.logs, self._rpc = policy, logs, rpc
+        self.checks, self.liveness = checks or {}, Liveness()
+        self.running: set[str] = set()  # checked only while supervisord says RUNNING
+        self.checked_at = float("-inf")
 
     def handle(self, event: str, about: dict[str, str], now: float) -> None:
         name = about.get("processname", "")
         log = self.logs / f"{name}.log"
+        if event.startswith("PROCESS_STATE_"):
+            self.liveness.started(name)
+            if event == "PROCESS_STATE_RUNNING":
+                self.running.add(name)
+            else:
+                self.running.discard(name)
         if event == "PROCESS_STATE_EXITED" and about.get("expected") == "0":
             pause = self.policy.crashed(name, now)
             if pause is not None:
@@ -111,6 +127,27 @@ class Watchdog:
             for due in self.policy.due(now):
                 _say(f"starting {due} again after its pause")
                 self._call("startProcess", due)
+            if now - self.checked_at >= INTERVAL - 0.5:
+                self.checked_at = now
+                self._check_liveness()
+
+    def _check_liveness(self) -> None:
+        urls = {name: url for name, url in self.checks.items() if name in self.running}
+        for name, answered in check_all(urls).items():
+            if self.liveness.observe(name, answered):
+                _say(
+                    f"{name} runs but has not answered {urls[name]} {FAILURES} times in a "
+                    f"row: killing it to be restarted. Its log: {self.logs / f'{name}.log'}"
+                )
+                self._kill(name)
+
+    def _kill(self, name: str) -> None:
+        """SIGKILL: a hung process would not act on SIGTERM. supervisord then restarts it as
+        after any crash (and the back-off counts it as one)."""
+        try:
+            self._rpc().supervisor.signalProcess(name, "KILL")
+        except xmlrpc.client.Fault as fault:
+            _say(f"signalProcess({name}): {fault.faultString}")
 
     def _call(self, method: str, name: str) -> None:
         try:
@@ -126,11 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=600.0)
     parser.add_argument("--crashes", type=int, default=5)
     parser.add_argument("--logs", type=Path, default=Path("var/log"))
+    parser.add_argument("--check", action="append", default=[], metavar="NAME=URL")
     args = parser.parse_args(argv)
     watchdog = Watchdog(
         Policy(args.hold, args.max_hold, args.window, args.crashes),
         args.logs,
         lambda: childutils.getRPCInterface(os.environ),
+        parse_checks(args.check),
     )
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)

@@ -11,13 +11,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from ops.console import Console
+from ops.health import INTERVAL, Liveness, answers, parse_checks
 from ops.supervisor import ProcfileError, read_procfile, write
 from ops.watchdog import Policy
+from tests.servers import free_port
 from tests.supervised import Supervised, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,7 @@ def test_make_run_s_procfile_names_every_process_of_the_readme() -> None:
     env = {name: "1" for name in ("LINLI_FHIR_PORT", "LINLI_API_PORT", "LINLI_ACTIONS_PORT")}
     env |= {"LINLI_RASA_PORT": "1", "LINLI_SOS_PORT": "1", "LINLI_RUN_DIR": "/run"}
     env |= {"LINLI_GATEWAY_PORT": "1", "WECHAT_STANDIN_PORT": "1", "GATEWAY_URL": "http://x"}
+    env |= {"LINLI_BIND": "127.0.0.1"}
     names = [p.name for p in read_procfile(ROOT / "Procfile", env)]
     assert names == [
         *("fhir", "api", "scheduler", "actions", "rasa", "gateway", "wechat", "outbox"),
@@ -78,11 +82,72 @@ def test_the_watchdog_backs_off_a_process_that_keeps_failing_and_forgives_it_lat
     assert policy.crashed("api", 2000) is None  # an old crash no longer counts
 
 
-def _supervisord(tmp_path: Path, procfile: str, **env: str) -> Supervised:
+def test_liveness_restarts_a_process_only_after_it_answered_and_then_fell_silent() -> None:
+    liveness = Liveness(failures=3)
+    assert [liveness.observe("rasa", False) for _ in range(10)] == [False] * 10  # still loading
+    assert liveness.observe("rasa", True) is False
+    assert [liveness.observe("rasa", False) for _ in range(3)] == [False, False, True]
+    assert liveness.observe("rasa", False) is False  # restarted: waits for an answer again
+    assert liveness.observe("api", True) is False
+    assert liveness.observe("api", False) is False
+    assert liveness.observe("api", True) is False  # one answer forgives the silence
+    assert [liveness.observe("api", False) for _ in range(3)] == [False, False, True]
+    liveness.observe("gateway", True)
+    liveness.started("gateway")  # restarted by its supervisor meanwhile
+    assert [liveness.observe("gateway", False) for _ in range(5)] == [False] * 5
+
+
+def test_parse_checks_says_what_is_wrong() -> None:
+    assert parse_checks(["linli-api=http://10.0.0.11:8000/health"]) == {
+        "linli-api": "http://10.0.0.11:8000/health"
+    }
+    for bad in ("linli-api", "=http://x", "api=ftp://x"):
+        with pytest.raises(ValueError, match="--check wants name=http://"):
+            parse_checks([bad])
+
+
+def test_a_process_that_stops_answering_is_restarted_alone(tmp_path: Path) -> None:
+    port = free_port()
+    procfile = (
+        f"web: {sys.executable} -m http.server --bind 127.0.0.1 {port}\n"
+        "other: sh -c 'exec sleep 600'\n"
+    )
+    liveness = {"web": "http://127.0.0.1:${WEB_PORT}/"}
+    supervised = _supervisord(tmp_path, procfile, liveness, WEB_PORT=str(port))
+    supervised.start()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        both = lambda: answers(url) and supervised.running("web", "other")  # noqa: E731
+        before = until("web answers", both, 30)
+        time.sleep(INTERVAL + 2)  # a round of checks saw it answer: it is not loading
+        os.kill(before["web"], signal.SIGSTOP)  # hung: alive to supervisord, silent to HTTP
+        after = until(
+            "web restarted",
+            lambda: (p := supervised.running("web")) and p["web"] != before["web"] and p,
+            60,
+        )
+        assert after["other"] == before["other"], "only the silent process is restarted"
+        until("web answers again", lambda: answers(url), 30)
+    finally:
+        status = supervised.stop()
+        text = supervised.text()
+        shutil.rmtree(supervised.run_dir, ignore_errors=True)
+    assert status == 0, text
+    assert (
+        f"web runs but has not answered http://127.0.0.1:{port}/ 3 times in a row: killing it"
+        in text
+    ), text
+
+
+def _supervisord(
+    tmp_path: Path, procfile: str, liveness: dict[str, str] | None = None, **env: str
+) -> Supervised:
     # Short (the unix socket's path has a limit) and unique (another test run may be beside us).
     run_dir = Path(tempfile.mkdtemp(prefix="linli-sv-"))
     (tmp_path / "Procfile").write_text(procfile)
-    conf = write(tmp_path / "Procfile", run_dir, {**os.environ, **env}, hold=2)
+    conf = write(
+        tmp_path / "Procfile", run_dir, {**os.environ, **env}, hold=2, liveness=liveness or {}
+    )
     binary = str(Path(sys.executable).parent / "supervisord")
     return Supervised(
         [binary, "--nodaemon", "--configuration", str(conf)], run_dir, dict(os.environ)

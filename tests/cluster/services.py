@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from ops import deploy
+from ops import deploy, units
+from ops.supervisor import PLACEHOLDER
 from tests.cluster.hosts import Host
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,12 +88,23 @@ def redis(host: Host) -> str:
     return f"redis://{host.address}:6379/0"
 
 
+def program(host: Host, name: str, env: dict[str, str]) -> None:
+    """The Procfile's program `name` as its systemd unit runs it (ops/units.py): the unit's
+    ExecStart, its ${…} filled from the host.env rendered with it and from `env` (the test's
+    part of /etc/linli/linli.env)."""
+    section, role = units.ROLES[name]
+    where = {"hosts": [host.name]} if section == "services" else [host.name]
+    inventory = {"hosts": {host.name: host.address}, section: {role: where}}
+    files = units.render(inventory, host.name, ROOT, ROOT / "Procfile", "the test's inventory")
+    values = {**dict(line.split("=", 1) for line in files["host.env"].splitlines()), **env}
+    [command] = re.findall(r"^ExecStart=(.*)$", files[f"linli-{name}.service"], flags=re.M)
+    fill = lambda word: PLACEHOLDER.sub(lambda m: values[m.group(1)], word)  # noqa: E731
+    host.start([fill(word) for word in shlex.split(command)], env=values, cwd=ROOT, log=name)
+
+
 def api(host: Host, env: dict[str, str]) -> str:
-    """`python -m workorders serve` on the host's LAN address, as its unit runs it."""
-    host.start(
-        [sys.executable, "-m", "workorders", "serve", "--host", host.address, "--port", "8000"],
-        env=env, cwd=ROOT, log="api",
-    )  # fmt: skip
+    """The API on the host's LAN address, as its unit runs it."""
+    program(host, "api", env)
     url = f"http://{host.address}:8000"
     until("the API on " + host.name, lambda: answers(f"{url}/health"))
     return url
@@ -161,25 +174,19 @@ def sentinel(host: Host, inventory: dict[str, Any]) -> None:
 
 
 def dialogue(host: Host, env: dict[str, str]) -> str:
-    """A dialogue worker as the Procfile runs one: the action server, then Rasa with the trained
+    """A dialogue worker as its units run it: the action server, then Rasa with the trained
     model and bot/endpoints.yml (tracker and locks in the shared Redis)."""
-    bin_dir = Path(sys.executable).parent
-    host.start([sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", "5055"],
-               env=env, cwd=ROOT, log="actions")  # fmt: skip
+    program(host, "actions", env)
     until(f"the actions on {host.name}", lambda: answers(f"http://{host.address}:5055/health"), 60)
-    rasa = [str(bin_dir / "rasa"), "run", "--enable-api", "--model", "models/current.tar.gz",
-            "--endpoints", "bot/endpoints.yml", "--credentials", "bot/credentials.yml",
-            "--port", "5005", "--interface", host.address]  # fmt: skip
-    local = {"ACTION_SERVER_URL": f"http://{host.address}:5055/webhook"}
-    host.start(rasa, env={**env, **local}, cwd=ROOT, log="rasa")
+    program(host, "rasa", env)
     url = f"http://{host.address}:5005"
     until(f"Rasa on {host.name}", lambda: answers(f"{url}/status"), 240)
     return url
 
 
 def gateway(host: Host, env: dict[str, str]) -> str:
-    host.start([sys.executable, "-m", "channels.gateway", "--host", host.address, "--port", "8010"],
-               env=env, cwd=ROOT, log="gateway")  # fmt: skip
+    program(host, "gateway", env)
     url = f"http://{host.address}:8010"
     until("the gateway on " + host.name, lambda: answers(f"{url}/health"), 60)
     return url
+

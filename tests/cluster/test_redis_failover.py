@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -73,8 +72,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         backend = make_backend(database)
         tokens = seed_principals(backend)
         api = services.api(hosts["app"], env)
-        hosts["app"].start([sys.executable, "-m", "workorders", "scheduler"], env=env,
-                           cwd=services.ROOT, log="scheduler")  # fmt: skip
+        services.program(hosts["app"], "scheduler", env)
         try:
             yield Cluster(hosts, inventory, backend, tokens, api)
         finally:
