@@ -9,6 +9,7 @@ this machine run as root).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+LOCK = "/tmp/linli-test-networks.lock"
 
 
 def _ip(*args: str, ns: str | None = None) -> None:
@@ -111,16 +114,29 @@ class Host:
         self._sweep()
 
 
+def _free_net() -> int:
+    """A 10.<net>.0.0/24 no other bridge routes yet (call with the lock held)."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    for net in range(77, 200):
+        if f"10.{net}.0.0/24" not in routes:
+            return net
+    raise AssertionError("no free 10.<net>.0.0/24 for the test's hosts")
+
+
 @contextmanager
-def network(names: Sequence[str], logs: Path, net: int = 77) -> Iterator[dict[str, Host]]:
-    """Hosts `names` (addresses .10, .11, … in that order) on a bridge of their own."""
+def network(names: Sequence[str], logs: Path, net: int | None = None) -> Iterator[dict[str, Host]]:
+    """Hosts `names` (addresses .10, .11, … in that order) on a bridge of their own, on a /24
+    that no other test's hosts use at the same time (`net`: that one)."""
     run = uuid.uuid4().hex[:4]
     bridge = f"lbr{run}"
     hosts: dict[str, Host] = {}
     _ip("link", "add", bridge, "type", "bridge")
     try:
-        _ip("addr", "add", f"10.{net}.0.1/24", "dev", bridge)
-        _ip("link", "set", bridge, "up")
+        with open(LOCK, "w") as lock:  # two tests starting at once must not pick the same
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            net = net if net is not None else _free_net()
+            _ip("addr", "add", f"10.{net}.0.1/24", "dev", bridge)
+            _ip("link", "set", bridge, "up")
         for number, name in enumerate(names):
             ns, outside = f"linli-{run}-{name}", f"lv{run}{number}"
             address = f"10.{net}.0.{10 + number}"

@@ -33,7 +33,6 @@ from workorders.models import IdempotencyKey, WorkOrder
 CLIENTS = 30
 KILL_AFTER = 4  # seconds of storm before the primary dies
 AFTER_RECOVERY = 8  # seconds the storm goes on once creates succeed again
-NET = 78  # a LAN of its own: other multi-host tests may run at the same time on 10.77
 
 
 @dataclass
@@ -56,7 +55,7 @@ def inventory(hosts: dict[str, Host]) -> dict[str, Any]:
             "port": 5432,
             "bin_dir": str(services.PG_BIN),
             "users": {"superuser": "postgres", "replication": "replicator"},
-            "network": f"10.{NET}.0.0/24",
+            "network": hosts["db1"].address.rsplit(".", 1)[0] + ".0/24",
             "auth": "trust",  # the test's LAN; paths of its own per host (services.patroni)
         },
     }
@@ -64,7 +63,7 @@ def inventory(hosts: dict[str, Host]) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with network(["db1", "db2", "lb", "app1", "app2"], tmp_path, net=NET) as hosts:
+    with network(["db1", "db2", "lb", "app1", "app2"], tmp_path) as hosts:
         plan = inventory(hosts)
         members = [services.etcd(hosts[name], plan) for name in ("db1", "db2", "lb")]
         for member in members:
