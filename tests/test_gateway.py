@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis
 from playwright.sync_api import Browser, Page
+from prometheus_client.parser import text_string_to_metric_families
 
 from channels.gateway.webchat import conversation_key
 from tests.browser import chromium  # noqa: F401 (the fixture)
@@ -124,6 +125,7 @@ class Stack:
     dialogue: DialogueStack
     gateway: str
     staff_token: str
+    metrics: str = ""  # the gateway's Prometheus endpoint
 
     def web(self) -> Web:
         return Web(self.gateway, secrets.token_hex(32))
@@ -184,6 +186,7 @@ def gateway_process(
             "LINLI_TOKEN_GATEWAY": dialogue.api.tokens["gateway"],
             "LINLI_REDIS_PREFIX": prefix,
             "GATEWAY_EVENTS_WAIT_MS": "5000",
+            "GATEWAY_METRICS_PORT": str(free_port()),
         },
         f"http://127.0.0.1:{port}/health",
         startup=30,
@@ -200,6 +203,7 @@ def stack(dialogue: DialogueStack) -> Iterator[Stack]:
             dialogue,
             gateway.url,
             agent_token(dialogue, RUN_ID),
+            f"http://127.0.0.1:{gateway.env['GATEWAY_METRICS_PORT']}/metrics",
         )
     finally:
         gateway.stop()
@@ -225,6 +229,31 @@ def test_while_the_bot_has_it_the_bot_answers_and_both_sides_are_kept(stack: Sta
     )
     assert ("resident", "我的电话是138****5678") in lines
     assert "13812345678" not in json.dumps(record, ensure_ascii=False)
+
+
+def _samples(url: str) -> dict[tuple[str, str], float]:
+    """(metric, channel) → value, of the gateway's Prometheus text."""
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            values[sample.name, sample.labels.get("channel", "")] = sample.value
+    return values
+
+
+def test_the_gateway_reports_its_turns_to_prometheus(stack: Stack) -> None:
+    before = _samples(stack.metrics)
+    web = stack.web()
+    stack.known(web.key)
+    web.say("你好")
+    web.say("高龄津贴怎么领")
+    after = _samples(stack.metrics)
+    for metric in ("linli_gateway_turn_seconds_count", "linli_dialogue_turn_seconds_count"):
+        assert after[metric, "web"] - before.get((metric, "web"), 0) == 2, metric
+    assert after["linli_gateway_turns_running", ""] == 0
+    assert after["linli_gateway_turns_waiting", ""] == 0
+    assert after["linli_gateway_turn_seconds_sum", "web"] > before.get(
+        ("linli_gateway_turn_seconds_sum", "web"), 0
+    )
 
 
 def test_the_takeover_silence_staff_replies_emergencies_a_rasa_restart_and_the_hand_back(

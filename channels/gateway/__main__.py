@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 
+from channels.gateway import metrics
 from channels.gateway.app import create_app
 from channels.gateway.settings import get_settings
 
@@ -18,6 +19,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
     uvicorn.run(
         create_app(settings),
         host=args.host,

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from channels.gateway import metrics
 from channels.gateway.dialogue import Dialogue, DialogueUnavailable
 from channels.gateway.resume import Resumer
 from channels.gateway.store import Store
@@ -137,9 +139,17 @@ class Gateway:
                 raise GatewayError(409, "still_running", STILL_RUNNING)
             await asyncio.sleep(0.25)
         outcome: Outcome | None = None
+        started = time.monotonic()
         try:
-            async with self._slots:
-                outcome = await self._turn(incoming)
+            with metrics.TURNS_WAITING.track_inprogress():
+                await self._slots.acquire()
+            try:
+                with metrics.TURNS_RUNNING.track_inprogress():
+                    outcome = await self._turn(incoming)
+            finally:
+                self._slots.release()
+            channel = incoming.channel.value
+            metrics.TURN_SECONDS.labels(channel).observe(time.monotonic() - started)
             return outcome
         finally:
             kept = outcome.as_dict() if outcome is not None and outcome.final else None
@@ -248,12 +258,13 @@ class Gateway:
         """Forward to the dialogue; record and return what it says (and whether it handed
         the conversation to a person)."""
         try:
-            turn = await self.dialogue.send(
-                incoming.key,
-                incoming.intent or incoming.text,
-                incoming.metadata(takeover),
-                incoming.channel.value,
-            )
+            with metrics.DIALOGUE_SECONDS.labels(incoming.channel.value).time():
+                turn = await self.dialogue.send(
+                    incoming.key,
+                    incoming.intent or incoming.text,
+                    incoming.metadata(takeover),
+                    incoming.channel.value,
+                )
         except DialogueUnavailable as exc:
             raise GatewayError(503, "dialogue_unavailable", DIALOGUE_DOWN) from exc
         await self._record_replies(incoming, turn.texts)

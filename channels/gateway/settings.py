@@ -21,6 +21,9 @@ class GatewaySettings(BaseSettings):
     redis_prefix: str = Field("linli", env="LINLI_REDIS_PREFIX")
     host: str = Field("127.0.0.1", env="LINLI_GATEWAY_HOST")
     port: int = Field(8010, ge=1, le=65535, env="LINLI_GATEWAY_PORT")
+    # Prometheus metrics (channels/gateway/metrics.py) on this port; 0: not served.
+    metrics_port: int = Field(0, ge=0, le=65535, env="GATEWAY_METRICS_PORT")
+    metrics_host: str = Field("127.0.0.1", env="GATEWAY_METRICS_HOST")
     # The generic JSON endpoint (/api/messages) writes as any conversation: without this token
     # only loopback clients that came through no proxy may use it.
     api_token: SecretStr = Field(SecretStr(""), env="LINLI_GATEWAY_API_TOKEN")
