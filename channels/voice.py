@@ -1,7 +1,7 @@
 """The voice channel: the hotline's way into the dialogue core, through Rasa's REST channel.
 
     dialogue = DialogueClient("http://127.0.0.1:5005")
-    conversation = dialogue.conversation(caller="13800138000")   # one per call
+    conversation = dialogue.conversation(caller="13800138000")   # the caller's, every call
     # (an SOS terminal calls as "terminal-<device id>": its resident, channel "terminal")
     turn = await conversation.send("厨房水管漏水了")   # or a keypad choice: "/report_repair"
     turn.replies        # what to say, in order (Reply.text, Reply.slow …)
@@ -30,13 +30,13 @@ its text; `_replies` joins them again, so a hint belongs to the text it was sent
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from workorders.contract import TERMINAL_SIP_PREFIX, Channel, IdentityKind
+from workorders.crypto import cipher
 
 CHANNEL = Channel.hotline.value
 
@@ -140,6 +140,15 @@ def caller_identity(caller: str) -> tuple[IdentityKind, str]:
     return IdentityKind.phone, caller
 
 
+def conversation_key(caller: str) -> str:
+    """The dialogue's sender id for a caller: the same on every call from that number (or SOS
+    terminal). A caller whose line dropped, or whose hotline host died, calls again and goes on
+    where the conversation was, on whichever host answers: the tracker is in the shared Redis,
+    and Rasa starts a new session after an hour of quiet (bot/domain.yml). A keyed hash
+    (LINLI_DATA_KEY, which every application host has): no number in a key or a log."""
+    return "call-" + cipher().lookup_hash("voice conversation", caller)[:32]
+
+
 def caller_channel(caller: str) -> Channel:
     """Orders a terminal's voice session makes count as the terminal's, not the hotline's."""
     kind, _ = caller_identity(caller)
@@ -154,8 +163,8 @@ class DialogueClient:
         self._http = httpx.AsyncClient(base_url=self.rasa_url, timeout=timeout)
 
     def conversation(self, caller: str, sender_id: str | None = None) -> VoiceConversation:
-        """A new conversation for one call; the sender id never contains the number."""
-        return VoiceConversation(self, sender_id or f"hotline-{uuid.uuid4().hex}", caller)
+        """The caller's conversation (`conversation_key`), or the one `sender_id` names."""
+        return VoiceConversation(self, sender_id or conversation_key(caller), caller)
 
     async def healthy(self) -> bool:
         try:

@@ -7,7 +7,6 @@
     python -m ops.deploy patroni ops/inventory.example.json db1 > /etc/patroni/config.yml
     python -m ops.deploy kamailio ops/inventory.example.json > /etc/kamailio/kamailio.cfg
     python -m ops.deploy dispatcher ops/inventory.example.json > /etc/kamailio/dispatcher.list
-    python -m ops.deploy hotline ops/inventory.example.json app1 >> var/linli.env  # on app1
 
 The multi-host tests (tests/cluster) render their balancer from an inventory of their own
 network namespaces with this same code, so what operators deploy is what the tests ran.
@@ -343,15 +342,16 @@ def redis_url(inventory: dict[str, Any]) -> str:
 # INVITE comes from a peer it trusts, and Kamailio is now the only peer it sees. So Kamailio
 # admits calls only from the peers the hotlines used to trust (`trusted`: the trunk, the PBX,
 # the network the SOS terminals call from) and refuses everyone else with 403; the hotlines
-# trust Kamailio's address alone (`python -m ops.deploy hotline`). Terminals are challenged by
-# the hotline itself (SIP digest) as before, through Kamailio; the hash over the Call-ID sends
-# the INVITE that answers the challenge to the hotline whose nonce it carries (round robin would
-# send it to the other, which refuses a nonce it never issued). Calls stay record-routed through
-# Kamailio, so in-dialog requests (ACK, BYE, re-INVITE) come to a hotline from the address its
-# INVITE came from, which is all a hotline accepts them from; Kamailio in turn passes them only
-# from the hotlines and from the host that set the call up (its address rides in the
-# Record-Route), so knowing a call's Call-ID and tags is not enough to hang it up or to move its
-# audio elsewhere. Media (RTP) goes straight between the caller and the hotline.
+# trust Kamailio's address alone (HOTLINE_TRUSTED_PEERS in the host.env ops/units.py writes).
+# Terminals are challenged by the hotline itself (SIP digest) as before, through Kamailio; the
+# hash over the Call-ID sends the INVITE that answers the challenge to the hotline whose nonce
+# it carries (round robin would send it to the other, which refuses a nonce it never issued).
+# Calls stay record-routed through Kamailio, so in-dialog requests (ACK, BYE, re-INVITE) come
+# to a hotline from the address its INVITE came from, which is all a hotline accepts them from;
+# Kamailio in turn passes them only from the hotlines and from the host that set the call up
+# (its address rides in the Record-Route), so knowing a call's Call-ID and tags is not enough
+# to hang it up or to move its audio elsewhere. Media (RTP) goes straight between the caller
+# and the hotline.
 SIP_PORT, HOTLINE_SIP_PORT = 5060, 5070
 SIP_SET = 1  # the dispatcher set of the hotlines
 SIP_PING_SECONDS = 1  # OPTIONS to every hotline this often
@@ -361,10 +361,11 @@ SIP_NO_ANSWER_MS = 1000  # a request (ping, INVITE) a hotline leaves unanswered 
 KAMAILIO = """\
 #!KAMAILIO
 # Made by `python -m ops.deploy kamailio {inventory}`; edit the inventory, not this file.
-# The hotlines are in {list_file} (`python -m ops.deploy dispatcher`). What this does and
-# why: ops/deploy.py, "SIP", and docs/deployment.md.
+# The hotlines: {list_file} (`python -m ops.deploy dispatcher`).
+# What this does and why: ops/deploy.py ("SIP") and docs/deployment.md.
 
-# The peers whose calls are admitted, with the number they assert (the trunk, the PBX).
+# The peers whose calls are admitted, with the number they assert: the trunk, the PBX, the
+# network the SOS terminals call from. Everyone else gets 403.
 #!define TRUSTED_PEERS "{trusted}"
 
 debug=2
@@ -394,8 +395,8 @@ loadmodule "sanity.so"
 loadmodule "ipops.so"
 loadmodule "dispatcher.so"
 
-# `kamcmd -s unix:{ctl} dispatcher.list`: each hotline and its state (AP active, IP
-# out of rotation).
+# Each hotline and its state (AP in rotation, IP out of it):
+#   kamcmd -s unix:{ctl} dispatcher.list
 modparam("ctl", "binrpc", "unix:{ctl}")
 
 # Hotlines are on the LAN and answer within milliseconds: a ping or an INVITE left unanswered
@@ -456,13 +457,17 @@ request_route {
 		sl_send_reply("405", "Method Not Allowed");
 		exit;
 	}
+	# The hotlines believe the number of every call passed to them: pass only the trusted ones.
 	if (!is_in_subnet("$si", TRUSTED_PEERS)) {
 		xlog("L_WARN", "call $ci from $si refused: not a trusted peer\\n");
 		sl_send_reply("403", "Forbidden");
 		exit;
 	}
+	# In-dialog requests come this way too; `src` is where the call came from.
 	remove_hf("Route");
 	record_route(";src=$si");
+	# A hotline by a hash of the Call-ID (0): the INVITE answering a digest challenge reaches
+	# the hotline that issued its nonce. Hotlines out of rotation are skipped.
 	if (!ds_select_dst("HOTLINES", "0")) {
 		xlog("L_ERR", "call $ci: no hotline is up\\n");
 		append_to_reply("Retry-After: 10\\r\\n");
@@ -479,6 +484,7 @@ request_route {
 
 # ACK, BYE, re-INVITE, INFO: along the Record-Route, and only from either end of the call.
 route[WITHIN_DIALOG] {
+	$var(src) = "";
 	if (is_present_hf("Route")) {
 		$var(src) = $(route_uri{uri.param,src});
 	}
@@ -523,8 +529,13 @@ failure_route[NEXT_HOTLINE] {
 	}
 }
 
+# A ping's verdict names the hotline in $ru; a failed INVITE's (ds_mark_dst) in $du.
 event_route[dispatcher:dst-down] {
-	xlog("L_WARN", "hotline $ru down: out of rotation\\n");
+	if ($du == $null) {
+		xlog("L_WARN", "hotline $ru down: out of rotation\\n");
+	} else {
+		xlog("L_WARN", "hotline $du down: out of rotation\\n");
+	}
 }
 
 event_route[dispatcher:dst-up] {
@@ -575,36 +586,19 @@ def dispatcher(inventory: dict[str, Any], source: str = "inventory") -> str:
     return "\n".join(lines) + "\n"
 
 
-def hotline(inventory: dict[str, Any], host: str, source: str = "inventory") -> str:
-    """The SIP lines of a hotline host's environment: its address, and Kamailio as the one peer
-    it trusts (every call comes through Kamailio, which admits only the trusted peers)."""
-    spec = _sip(inventory)
-    return (
-        f"# Made by `python -m ops.deploy hotline {source} {host}`; edit the inventory.\n"
-        f"HOTLINE_SIP_HOST={inventory['hosts'][host]}\n"
-        f"HOTLINE_SIP_PORT={spec['hotline_port']}\n"
-        f"HOTLINE_TRUSTED_PEERS={inventory['hosts'][spec['host']]}\n"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ops.deploy")
     parser.add_argument(
         "what",
         choices=["haproxy", "pgbackrest", "archiving", "etcd", "patroni", "redis", "sentinel",
-                 "redis-url", "kamailio", "dispatcher", "hotline"],
+                 "redis-url", "kamailio", "dispatcher"],
     )  # fmt: skip
     parser.add_argument("inventory", type=Path)
     parser.add_argument(
-        "host", nargs="?", help="etcd, patroni, redis, sentinel, hotline: the host it is for"
+        "host", nargs="?", help="etcd, patroni, redis, sentinel: the host it is for"
     )
     args = parser.parse_args()
     inventory = json.loads(args.inventory.read_text())
-    if args.what == "hotline":  # the SIP lines of that hotline host's environment
-        if args.host not in inventory["sip"]["hotlines"]:
-            parser.error(f"hotline needs one of the inventory's hotlines, not {args.host!r}")
-        sys.stdout.write(hotline(inventory, args.host, str(args.inventory)))
-        return
     if args.what in ("etcd", "patroni", "redis", "sentinel"):  # one file per host: its address
         if args.host not in inventory["hosts"]:
             parser.error(f"{args.what} needs one of the inventory's hosts, not {args.host!r}")

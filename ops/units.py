@@ -38,6 +38,7 @@ ROLES = {
     "hotline": ("sip", "hotlines"),
 }
 PORTS = {"api": 8000, "gateway": 8010, "dialogue": 5005}
+METRICS = {"SCHEDULER": 9101, "GATEWAY": 9102, "HOTLINE": 9103}
 SHARED_ENV = "/etc/linli/linli.env"
 HOST_ENV = "/etc/linli/host.env"
 
@@ -113,6 +114,12 @@ def host_env(inventory: dict[str, Any], host: str) -> dict[str, str]:
         "ACTION_SERVER_URL": "http://127.0.0.1:5055/webhook",  # Rasa's own host's actions
         "HOTLINE_SIP_HOST": address,
         "HOTLINE_SIP_PORT": str(sip.get("hotline_port", 5070)),
+        # Prometheus scrapes each host here (docs/deployment.md, "Metrics").
+        **{f"{what}_METRICS_HOST": address for what in METRICS},
+        **{f"{what}_METRICS_PORT": str(port) for what, port in METRICS.items()},
+        # Behind Kamailio (ops/deploy.py, "SIP") every call comes from it, and it admits only
+        # the trusted peers: the hotline trusts Kamailio's address alone.
+        **({"HOTLINE_TRUSTED_PEERS": inventory["hosts"][sip["host"]]} if "host" in sip else {}),
     }
 
 

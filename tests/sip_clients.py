@@ -80,9 +80,13 @@ class Baresip:
         auth_pass: str | None = None,
         account_params: str = "",
         extra_config: str = "",
+        netns: str | None = None,
     ) -> None:
         self.directory = directory
         self.host = host  # another loopback address (127.0.0.2) is an untrusted host
+        # A network namespace to run in (a host of tests/cluster): `host` is its address, and
+        # ctrl_tcp listens there, where the test reaches it over the hosts' bridge.
+        self.netns = netns
         self.auth_pass = auth_pass  # answers digest challenges as `user`
         self.account_params = account_params  # e.g. ";mediaenc=srtp-mand"
         self.extra_config = extra_config  # e.g. "module srtp.so" and "sip_cafile …" for TLS
@@ -109,6 +113,7 @@ class Baresip:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dump_dir.mkdir(exist_ok=True)
         ctrl_port = free_port(socket.SOCK_STREAM)
+        ctrl_host = self.host if self.netns else "127.0.0.1"
         config = f"""
 poll_method epoll
 sip_listen {self.host}:{self.sip_port}
@@ -126,7 +131,7 @@ snd_path {self.dump_dir}
 module_tmp account.so
 module_app menu.so
 module_app ctrl_tcp.so
-ctrl_tcp_listen 127.0.0.1:{ctrl_port}
+ctrl_tcp_listen {ctrl_host}:{ctrl_port}
 {self.extra_config}
 """
         (self.directory / "config").write_text(config)
@@ -137,7 +142,9 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
         )
         (self.directory / "accounts").write_text(account)
         log = self.log_path.open("wb")
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         self._process = await asyncio.create_subprocess_exec(
+            *inside,
             "baresip",
             "-f",
             str(self.directory),
@@ -150,7 +157,7 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
         log.close()
         for _ in range(100):
             try:
-                self._reader, self._writer = await asyncio.open_connection("127.0.0.1", ctrl_port)
+                self._reader, self._writer = await asyncio.open_connection(ctrl_host, ctrl_port)
                 break
             except OSError:
                 if self._process.returncode is not None:

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
+from prometheus_client.parser import text_string_to_metric_families
 
 from channels.sos_terminal.audio import RecordingSink
 from channels.sos_terminal.device import SPEECH, DeviceConfig, SosTerminal
@@ -45,12 +47,14 @@ from channels.sos_terminal.voice_line import (
     VoiceLine,
     VoiceLineConfig,
 )
-from channels.voice import DialogueClient, parse_turn
+from channels.voice import DialogueClient, DialogueState, parse_turn
 from tests.certificates import make_certificates
 from tests.dialogue_stack import GAS_LINE, DialogueStack
 from tests.factories import resident_body, unique_phone
+from tests.servers import free_port
 from tests.sip_clients import Baresip, free_sip_port, have_programs
 from tests.support import SHARED, Api, Backend, hotline_token
+from voice import metrics
 from voice.asr import AsrEvent, GrammarSpec, Judge, Recogniser, Scripted, ScriptedRecogniser
 from voice.audio import TELEPHONE_RATE, Codec, encode_g711, read_wav, resample, rms, write_wav
 from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
@@ -224,8 +228,8 @@ class Caller:
     async def __aexit__(self, *exc: object) -> None:
         await self.phone.stop()
 
-    async def dial(self, port: int) -> None:
-        await self.phone.dial(f"sip:hotline@127.0.0.1:{port}")
+    async def dial(self, port: int, host: str = "127.0.0.1") -> None:
+        await self.phone.dial(f"sip:hotline@{host}:{port}")
         await self.phone.wait_event("CALL_ESTABLISHED")
 
     async def say(self, seconds: float = 1.6) -> float:
@@ -289,6 +293,16 @@ def said_seconds(events: list[FlowEvent]) -> float:
 # --- conversations over the telephone --------------------------------------------------------
 
 
+def prometheus_values(url: str) -> dict[str, float]:
+    """name{label=value,…} → value, of a Prometheus endpoint."""
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return values
+
+
 async def test_a_repair_by_phone_becomes_a_hotline_order_for_the_caller(
     stack: Stack, synthesizer: Synthesizer, tmp_path: Path
 ) -> None:
@@ -300,13 +314,21 @@ async def test_a_repair_by_phone_becomes_a_hotline_order_for_the_caller(
         running_hotline(stack, synthesizer, script) as (hotline, port),
         Caller(tmp_path, number) as caller,
     ):
+        metrics_port = free_port()
+        metrics.serve(hotline, "127.0.0.1", metrics_port)
+        served = f"http://127.0.0.1:{metrics_port}/metrics"
         # The caller knows what to say: interrupts the greeting.
         flow = await greeted(caller, hotline, port, listen=2.0)
+        during = await asyncio.to_thread(prometheus_values, served)
         reply = await turn(caller, flow)
         goodbye = await turn(caller, flow)
         await caller.phone.wait_event("CALL_CLOSED", timeout=15)  # the hotline hung up
         record = await stored_record(hotline, flow)
+        after = await asyncio.to_thread(prometheus_values, served)
     heard = caller.heard()
+    assert (during["linli_hotline_calls"], during["linli_hotline_calls_answered_total"]) == (1, 1)
+    assert (after["linli_hotline_calls"], after["linli_hotline_calls_answered_total"]) == (0, 1)
+    assert after["linli_hotline_sip_total{what=admitted_trusted}"] == 1
 
     greeting_cut = next(e for e in flow.events if e.kind == "said")
     assert greeting_cut.detail == "cut" and any(e.kind == "barge_in" for e in flow.events)
@@ -554,6 +576,49 @@ async def test_repeated_misunderstanding_goes_to_staff_by_refer_in_office_hours(
     assert len(callbacks) == 1 and callbacks[0]["channel"] == "hotline"
     assert (record["outcome"], record["transfer_target"]) == ("transferred", extension)
     assert record["order_ids"] == [callbacks[0]["id"]]
+    # Handed over on the telephone: the resident's next call starts anew, not in the form that
+    # waits for staff (the conversation is the caller's on every call).
+    assert flow.state is not None and flow.state.active_loop == "handoff_form"
+    assert (await conversation_state(stack, number)).active_loop is None
+
+
+async def conversation_state(stack: Stack, caller: str) -> DialogueState:
+    """The caller's conversation as it is now (it exists: asking starts none)."""
+    dialogue = DialogueClient(stack.rasa_url)
+    try:
+        return await dialogue.conversation(caller).state()
+    finally:
+        await dialogue.aclose()
+
+
+async def test_a_caller_whose_line_dropped_calls_again_and_the_form_goes_on(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """A caller we do not know yet is asked who and where; the line drops after the name. The
+    new call goes on at the address: the conversation is the caller's, not the call's."""
+    number = unique_phone()
+    script = {number: ["厨房水管漏水了", "我叫王秀英", "三号楼二单元五零二"]}
+    async with (
+        running_hotline(stack, synthesizer, script) as (hotline, port),
+        Caller(tmp_path, number) as caller,
+    ):
+        first = await greeted(caller, hotline, port)
+        await turn(caller, first)
+        asked = await turn(caller, first)
+        await caller.hang_up()
+        caller.phone.events.clear()
+        await caller.dial(port)
+        again = await another_flow(hotline, number, first)
+        await again.wait_event("say", detail="greeting")
+        await asyncio.sleep(1.0)
+        reply = await turn(caller, again)
+        await caller.hang_up()
+
+    assert next(e for e in asked if e.kind == "answered").detail.startswith("您住在几号楼")
+    answer = next(e for e in reply if e.kind == "answered").detail
+    assert answer == "请留一个联系电话，方便工作人员找到您。", answer
+    assert first.conversation.sender_id == again.conversation.sender_id
+    assert number not in again.conversation.sender_id
 
 
 async def test_0_in_bridge_mode_puts_the_caller_through_to_staff(

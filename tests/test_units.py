@@ -38,6 +38,13 @@ def test_an_application_host_gets_its_programs_from_the_procfile(tmp_path: Path)
         assert _field(files[f"linli-{name}.service"], "User") == ["linli"]
     env = dict(line.split("=", 1) for line in files["host.env"].splitlines())
     assert env["LINLI_BIND"] == INVENTORY["hosts"]["app1"] == env["HOTLINE_SIP_HOST"]
+    assert [env[f"{what}_METRICS_PORT"] for what in ("SCHEDULER", "GATEWAY", "HOTLINE")] == [
+        "9101",
+        "9102",
+        "9103",
+    ]
+    # Calls come through Kamailio (on the balancer), which admits only the trusted peers.
+    assert env["HOTLINE_TRUSTED_PEERS"] == INVENTORY["hosts"][INVENTORY["sip"]["host"]]
     used = {
         name
         for unit, text in files.items()

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1600  # 100 ms of 8 kHz 16-bit audio per hand-over to the recogniser thread
 NOT_UNDERSTOOD = "/nlu_fallback"  # the dialogue counts misunderstandings and hands over
 ASK_FOR_PERSON = "/request_human"
+NEW_SESSION = "/session_start"  # Rasa's own intent: a new session of the same conversation
 # The keypad menu (prompts.yml `keypad`) as Rasa intents, so NLU is bypassed.
 KEYPAD_INTENTS = {
     "medical_appointment": "/book_medical",
@@ -316,6 +317,12 @@ class CallFlow:
             elif self.call.state is not CallState.ENDED:
                 with contextlib.suppress(Exception):
                     await self.call.hangup()
+            if self.state is not None and self.state.active_loop == "handoff_form":
+                # The hand-over was carried out on the telephone (a transfer, or the time staff
+                # call back): the caller's next call starts anew, not in the form that waits
+                # for staff (the conversation is the caller's on every call: channels/voice.py).
+                with contextlib.suppress(DialogueUnavailable):
+                    await self.conversation.send(NEW_SESSION)
             self.result.ended_at = datetime.now(timezone.utc)
             self.result.outcome = self.result.outcome or self._outcome_at_end()
             self.emit("ended", self.result.outcome)

@@ -35,6 +35,7 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_FILLER_DELAY` | `0.6` | a turn slower than this gets a filler ("请稍等…") |
 | `HOTLINE_KEEP_AUDIO` | `0` | `1`: keep the caller's audio under `HOTLINE_AUDIO_DIR` |
 | `HOTLINE_MAX_CALLS` | `32` | calls at once; more get 486 Busy |
+| `HOTLINE_METRICS_PORT` / `_HOST` | `0` (off) / `127.0.0.1` | Prometheus (voice/metrics.py) |
 | `HOTLINE_TRUNK` | – | `host:port` of the SIP trunk/PBX that family phones are dialled through |
 | `HOTLINE_OUTBOUND` | `1` | `0`: place no calls of our own (SOS callbacks, family notifications) |
 | `HOTLINE_EVENTS_CURSOR` | `var/hotline/events.cursor` | how far the event stream was handled |
@@ -51,6 +52,12 @@ With TLS configured, a terminal from an untrusted host over UDP is refused (403)
 
 Calls of its own (voice/outbound.py): after an SOS from a terminal it calls the terminal back,
 and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`.
+
+A caller (a number, or an SOS terminal) has one conversation with the dialogue core, the same on
+every call (channels/voice.py `conversation_key`): a caller whose line dropped, or whose hotline
+host died, calls again and goes on where the conversation was, on any hotline host. A call that
+ended with a hand-over to staff leaves the next call to start anew. Behind Kamailio
+(docs/deployment.md), `HOTLINE_TRUSTED_PEERS` is Kamailio's address alone.
 
 The dialogue core itself hands over after two misunderstood turns in a row
 (actions/conversation.py); `HOTLINE_MAX_FAILURES` only matters if that ever changes.
@@ -78,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from channels.voice import DialogueClient, caller_channel, caller_identity
+from voice import metrics
 from voice.asr import (
     ELDERLY,
     Endpointing,
@@ -144,6 +152,8 @@ class HotlineSettings:
     keep_audio: bool = False
     audio_dir: Path = field(default_factory=lambda: ROOT / "var" / "calls")
     max_calls: int = 32
+    metrics_port: int = 0  # Prometheus (voice/metrics.py); 0: not served
+    metrics_host: str = "127.0.0.1"
     trunk: str | None = None
     outbound: bool = True
     events_cursor: Path = field(default_factory=lambda: ROOT / "var" / "hotline" / "events.cursor")
@@ -207,6 +217,8 @@ class HotlineSettings:
             keep_audio=_flag(env.get("HOTLINE_KEEP_AUDIO")),
             audio_dir=Path(env.get("HOTLINE_AUDIO_DIR", ROOT / "var" / "calls")),
             max_calls=int(env.get("HOTLINE_MAX_CALLS", cls.max_calls)),
+            metrics_port=int(env.get("HOTLINE_METRICS_PORT", cls.metrics_port)),
+            metrics_host=env.get("HOTLINE_METRICS_HOST", cls.metrics_host),
             trunk=env.get("HOTLINE_TRUNK") or None,
             outbound=_flag(env.get("HOTLINE_OUTBOUND", "1")),
             events_cursor=Path(
@@ -522,6 +534,8 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
         if not await dialogue.healthy():  # Rasa takes a minute to load under `make run`
             log.warning("the dialogue core at %s does not answer yet", settings.rasa_url)
         async with open_endpoint(hotline, settings, api) as endpoint:
+            if settings.metrics_port:
+                metrics.serve(hotline, settings.metrics_host, settings.metrics_port)
             print(
                 f"Linli hotline on udp {settings.sip_host}:{endpoint.port}"
                 + (f", tls :{endpoint.tls_port}" if endpoint.tls is not None else "")

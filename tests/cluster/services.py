@@ -190,3 +190,32 @@ def gateway(host: Host, env: dict[str, str]) -> str:
     until("the gateway on " + host.name, lambda: answers(f"{url}/health"), 60)
     return url
 
+
+def kamailio(host: Host, inventory: dict[str, Any]) -> str:
+    """Kamailio with the kamailio.cfg and dispatcher.list ops.deploy renders, checked first with
+    `kamailio -c`. As Debian's unit runs it (user kamailio, in the foreground here), with the
+    capability to bind port 5060 that docs/deployment.md's drop-in gives the unit. Returns its
+    control socket, for `kamcmd -s`."""
+    folder = _own_folder(host, "kamailio", "kamailio")
+    ctl = folder / "kamailio_ctl"
+    sip = {**inventory["sip"], "list_file": str(folder / "dispatcher.list"), "ctl": str(ctl)}
+    config = folder / "kamailio.cfg"
+    config.write_text(deploy.kamailio({**inventory, "sip": sip}, "the test's inventory"))
+    (folder / "dispatcher.list").write_text(deploy.dispatcher(inventory, "the test's inventory"))
+    host.run(["kamailio", "-c", "-f", str(config)], user="kamailio")
+    as_kamailio = ["setpriv", "--reuid=kamailio", "--regid=kamailio", "--init-groups",
+                   "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]  # fmt: skip
+    host.start([*as_kamailio, "kamailio", "-DD", "-E", "-f", str(config)], log="kamailio")
+    until("Kamailio on " + host.name, ctl.exists)
+    return f"unix:{ctl}"
+
+
+def hotline(host: Host, inventory: dict[str, Any], env: dict[str, str]) -> None:
+    """The hotline as its unit runs it, with the host.env ops/units.py makes of the whole
+    inventory: its SIP address, and behind Kamailio, Kamailio as the one peer it trusts. Up
+    once it says where it listens (its prompts are synthesised first). Its /tmp is its own and
+    goes with the host, as the unit's PrivateTmp does (a killed one leaves synthesis files)."""
+    tmp = {"TMPDIR": str(_own_folder(host, "hotline-tmp", "root"))}
+    program(host, "hotline", {**units.host_env(inventory, host.name), **env, **tmp})
+    log = host.logs / f"{host.name}-hotline.log"
+    until(f"the hotline on {host.name}", lambda: "Linli hotline on udp" in log.read_text(), 120)
