@@ -67,6 +67,7 @@ def work(backend: Backend) -> None:
 @pytest.fixture
 def scheduler(fresh_backend: Backend) -> Iterator[int]:
     work(fresh_backend)
+    time.sleep(2.5)  # the relay takes events older than 2 s: its first round must see them
     port = free_port()
     env = {
         **os.environ,
