@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from tests.browser import chromium  # noqa: F401 (the fixture)
 from tests.conftest import RUN_ID
 from tests.dialogue_stack import BIN, ROOT, DialogueStack, Process, agent_token
 from tests.factories import resident_body
+from tests.prometheus import query, scraping
 from tests.servers import free_port
 from tests.supervised import until
 from tests.support import Api
@@ -240,7 +242,7 @@ def _samples(url: str) -> dict[tuple[str, str], float]:
     return values
 
 
-def test_the_gateway_reports_its_turns_to_prometheus(stack: Stack) -> None:
+def test_the_gateway_reports_its_turns_to_prometheus(stack: Stack, tmp_path: Path) -> None:
     before = _samples(stack.metrics)
     web = stack.web()
     stack.known(web.key)
@@ -249,6 +251,11 @@ def test_the_gateway_reports_its_turns_to_prometheus(stack: Stack) -> None:
     after = _samples(stack.metrics)
     for metric in ("linli_gateway_turn_seconds_count", "linli_dialogue_turn_seconds_count"):
         assert after[metric, "web"] - before.get((metric, "web"), 0) == 2, metric
+    port = httpx.URL(stack.metrics).port
+    assert port is not None
+    with scraping("linli-gateway", port, tmp_path) as prometheus:  # Debian's, for real
+        counted = query(prometheus, 'linli_gateway_turn_seconds_count{channel="web"}')
+        assert counted == {"channel=web": after["linli_gateway_turn_seconds_count", "web"]}
     assert after["linli_gateway_turns_running", ""] == 0
     assert after["linli_gateway_turns_waiting", ""] == 0
     assert after["linli_gateway_turn_seconds_sum", "web"] > before.get(

@@ -51,6 +51,7 @@ from channels.voice import DialogueClient, DialogueState, parse_turn
 from tests.certificates import make_certificates
 from tests.dialogue_stack import GAS_LINE, DialogueStack
 from tests.factories import resident_body, unique_phone
+from tests.prometheus import query, scraping
 from tests.servers import free_port
 from tests.sip_clients import Baresip, free_sip_port, have_programs
 from tests.support import SHARED, Api, Backend, hotline_token
@@ -293,6 +294,13 @@ def said_seconds(events: list[FlowEvent]) -> float:
 # --- conversations over the telephone --------------------------------------------------------
 
 
+def scraped_once(port: int, folder: Path, promql: str) -> dict[str, float]:
+    """What Debian's Prometheus, scraping 127.0.0.1:`port`, answers to `promql`."""
+    (folder / "prometheus").mkdir()
+    with scraping("linli-hotline", port, folder / "prometheus") as prometheus:
+        return query(prometheus, promql)
+
+
 def prometheus_values(url: str) -> dict[str, float]:
     """name{label=value,…} → value, of a Prometheus endpoint."""
     values = {}
@@ -325,7 +333,11 @@ async def test_a_repair_by_phone_becomes_a_hotline_order_for_the_caller(
         await caller.phone.wait_event("CALL_CLOSED", timeout=15)  # the hotline hung up
         record = await stored_record(hotline, flow)
         after = await asyncio.to_thread(prometheus_values, served)
+        scraped = await asyncio.to_thread(
+            scraped_once, metrics_port, tmp_path, "linli_hotline_calls_answered_total"
+        )
     heard = caller.heard()
+    assert scraped == {"": 1.0}  # Debian's Prometheus read it too
     assert (during["linli_hotline_calls"], during["linli_hotline_calls_answered_total"]) == (1, 1)
     assert (after["linli_hotline_calls"], after["linli_hotline_calls_answered_total"]) == (0, 1)
     assert after["linli_hotline_sip_total{what=admitted_trusted}"] == 1

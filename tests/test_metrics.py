@@ -6,9 +6,7 @@ and its query API must give exactly those figures, with no personal data in them
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.prometheus import query, scraping
 from tests.servers import free_port
 from tests.support import ROOT, Backend, make_caller
 from workorders.contract import Kind, Status
@@ -29,7 +28,6 @@ from workorders.services import orders
 from workorders.services.sla import load_policy
 from workorders.settings import get_settings
 
-PROMETHEUS = shutil.which("prometheus")
 NAME, PHONE = "钱玉兰", "13912340000"
 
 
@@ -101,56 +99,8 @@ def _serving(process: subprocess.Popen[bytes], url: str) -> None:
 
 @pytest.fixture
 def prometheus(scheduler: int, tmp_path: Path) -> Iterator[str]:
-    assert PROMETHEUS, "Debian's prometheus is installed by scripts/debian-deps"
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # YAML is a superset of JSON
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "linli-scheduler",
-                        "static_configs": [{"targets": [f"127.0.0.1:{scheduler}"]}],
-                    }
-                ],
-            }
-        )
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def query(prometheus: str, promql: str) -> dict[str, float]:
-    """{label set as text: value} of an instant query; waits until the series are there."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=5)
-            result = answer.json()["data"]["result"]
-        except (httpx.HTTPError, KeyError, ValueError):
-            result = []
-        if result:
-            return {
-                ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items()) if k != "__name__"
-                         and k not in ("instance", "job")): float(r["value"][1])
-                for r in result
-            }  # fmt: skip
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus has no {promql}")
+    with scraping("linli-scheduler", scheduler, tmp_path) as url:
+        yield url
 
 
 def test_prometheus_scrapes_the_state_of_the_work(prometheus: str, scheduler: int) -> None:
