@@ -39,6 +39,7 @@ ROLES = {
 }
 PORTS = {"api": 8000, "gateway": 8010, "dialogue": 5005}
 METRICS = {"SCHEDULER": 9101, "GATEWAY": 9102, "HOTLINE": 9103}
+RUN_DIR = "/var/lib/linli"  # StateDirectory=linli
 SHARED_ENV = "/etc/linli/linli.env"
 HOST_ENV = "/etc/linli/host.env"
 
@@ -104,9 +105,10 @@ def host_env(inventory: dict[str, Any], host: str) -> dict[str, str]:
     services = inventory.get("services", {})
     port = {name: services.get(name, {}).get("port", PORTS[name]) for name in PORTS}
     sip = inventory.get("sip", {})
+    hotlines = sip.get("hotlines", [])
     return {
         "LINLI_BIND": address,
-        "LINLI_RUN_DIR": "/var/lib/linli",
+        "LINLI_RUN_DIR": RUN_DIR,
         "LINLI_API_PORT": str(port["api"]),
         "LINLI_GATEWAY_PORT": str(port["gateway"]),
         "LINLI_RASA_PORT": str(port["dialogue"]),
@@ -114,6 +116,12 @@ def host_env(inventory: dict[str, Any], host: str) -> dict[str, str]:
         "ACTION_SERVER_URL": "http://127.0.0.1:5055/webhook",  # Rasa's own host's actions
         "HOTLINE_SIP_HOST": address,
         "HOTLINE_SIP_PORT": str(sip.get("hotline_port", 5070)),
+        "HOTLINE_EVENTS_CURSOR": f"{RUN_DIR}/hotline/events.cursor",
+        "HOTLINE_AUDIO_DIR": f"{RUN_DIR}/calls",
+        # Calls of the hotline's own (SOS callbacks, family notifications, 回访) follow the
+        # event stream with a cursor kept on the host: on two hosts each would place every
+        # call. Only the first hotline host places them, until they move to a lease.
+        "HOTLINE_OUTBOUND": "1" if hotlines[:1] == [host] else "0",
         # Prometheus scrapes each host here (docs/deployment.md, "Metrics").
         **{f"{what}_METRICS_HOST": address for what in METRICS},
         **{f"{what}_METRICS_PORT": str(port) for what, port in METRICS.items()},
