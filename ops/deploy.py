@@ -44,6 +44,11 @@ SERVICES = {
 # Replays only what is safe to repeat (module docstring).
 SAFE_REPLAYS = "http-request disable-l7-retry if !METH_GET !{ req.hdr(idempotency-key) -m found }"
 
+# A health check may take this long. Without it HAProxy allows `inter` (500 ms), and a host
+# answering a storm of creates, whose /health waits for a pooled connection like any request,
+# was taken out of rotation while it worked, with the dead one: every request failed for
+# seconds. A dead host is still noticed at once: its connections fail (`timeout connect`).
+CHECK_TIMEOUT = "2s"
 PATRONI_PORT = 8008  # Patroni's REST API on every database host
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
 
@@ -83,6 +88,7 @@ def haproxy(inventory: dict[str, Any], source: str = "inventory") -> str:
             f"    option httpchk GET {health}\n"
             f"    http-check expect status 200\n"
             f"    default-server inter 500ms fall 2 rise 2\n"
+            f"    timeout check {CHECK_TIMEOUT}\n"
             f"    {SAFE_REPLAYS}\n"
         )
         for name in spec["hosts"]:
