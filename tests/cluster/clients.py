@@ -8,8 +8,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
+from sqlalchemy import func, select
 
-from tests.factories import repair_body
+from tests.factories import repair_body, resident_body
+from tests.support import Backend
+from workorders.models import IdempotencyKey, WorkOrder
 
 
 @dataclass
@@ -51,3 +54,54 @@ class Client:
                 else:
                     self.abandoned.append(key)
                     return
+
+
+@dataclass
+class Storm:
+    """`count` clients creating orders for one new resident, on threads, until `end()`."""
+
+    clients: list[Client]
+    threads: list[threading.Thread]
+    stop: threading.Event
+    resident_id: int
+
+    @classmethod
+    def start(cls, url: str, token: str, count: int, patience: float = 30.0) -> Storm:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            made = http.post(
+                "/residents", json=resident_body(), headers={"Authorization": f"Bearer {token}"}
+            )
+        assert made.status_code == 201, made.text
+        resident_id, stop = made.json()["id"], threading.Event()
+        clients = [Client(url, token, resident_id, stop, patience) for _ in range(count)]
+        threads = [threading.Thread(target=c.run) for c in clients]
+        for thread in threads:
+            thread.start()
+        return cls(clients, threads, stop, resident_id)
+
+    def end(self, seconds: float) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(seconds)
+
+    def each_order_once(self, backend: Backend) -> dict[str, int]:
+        """Every accepted request has exactly one order, under its key: none lost, none twice.
+        The accepted requests, key → order id."""
+        assert [key for c in self.clients for key in c.abandoned] == []
+        accepted = {k: v for c in self.clients for k, v in c.results.items()}
+        assert len(accepted) == sum(len(c.results) for c in self.clients)  # keys are unique
+        assert len(set(accepted.values())) == len(accepted)  # one order per request
+        with backend.session() as session:
+            stored = session.execute(
+                select(func.count())
+                .select_from(WorkOrder)
+                .where(WorkOrder.resident_id == self.resident_id)
+            ).scalar_one()
+            keys = session.execute(
+                select(IdempotencyKey.key, IdempotencyKey.resource_id).where(
+                    IdempotencyKey.key.in_(list(accepted))
+                )
+            ).all()
+        assert stored == len(accepted)  # none lost, none twice
+        assert dict(keys) == accepted
+        return accepted

@@ -12,23 +12,19 @@ once, because the standby was synchronous; and creates go through again within s
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from tests.cluster import services
-from tests.cluster.clients import Client
+from tests.cluster.clients import Storm
 from tests.cluster.hosts import Host, network
-from tests.factories import resident_body
 from tests.support import Backend, make_backend, seed_principals
-from workorders.models import IdempotencyKey, WorkOrder
 
 CLIENTS = 30
 KILL_AFTER = 4  # seconds of storm before the primary dies
@@ -107,22 +103,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def test_a_dead_primary_loses_no_accepted_order(cluster: Cluster) -> None:
-    with httpx.Client(base_url=cluster.url, timeout=10) as http:
-        made = http.post(
-            "/residents",
-            json=resident_body(),
-            headers={"Authorization": f"Bearer {cluster.tokens['bot']}"},
-        )
-    assert made.status_code == 201, made.text
-    resident = made.json()["id"]
-    stop = threading.Event()
-    clients = [
-        Client(cluster.url, cluster.tokens["bot"], resident, stop, patience=60)
-        for _ in range(CLIENTS)
-    ]
-    threads = [threading.Thread(target=c.run) for c in clients]
-    for thread in threads:
-        thread.start()
+    storm = Storm.start(cluster.url, cluster.tokens["bot"], CLIENTS, patience=60)
+    clients = storm.clients
     try:
         time.sleep(KILL_AFTER)
         killed_at = time.monotonic()
@@ -134,10 +116,8 @@ def test_a_dead_primary_loses_no_accepted_order(cluster: Cluster) -> None:
         )
         time.sleep(AFTER_RECOVERY)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(90)
-    assert not any(thread.is_alive() for thread in threads)
+        storm.end(90)
+    assert not any(thread.is_alive() for thread in storm.threads)
 
     # db2 is the primary, and the balancer sends connections to it.
     assert services.answers(f"{cluster.patroni['db2']}/primary")
@@ -147,21 +127,7 @@ def test_a_dead_primary_loses_no_accepted_order(cluster: Cluster) -> None:
         ).one()
     assert (server, recovering) == (cluster.hosts["db2"].address, False)
 
-    assert [key for c in clients for key in c.abandoned] == []
-    accepted = {k: v for c in clients for k, v in c.results.items()}
-    assert len(accepted) == sum(len(c.results) for c in clients)  # keys are unique
-    assert len(set(accepted.values())) == len(accepted)  # one order per request
-    with cluster.backend.session() as session:
-        stored = session.execute(
-            select(func.count()).select_from(WorkOrder).where(WorkOrder.resident_id == resident)
-        ).scalar_one()
-        keys = session.execute(
-            select(IdempotencyKey.key, IdempotencyKey.resource_id).where(
-                IdempotencyKey.key.in_(list(accepted))
-            )
-        ).all()
-    assert stored == len(accepted)  # none lost (synchronous standby), none twice
-    assert dict(keys) == accepted
+    accepted = storm.each_order_once(cluster.backend)  # none lost: the standby was synchronous
 
     # Writes failed only from the kill until the standby took over, then every client went on.
     failures = sorted(t - killed_at for c in clients for t in c.retries)
