@@ -105,7 +105,6 @@ def host_env(inventory: dict[str, Any], host: str) -> dict[str, str]:
     services = inventory.get("services", {})
     port = {name: services.get(name, {}).get("port", PORTS[name]) for name in PORTS}
     sip = inventory.get("sip", {})
-    hotlines = sip.get("hotlines", [])
     return {
         "LINLI_BIND": address,
         "LINLI_RUN_DIR": RUN_DIR,
@@ -116,12 +115,7 @@ def host_env(inventory: dict[str, Any], host: str) -> dict[str, str]:
         "ACTION_SERVER_URL": "http://127.0.0.1:5055/webhook",  # Rasa's own host's actions
         "HOTLINE_SIP_HOST": address,
         "HOTLINE_SIP_PORT": str(sip.get("hotline_port", 5070)),
-        "HOTLINE_EVENTS_CURSOR": f"{RUN_DIR}/hotline/events.cursor",
         "HOTLINE_AUDIO_DIR": f"{RUN_DIR}/calls",
-        # Calls of the hotline's own (SOS callbacks, family notifications, 回访) follow the
-        # event stream with a cursor kept on the host: on two hosts each would place every
-        # call. Only the first hotline host places them, until they move to a lease.
-        "HOTLINE_OUTBOUND": "1" if hotlines[:1] == [host] else "0",
         # Prometheus scrapes each host here (docs/deployment.md, "Metrics").
         **{f"{what}_METRICS_HOST": address for what in METRICS},
         **{f"{what}_METRICS_PORT": str(port) for what, port in METRICS.items()},

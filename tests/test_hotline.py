@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis
 from gpiozero.pins.mock import MockFactory
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,6 +63,7 @@ from voice.call_flow import CallFlow, CallResult, FlowEvent, Line, sentences
 from voice.hotline import Hotline, HotlineSettings, open_endpoint, record_body
 from voice.office_hours import say_when
 from voice.outbound import Outbound
+from voice.outbound_state import SharedState
 from voice.sip import EndReason, SipEndpoint
 from voice.sip.rtp import RtpPacket
 from voice.tts import Synthesizer
@@ -69,6 +71,7 @@ from workorders import signing
 from workorders.client import WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, SosTrigger
 from workorders.office_hours import OfficeHours
+from workorders.redis_url import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_AUDIO = SHARED / "audio" / "zh" / "BAC009S0764W0121.wav"
@@ -155,23 +158,39 @@ async def running_hotline(
         await api.aclose()
 
 
+LEASE = 3.0  # s: HOTLINE_LEASE_SECONDS of the hotlines' own calls in these tests
+
+
+def own_calls_keys() -> str:
+    """Where a hotline's own calls stand in Redis (voice/outbound_state.py): the test's alone."""
+    return f"linli:test:hotline:{uuid.uuid4().hex[:8]}"
+
+
 @contextlib.asynccontextmanager
 async def calling_out(
-    stack: Stack, hotline: Hotline, cursor: Path, trunk: str | None = None
+    stack: Stack, hotline: Hotline, trunk: str | None = None, keys: str | None = None
 ) -> AsyncIterator[Outbound]:
     """The hotline's own calls (voice/outbound.py), driven by the API's event stream from now
-    on. It dials from an endpoint of its own (in production the hotline's, which is the same
-    code on the same host)."""
+    on (or from where the hotline before it under `keys` stopped). It dials from an endpoint
+    of its own (in production the hotline's, which is the same code on the same host)."""
     api = WorkOrdersClient(stack.api.base_url, stack.hotline_token)
+    state = SharedState(connect(os.environ["REDIS_URL"]), keys or own_calls_keys(), LEASE)
     stop = asyncio.Event()
-    if not cursor.exists():
+    if not state.client.exists(state.cursor_key):
         # "From now on" must mean now, not whenever the task first polls: on a loaded machine
         # that poll came after the test's SOS, and its callback was never seen.
-        cursor.write_text((await api.events("$"))["last_id"])
+        state.client.set(state.cursor_key, (await api.events("$"))["last_id"])
     try:
         async with SipEndpoint(hotline, host="127.0.0.1", port=0) as endpoint:
             outbound = Outbound(
-                hotline, endpoint, api, trunk=trunk, cursor=cursor, ring_seconds=10, retry_after=1
+                hotline,
+                endpoint,
+                api,
+                trunk=trunk,
+                state=state,
+                lease_seconds=LEASE,
+                ring_seconds=10,
+                retry_after=1,
             )
             task = asyncio.ensure_future(outbound.run(stop))
             try:
@@ -181,6 +200,12 @@ async def calling_out(
                 await asyncio.wait_for(task, 15)
     finally:
         await api.aclose()
+        state.client.close()
+
+
+def stream_position(stream_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = stream_id.decode().partition("-")
+    return int(milliseconds), int(sequence)
 
 
 async def wait_handled(
@@ -1073,7 +1098,7 @@ async def test_after_an_sos_the_hotline_calls_the_terminal_back(
     script = {home.caller: ["好的，谢谢"]}
     async with (
         running_hotline(stack, synthesizer, script) as (hotline, port),
-        calling_out(stack, hotline, tmp_path / "cursor") as outbound,
+        calling_out(stack, hotline) as outbound,
     ):
         with home.connected(port):
             assert home.device.send_heartbeat().outcome is Outcome.delivered
@@ -1111,7 +1136,7 @@ async def test_a_callback_the_resident_does_not_speak_in_asks_staff_to_go_at_onc
             hotline,
             port,
         ),
-        calling_out(stack, hotline, tmp_path / "cursor") as outbound,
+        calling_out(stack, hotline) as outbound,
     ):
         with home.connected(port):
             assert home.device.send_heartbeat().outcome is Outcome.delivered
@@ -1147,9 +1172,7 @@ async def test_a_family_contact_is_phoned_and_pressing_1_stops_the_escalation(
     async with (
         Caller(tmp_path / "family", phone, sip_port=family_port, answermode="auto") as family,
         running_hotline(stack, synthesizer, {}) as (hotline, port),
-        calling_out(
-            stack, hotline, tmp_path / "cursor", trunk=f"127.0.0.1:{family_port}"
-        ) as outbound,
+        calling_out(stack, hotline, trunk=f"127.0.0.1:{family_port}") as outbound,
     ):
         with home.connected(port):
             home.device.raise_sos(SosTrigger.triple)
@@ -1175,14 +1198,15 @@ async def test_a_family_contact_is_phoned_and_pressing_1_stops_the_escalation(
 
 
 async def test_a_notification_cut_off_by_a_restart_is_made_again(
-    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     """At least once: the hotline stops while the daughter's phone rings; the stream position
     stays before that event, so the restarted hotline rings her again and she confirms."""
     phone = unique_phone()
     home = Home(stack, tmp_path, contacts=[{"name": "王丽", "relation": "女儿", "phone": phone}])
     family_port = free_sip_port()
-    trunk, cursor = f"127.0.0.1:{family_port}", tmp_path / "cursor"
+    trunk, keys = f"127.0.0.1:{family_port}", own_calls_keys()
+    cursor = f"{keys}:cursor"
 
     def rings() -> int:
         return sum(e.get("type") == "CALL_INCOMING" for e in family.phone.events)
@@ -1191,12 +1215,12 @@ async def test_a_notification_cut_off_by_a_restart_is_made_again(
         Caller(tmp_path / "family", phone, sip_port=family_port) as family,  # answers by hand
         running_hotline(stack, synthesizer, {}) as (hotline, port),
     ):
-        async with calling_out(stack, hotline, cursor, trunk=trunk) as first:
+        async with calling_out(stack, hotline, trunk, keys) as first:
             with home.connected(port):
                 home.device.raise_sos(SosTrigger.triple)
                 await family.phone.wait_event("CALL_INCOMING", timeout=30)
-        stopped_at = cursor.read_text()
-        async with calling_out(stack, hotline, cursor, trunk=trunk) as again:
+        stopped_at = stream_position(redis_client.get(cursor))
+        async with calling_out(stack, hotline, trunk, keys) as again:
             deadline = time.monotonic() + 30
             while rings() < 2:
                 assert time.monotonic() < deadline, "the restarted hotline did not call again"
@@ -1209,11 +1233,63 @@ async def test_a_notification_cut_off_by_a_restart_is_made_again(
     assert [h for h in first.handled if h[0] == "notification.requested"] == []
     # (The callback event after it is handled again too: at least once, not exactly once.)
     assert ("notification.requested", "acknowledged") in again.handled
-    assert cursor.read_text() > stopped_at  # now past it
+    assert stream_position(redis_client.get(cursor)) > stopped_at  # now past it
     [order] = stack.orders(home.resident["id"])
     assert history(stack, order["id"], "notification_result") == [
         "电话通知紧急联系人王丽（女儿）：已接听并按1确认收到"
     ]
+
+
+async def test_of_two_hotlines_one_places_each_call_and_the_other_takes_over(
+    stack: Stack, synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    """Two hotlines (hosts, in production) follow the stream under one lease: the daughter's
+    phone rings once for her mother's SOS. The holder stops; the other takes the lease at once
+    and rings her once for her father's. (A holder that dies: tests/cluster.)"""
+    phone = unique_phone()
+    daughter = [{"name": "王丽", "relation": "女儿", "phone": phone}]
+    mother, father = Home(stack, tmp_path, daughter), Home(stack, tmp_path, daughter)
+    trunk, keys = f"127.0.0.1:{free_sip_port()}", own_calls_keys()
+
+    async def confirmed(home: Home, port: int, holder: Outbound) -> None:
+        with home.connected(port):
+            home.device.raise_sos(SosTrigger.triple)
+            await family.phone.wait_event("CALL_ESTABLISHED", timeout=30)
+            await family.press("1")
+            await family.phone.wait_event("CALL_CLOSED", timeout=30)
+            await wait_handled(holder, 2)
+
+    async with (
+        Caller(
+            tmp_path / "family", phone, sip_port=int(trunk.split(":")[1]), answermode="auto"
+        ) as family,
+        running_hotline(stack, synthesizer, {}) as (hotline, port),
+        contextlib.AsyncExitStack() as second_host,
+    ):
+        async with calling_out(stack, hotline, trunk, keys) as first:
+            await until_true(lambda: first.holding)
+            other = await second_host.enter_async_context(calling_out(stack, hotline, trunk, keys))
+            await confirmed(mother, port, first)
+            assert (first.holding, other.holding) == (True, False)
+        family.phone.events.clear()
+        await until_true(lambda: other.holding, seconds=3.0)  # released: no lapse to wait for
+        await confirmed(father, port, other)
+
+    answered = ("notification.requested", "acknowledged")
+    assert sorted(first.handled) == [("callback.requested", "no_contact"), answered]
+    assert sorted(other.handled) == [("callback.requested", "no_contact"), answered]
+    for home in (mother, father):
+        [order] = stack.orders(home.resident["id"])
+        assert history(stack, order["id"], "notification_result") == [
+            "电话通知紧急联系人王丽（女儿）：已接听并按1确认收到"
+        ]
+
+
+async def until_true(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        await asyncio.sleep(0.05)
 
 
 # --- pieces without a telephone ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, time, timedelta
@@ -19,12 +20,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis
 
 from channels.voice import DialogueClient
 from tests.factories import repair_body, resident_body, unique_phone
 from tests.sip_clients import free_sip_port
 from tests.support import Api, Backend, hotline_token
-from tests.test_hotline import Caller, Stack, loud_seconds, wait_handled
+from tests.test_hotline import Caller, Stack, loud_seconds, own_calls_keys, wait_handled
 from tests.test_hotline import calling_out as hotline_calling_out
 from voice.asr import ScriptedRecogniser
 from voice.hotline import Hotline, HotlineSettings
@@ -61,20 +63,27 @@ def stream_now(api: Api, token: str) -> str:
 
 
 @pytest.fixture
-def cursor(api: Api, token: str, tmp_path: Path) -> Path:
-    """The stream position now: the hotline acts on what happens after it."""
-    path = tmp_path / "cursor"
-    path.write_text(stream_now(api, token))
-    return path
+def keys(api: Api, token: str, redis_client: redis.Redis) -> str:
+    """Where the hotline's own calls stand in Redis, starting at the stream position now: the
+    hotline acts on what happens after it."""
+    prefix = own_calls_keys()
+    redis_client.set(f"{prefix}:cursor", stream_now(api, token))
+    return prefix
+
+
+def follow_ups(redis_client: redis.Redis, keys: str) -> dict[str, dict[str, Any]]:
+    """The follow-ups not done yet, as the next hotline would take them up."""
+    kept = redis_client.hgetall(f"{keys}:follow-ups")
+    return {key.decode(): json.loads(value) for key, value in kept.items()}
 
 
 @contextlib.asynccontextmanager
 async def calling_out(
-    api: Api, token: str, synth: Synthesizer, cursor: Path, phone_port: int, **options: Any
+    api: Api, token: str, synth: Synthesizer, keys: str, phone_port: int, **options: Any
 ) -> AsyncIterator[Outbound]:
-    """The hotline's own calls (test_hotline's) through a trunk at `phone_port`, from the
-    stream position in `cursor` on, at any hour; `options`: Outbound's settings. No dialogue
-    is needed: these calls ask for a key."""
+    """The hotline's own calls (test_hotline's) through a trunk at `phone_port`, from where
+    they stand under `keys` on, at any hour; `options`: Outbound's settings. No dialogue is
+    needed: these calls ask for a key."""
     client = WorkOrdersClient(api.base_url, token)
     dialogue = DialogueClient("http://127.0.0.1:9")  # never asked
     hotline = Hotline(
@@ -86,7 +95,7 @@ async def calling_out(
     )
     trunk = f"127.0.0.1:{phone_port}"
     try:
-        async with hotline_calling_out(Stack(api, "", token), hotline, cursor, trunk) as outbound:
+        async with hotline_calling_out(Stack(api, "", token), hotline, trunk, keys) as outbound:
             for name, value in {"calling_hours": None, **options}.items():
                 setattr(outbound, name, value)
             yield outbound
@@ -145,7 +154,8 @@ async def answered(
     api: Api,
     token: str,
     synth: Synthesizer,
-    cursor: Path,
+    keys: str,
+    folder: Path,
     make: Callable[[Api, int], int],
     key: str,
 ) -> tuple[Outbound, Caller, int]:
@@ -155,8 +165,8 @@ async def answered(
     phone = unique_phone()
     someone = resident(api, phone)
     async with (
-        at_home(cursor.parent, phone) as home,
-        calling_out(api, token, synth, cursor, home.phone.sip_port) as outbound,
+        at_home(folder, phone) as home,
+        calling_out(api, token, synth, keys, home.phone.sip_port) as outbound,
     ):
         made = await asyncio.to_thread(make, api, someone["id"])
         await home.phone.wait_event("CALL_ESTABLISHED", timeout=30)
@@ -198,13 +208,17 @@ async def test_the_elder_answers_a_family_members_request_by_a_key(
     api: Api,
     token: str,
     synthesizer: Synthesizer,
-    cursor: Path,
+    redis_client: redis.Redis,
+    keys: str,
+    tmp_path: Path,
     key: str,
     outcome: str,
     status: str,
 ) -> None:
     """The hotline calls the elder's own phone: 您的女儿想在微信上替您办理社区服务 …"""
-    outbound, home, proxy_id = await answered(api, token, synthesizer, cursor, ask_to_act_for, key)
+    outbound, home, proxy_id = await answered(
+        api, token, synthesizer, keys, tmp_path, ask_to_act_for, key
+    )
 
     assert outbound.handled == [(CONSENT, outcome)]
     decided = proxy(api, proxy_id)
@@ -212,13 +226,19 @@ async def test_the_elder_answers_a_family_members_request_by_a_key(
     assert decided["decided_at"] is not None
     assert rings(home) == 1
     assert loud_seconds(home.heard()) > 3.0  # the question, then 好的，…
-    assert (cursor.parent / "follow-ups.json").read_text() == "{}"  # nothing left to do
+    assert follow_ups(redis_client, keys) == {}  # nothing left to do
 
 
 @sqlite_only
 @pytest.mark.parametrize("kind", [CONSENT, RATED])
 async def test_an_unanswered_follow_up_is_tried_again_then_left_for_staff(
-    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, cursor: Path, kind: str
+    api: Api,
+    token: str,
+    synthesizer: Synthesizer,
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    keys: str,
+    kind: str,
 ) -> None:
     """Nobody picks up, twice: nothing is recorded; the proxy waits for staff in the console
     (still requested), the order stays resolved and unrated."""
@@ -230,7 +250,7 @@ async def test_an_unanswered_follow_up_is_tried_again_then_left_for_staff(
             api,
             token,
             synthesizer,
-            cursor,
+            keys,
             home.phone.sip_port,
             follow_up_attempts=2,
             follow_up_after=1.0,
@@ -253,7 +273,7 @@ async def test_an_unanswered_follow_up_is_tried_again_then_left_for_staff(
     else:
         unrated = order(api, made)
         assert (unrated["status"], unrated["rating"]) == ("resolved", None)
-    assert (tmp_path / "follow-ups.json").read_text() == "{}"
+    assert follow_ups(redis_client, keys) == {}
 
 
 # --- 回访: the rating call after an order is resolved --------------------------------------
@@ -261,10 +281,17 @@ async def test_an_unanswered_follow_up_is_tried_again_then_left_for_staff(
 
 @sqlite_only
 async def test_a_resolved_order_is_rated_by_a_key_on_the_follow_up_call(
-    api: Api, token: str, synthesizer: Synthesizer, cursor: Path
+    api: Api,
+    token: str,
+    synthesizer: Synthesizer,
+    redis_client: redis.Redis,
+    keys: str,
+    tmp_path: Path,
 ) -> None:
     """您的报修：水管已经办好了。请为这次服务打个分 … 4 (满意) rates and closes the order."""
-    outbound, home, order_id = await answered(api, token, synthesizer, cursor, resolved_order, "4")
+    outbound, home, order_id = await answered(
+        api, token, synthesizer, keys, tmp_path, resolved_order, "4"
+    )
 
     assert outbound.handled == [(RATED, "rated_4")]
     rated = order(api, order_id)
@@ -272,12 +299,12 @@ async def test_a_resolved_order_is_rated_by_a_key_on_the_follow_up_call(
     assert [h["reason"] for h in rated["history"] if h["action"] == "rated"] == ["评分 4"]
     assert rings(home) == 1
     assert loud_seconds(home.heard()) > 3.0  # the question, then 谢谢您的评价
-    assert (cursor.parent / "follow-ups.json").read_text() == "{}"
+    assert follow_ups(redis_client, keys) == {}
 
 
 @sqlite_only
 async def test_a_resident_on_wechat_is_not_called_to_rate(
-    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, cursor: Path
+    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, keys: str
 ) -> None:
     """WeChat users are asked to rate there (the gateway's status message)."""
     phone = unique_phone()
@@ -285,7 +312,7 @@ async def test_a_resident_on_wechat_is_not_called_to_rate(
     someone = resident(api, phone, {"kind": "wechat_openid", "value": openid})
     async with (
         at_home(tmp_path, phone) as home,
-        calling_out(api, token, synthesizer, cursor, home.phone.sip_port) as outbound,
+        calling_out(api, token, synthesizer, keys, home.phone.sip_port) as outbound,
     ):
         order_id = await asyncio.to_thread(resolved_order, api, someone["id"])
         await wait_handled(outbound, 1)
@@ -298,7 +325,7 @@ async def test_a_resident_on_wechat_is_not_called_to_rate(
 
 @sqlite_only
 async def test_an_order_rated_already_gets_no_call(
-    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, cursor: Path
+    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, keys: str
 ) -> None:
     """Resolved and rated (on the web chat, say) before the hotline reads the event."""
     phone = unique_phone()
@@ -308,7 +335,7 @@ async def test_an_order_rated_already_gets_no_call(
     assert rated.status_code == 200, rated.text
     async with (
         at_home(tmp_path, phone) as home,
-        calling_out(api, token, synthesizer, cursor, home.phone.sip_port) as outbound,
+        calling_out(api, token, synthesizer, keys, home.phone.sip_port) as outbound,
     ):
         await wait_handled(outbound, 1)
         await asyncio.sleep(1.0)
@@ -320,19 +347,28 @@ async def test_an_order_rated_already_gets_no_call(
 
 @sqlite_only
 async def test_a_follow_up_cut_off_by_a_restart_is_taken_up_again(
-    api: Api, token: str, synthesizer: Synthesizer, tmp_path: Path, cursor: Path
+    api: Api,
+    token: str,
+    synthesizer: Synthesizer,
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    keys: str,
 ) -> None:
-    """The hotline stops while the phone rings: the follow-up stays in its file (the stream
-    position has moved on), and the restarted hotline calls again."""
+    """The hotline stops while the phone rings: the follow-up stays in Redis (the stream
+    position has moved on), and the restarted hotline (or another host's) calls again."""
     phone = unique_phone()
     someone = resident(api, phone)
     async with at_home(tmp_path, phone, answermode="manual") as home:
         port = home.phone.sip_port
-        async with calling_out(api, token, synthesizer, cursor, port) as first:
+        async with calling_out(api, token, synthesizer, keys, port) as first:
             order_id = await asyncio.to_thread(resolved_order, api, someone["id"])
             await home.phone.wait_event("CALL_INCOMING", timeout=30)
-        assert f"rating:{order_id}" in (tmp_path / "follow-ups.json").read_text()
-        async with calling_out(api, token, synthesizer, cursor, port) as again:
+        waiting = follow_ups(redis_client, keys)
+        assert (list(waiting), waiting[f"rating:{order_id}"]["tries"]) == (
+            [f"rating:{order_id}"],
+            0,
+        )
+        async with calling_out(api, token, synthesizer, keys, port) as again:
             await ringing(home, 2)
             await home.phone.command("accept")
             await home.phone.wait_event("CALL_ESTABLISHED", timeout=10)

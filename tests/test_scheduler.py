@@ -15,10 +15,10 @@ import redis
 
 from tests.support import ROOT, Backend, make_caller
 from workorders.contract import Kind
+from workorders.lease import Lease
 from workorders.models import Event, Resident, WorkOrder
 from workorders.schemas import OrderCreate
 from workorders.services import orders
-from workorders.services.lease import Lease
 from workorders.services.sla import SlaPolicy
 from workorders.settings import get_settings
 
@@ -157,6 +157,6 @@ def test_with_redis_unreachable_every_scheduler_sweeps() -> None:
     """Nobody can tell who holds the lease: sweeping twice is safe, an escalation left
     waiting for Redis is not."""
     gone = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)  # nothing listens
-    lease = Lease(gone, "linli:test:lease-gone", 3)
+    lease = Lease(gone, "linli:test:lease-gone", 3, "scheduler")
     assert lease.may_sweep() is True
     assert lease.held is False

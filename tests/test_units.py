@@ -72,17 +72,6 @@ def test_an_application_host_gets_its_programs_from_the_procfile(tmp_path: Path)
     assert (verified.returncode, verified.stderr) == (0, ""), verified.stderr
 
 
-def test_only_the_first_hotline_host_places_the_hotline_s_own_calls() -> None:
-    """Each would place every SOS callback and family call (its cursor is its own)."""
-    first, second = INVENTORY["sip"]["hotlines"]
-    outbound = {
-        host: dict(line.split("=", 1) for line in render(INVENTORY, host, ROOT, PROCFILE)[
-            "host.env"].splitlines())["HOTLINE_OUTBOUND"]
-        for host in (first, second)
-    }  # fmt: skip
-    assert outbound == {first: "1", second: "0"}
-
-
 def test_a_host_without_linli_programs_is_refused() -> None:
     with pytest.raises(ValueError, match="the inventory runs no Linli program on 'db1'"):
         render(INVENTORY, "db1", ROOT, PROCFILE)

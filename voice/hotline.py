@@ -38,7 +38,9 @@ Settings come from the environment (`HotlineSettings.from_env`):
 | `HOTLINE_METRICS_PORT` / `_HOST` | `0` (off) / `127.0.0.1` | Prometheus (voice/metrics.py) |
 | `HOTLINE_TRUNK` | – | `host:port` of the SIP trunk/PBX that family phones are dialled through |
 | `HOTLINE_OUTBOUND` | `1` | `0`: place no calls of our own (SOS callbacks, family notifications) |
-| `HOTLINE_EVENTS_CURSOR` | `var/hotline/events.cursor` | how far the event stream was handled |
+| `REDIS_URL` | `redis://127.0.0.1:6379/0` | where its own calls stand, shared by the hosts |
+| `LINLI_REDIS_PREFIX` | `linli` | those keys are `<prefix>:hotline:…` (voice/outbound_state.py) |
+| `HOTLINE_LEASE_SECONDS` | `10` | a dead host's own calls are taken over this long after |
 
 Who may call (voice/sip/admission.py): a trusted peer, for any number it sends; an SOS
 terminal (`terminal-…`) only with SIP digest, from whatever host, with the password derived
@@ -51,7 +53,8 @@ With TLS configured, a terminal from an untrusted host over UDP is refused (403)
 `Hotline.stats()` counts admissions, refusals and dropped RTP.
 
 Calls of its own (voice/outbound.py): after an SOS from a terminal it calls the terminal back,
-and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`.
+and it phones family contacts the escalation chain names, through `HOTLINE_TRUNK`. Of several
+hotline hosts the one holding a lease in Redis places them, and another takes over when it dies.
 
 A caller (a number, or an SOS terminal) has one conversation with the dialogue core, the same on
 every call (channels/voice.py `conversation_key`): a caller whose line dropped, or whose hotline
@@ -97,6 +100,7 @@ from voice.audio import TELEPHONE_RATE, write_wav
 from voice.call_flow import CallFlow, CallResult
 from voice.complete import RequestJudge
 from voice.outbound import Outbound
+from voice.outbound_state import SharedState
 from voice.recognisers import CHOICES, open_recogniser
 from voice.recognisers import close as close_recogniser
 from voice.sip import Call, EndReason, SipEndpoint
@@ -107,6 +111,7 @@ from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 from workorders.contract import TERMINAL_SIP_PREFIX, IdentityKind
 from workorders.crypto import mask_text
 from workorders.office_hours import OfficeHours
+from workorders.redis_url import connect
 
 log = logging.getLogger("voice.hotline")
 
@@ -156,7 +161,9 @@ class HotlineSettings:
     metrics_host: str = "127.0.0.1"
     trunk: str | None = None
     outbound: bool = True
-    events_cursor: Path = field(default_factory=lambda: ROOT / "var" / "hotline" / "events.cursor")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "linli"
+    lease_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.asr not in ASR_CHOICES:
@@ -169,6 +176,8 @@ class HotlineSettings:
             )
         if self.silence_timeout <= 0 or self.filler_delay < 0 or self.max_failures < 1:
             raise ValueError("silence timeout must be positive, filler delay not negative")
+        if self.lease_seconds < 1:
+            raise ValueError(f"HOTLINE_LEASE_SECONDS must be 1 or more, not {self.lease_seconds}")
         try:
             networks(self.trusted_peers)
         except ValueError as exc:
@@ -221,9 +230,9 @@ class HotlineSettings:
             metrics_host=env.get("HOTLINE_METRICS_HOST", cls.metrics_host),
             trunk=env.get("HOTLINE_TRUNK") or None,
             outbound=_flag(env.get("HOTLINE_OUTBOUND", "1")),
-            events_cursor=Path(
-                env.get("HOTLINE_EVENTS_CURSOR", ROOT / "var" / "hotline" / "events.cursor")
-            ),
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_prefix=env.get("LINLI_REDIS_PREFIX", cls.redis_prefix),
+            lease_seconds=float(env.get("HOTLINE_LEASE_SECONDS", cls.lease_seconds)),
         )
         return replace(settings, **overrides)
 
@@ -264,6 +273,7 @@ class Hotline:
         self._answered: dict[str, None] = {}  # ids of calls that reached __call__ (ordered)
         self.calls_answered = 0  # since start (`_answered` forgets old calls)
         self.endpoint: SipEndpoint | None = None  # set by `open_endpoint`
+        self.outbound: Outbound | None = None  # set by `serve` when this host may place calls
         # Whether a caller's words are a whole request yet (ends utterances at a short pause).
         self.judge = RequestJudge(dialogue.rasa_url)
 
@@ -545,10 +555,24 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                 flush=True,
             )
             if api is not None and settings.outbound:
-                outbound = Outbound(
-                    hotline, endpoint, api, trunk=settings.trunk, cursor=settings.events_cursor
+                state = SharedState(
+                    connect(settings.redis_url, socket_timeout=2),
+                    f"{settings.redis_prefix}:hotline",
+                    settings.lease_seconds,
                 )
-                await outbound.run(stop)
+                outbound = Outbound(
+                    hotline,
+                    endpoint,
+                    api,
+                    trunk=settings.trunk,
+                    state=state,
+                    lease_seconds=settings.lease_seconds,
+                )
+                hotline.outbound = outbound
+                try:
+                    await outbound.run(stop)
+                finally:
+                    state.client.close()
             else:
                 await stop.wait()
             log.info("hotline counters: %s", hotline.stats())

@@ -1,6 +1,7 @@
 """The hotline's Prometheus metrics, on a port of their own (HOTLINE_METRICS_PORT): the calls in
-progress, the calls answered, and what its SIP endpoint counted (admissions, refusals, dropped
-RTP). Read at each scrape from the running hotline, on the metrics server's thread."""
+progress, the calls answered, what its SIP endpoint counted (admissions, refusals, dropped
+RTP), and whether this host places the hotline's own calls (the lease). Read at each scrape
+from the running hotline, on the metrics server's thread."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ class HotlineCollector:
             if what != "calls_answered":
                 sip.add_metric([what], count)
         yield sip
+        outbound = self.hotline.outbound
+        if outbound is not None:
+            held = GaugeMetricFamily(
+                "linli_hotline_outbound_lease_held",
+                "1 on the hotline host that places the own calls (SOS callbacks, family, 回访)",
+            )
+            held.add_metric([], 1.0 if outbound.holding else 0.0)
+            yield held
 
 
 def registry(hotline: Hotline) -> CollectorRegistry:

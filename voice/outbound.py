@@ -20,35 +20,39 @@
   (`POST /work-orders/{id}/rating`, which closes the order). Never for an order rated already.
 
 These two are follow-ups, not emergencies: they are placed in calling hours only
-(`calling_hours`, local time), and kept in a small file beside the cursor (`follow_ups`) rather
-than holding the stream position back for hours: no answer, a hang-up or no key records
-nothing and the call is made again `follow_up_after` later, `follow_up_attempts` times in all;
-then it is left for staff (the proxy stays "requested" in the console, the order resolved and
-unrated) and the log says so. Before every attempt the API is asked again whether the call is
-still wanted (the proxy still requested; the order still resolved and unrated).
+(`calling_hours`, local time), and kept with the stream position (`follow-ups`) rather than
+holding the position back for hours: no answer, a hang-up or no key records nothing and the
+call is made again `follow_up_after` later, `follow_up_attempts` times in all; then it is left
+for staff (the proxy stays "requested" in the console, the order resolved and unrated) and the
+log says so. Before every attempt the API is asked again whether the call is still wanted (the
+proxy still requested; the order still resolved and unrated).
 
-Delivery is at least once: the stream position (`HOTLINE_EVENTS_CURSOR`) moves past an event
-only when it has been handled, so a restart repeats a call rather than losing it; the API
-records each notification result once (idempotent by event id). A hotline started for the
-first time begins with what happens from then on; events older than `max_age` are not acted
-on: a hotline that was down for an hour must not ring a family about an emergency staff
-settled long ago (follow-ups: `follow_up_max_age`). A follow-up is in its file before the
-stream position moves past its event, and a restarted hotline takes the file up again.
+Every hotline host runs this; the one holding the lease places the calls, and the stream
+position and the follow-ups are in Redis (voice/outbound_state.py), so when that host dies
+another takes over within the lease's term (`HOTLINE_LEASE_SECONDS`) and goes on from there.
+
+Delivery is at least once: the stream position moves past an event only when it has been
+handled, so a restart or a takeover repeats a call cut off in the middle rather than losing
+it; the API records each notification result once (idempotent by event id). The first hotline
+ever begins with what happens from then on; events older than `max_age` are not acted on: a
+hotline that was down for an hour must not ring a family about an emergency staff settled long
+ago (follow-ups: `follow_up_max_age`). A follow-up is written before the stream position moves
+past its event, and the next holder takes the follow-ups up again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import redis
+
+from voice.outbound_state import SharedState
 from voice.sip import Call, CallState, SipEndpoint
 from voice.tts import TtsError
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
@@ -83,7 +87,7 @@ RATING = (
 )
 RATING_THANKS = "谢谢您的评价。"
 CONSENT_EVENT, RESOLVED_EVENT = "proxy.consent_requested", "order.status_changed"
-AGAIN = "again"  # a follow-up's outcome: nobody answered or pressed a key; call again later
+STANDBY_SECONDS = 1.0  # how often a host without the lease tries to take it
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,8 @@ def spoken_address(address: dict[str, Any] | None) -> str:
 
 
 class Outbound:
-    """Reads the event stream and places the calls it asks for, several at once."""
+    """Reads the event stream and places the calls it asks for, several at once, while this
+    host holds the lease (voice/outbound_state.py); stands by while another host does."""
 
     def __init__(
         self,
@@ -151,12 +156,12 @@ class Outbound:
         api: WorkOrdersClient,
         *,
         trunk: str | None,
-        cursor: Path,
+        state: SharedState,
+        lease_seconds: float = 10.0,
         max_age: timedelta = timedelta(minutes=10),
         ring_seconds: float = 40.0,
         callback_attempts: int = 3,
         retry_after: float = 20.0,
-        follow_ups: Path | None = None,
         follow_up_attempts: int = 3,
         follow_up_after: float = 3600.0,
         follow_up_max_age: timedelta = timedelta(days=1),
@@ -166,46 +171,108 @@ class Outbound:
         self.endpoint = endpoint
         self.api = api
         self.trunk = trunk
-        self.cursor_path = cursor
+        self.state = state
+        self.renew_every = lease_seconds / 3
         self.max_age = max_age
         self.ring_seconds = ring_seconds
         self.callback_attempts = callback_attempts
         self.retry_after = retry_after
-        self.follow_ups_path = follow_ups or cursor.with_name("follow-ups.json")
         self.follow_up_attempts = follow_up_attempts
         self.follow_up_after = follow_up_after
         self.follow_up_max_age = follow_up_max_age
         self.calling_hours = calling_hours  # local (Asia/Shanghai), every day; None: any time
-        # Follow-ups not done yet, by follow_up_key: {"item", "tries", "due"}; in the file too.
+        # Follow-ups not done yet, by follow_up_key: {"item", "tries", "due"}; in Redis too.
         self._later: dict[str, dict[str, Any]] = {}
         # (event type, what came of it), the newest KEEP_HANDLED: for tests and a debugger.
         self.handled: list[tuple[str, str]] = []
         self._pending: list[tuple[str, asyncio.Future[None]]] = []  # stream order
         self._tasks: set[asyncio.Task[None]] = set()
+        self._staged = asyncio.Event()  # something for the keeper to write
+        self._read_upto = "$"  # the last page's end: every event up to it is dispatched
+
+    @property
+    def holding(self) -> bool:
+        """This host places the calls (as of the last renewal)."""
+        return self.state.lease.held
+
+    # --- the lease ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Place the calls while this host holds the lease; take over when its holder dies."""
+        try:
+            while not stop.is_set():
+                if await self.state.take():
+                    await self._hold(stop)
+                else:
+                    await _pause(stop, STANDBY_SECONDS)
+        finally:
+            await self.state.release()
+
+    async def _hold(self, stop: asyncio.Event) -> None:
+        """Go on from where the last holder was, until `stop` or the lease is lost. Calls in
+        progress then end (cut off, their events are handled again by the next holder)."""
+        try:
+            after, self._later = await self.state.load()
+        except redis.RedisError as exc:
+            log.warning("outbound: where the calls stand is not readable (%s)", exc)
+            await _pause(stop, STANDBY_SECONDS)
+            return
+        lost, ending = asyncio.Event(), asyncio.Event()
+        keeper = asyncio.ensure_future(self._keep(lost, ending))
+        for key in list(self._later):
+            self._start_follow_up(key)
+        follower = asyncio.ensure_future(self._follow(after))
+        waits = [asyncio.ensure_future(event.wait()) for event in (stop, lost)]
+        try:
+            await asyncio.wait([follower, *waits], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in [follower, *waits, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(follower, *self._tasks, return_exceptions=True)
+            if not follower.cancelled() and follower.exception() is not None:
+                log.error("outbound: reading the stream failed", exc_info=follower.exception())
+            self._pending.clear()
+            ending.set()
+            self._staged.set()
+            await keeper  # the last write, while the lease is still ours
+
+    async def _keep(self, lost: asyncio.Event, ending: asyncio.Event) -> None:
+        """Write what was staged as soon as it is, and renew the lease; `lost` when another
+        host has it."""
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self.renew_every
+        try:
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._staged.wait(), self.renew_every)
+                self._staged.clear()
+                held = await self.state.flush()
+                if ending.is_set() or not held:
+                    return
+                if loop.time() >= renew_at:
+                    if not await self.state.take():
+                        return
+                    renew_at = loop.time() + self.renew_every
+        finally:
+            lost.set()  # however the keeper ends, the calls are not this host's any more
 
     # --- the stream --------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        after = self._load_cursor()
-        self._later = self._load_follow_ups()
-        for key in list(self._later):
-            self._start_follow_up(key)
-        while not stop.is_set():
+    async def _follow(self, after: str) -> None:
+        """Read the stream and start what it asks for, until cancelled (`_hold`)."""
+        self._read_upto = after
+        while True:
             try:
                 page = await self.api.events(after, wait_ms=POLL_MS)
             except (ApiUnavailable, ApiError) as exc:
                 log.warning("outbound: events not readable (%s); retrying", exc)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
+                await asyncio.sleep(2.0)
                 continue
             for item in page["items"]:
                 self._dispatch(item)
             if page["last_id"] != after and not self._pending:
                 self._save_cursor(page["last_id"])
-            after = page["last_id"]
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            after = self._read_upto = page["last_id"]
 
     def _dispatch(self, item: dict[str, Any]) -> None:
         data, kind = item["data"], item["type"]
@@ -232,8 +299,9 @@ class Outbound:
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        """Move the cursor past the events handled so far, in stream order. A call cut off by
-        a shutdown (cancelled) holds it back: that event is handled again after the restart."""
+        """Move the cursor past the events handled so far, in stream order: with no call left,
+        past everything read meanwhile. A call cut off by a shutdown (cancelled) holds it back:
+        that event is handled again after the restart."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("outbound call failed", exc_info=task.exception())
@@ -242,6 +310,8 @@ class Outbound:
             if self._pending[0][1].cancelled():
                 break
             done_id = self._pending.pop(0)[0]
+        if done_id is not None and not self._pending:
+            done_id = self._read_upto
         if done_id is not None:
             self._save_cursor(done_id)
 
@@ -249,18 +319,13 @@ class Outbound:
         if not self._pending:
             self._save_cursor(stream_id)
 
-    def _load_cursor(self) -> str:
-        try:
-            value = self.cursor_path.read_text().strip()
-        except OSError:
-            return "$"  # first start: from now on (the API answers with the concrete id)
-        return value or "$"
-
     def _save_cursor(self, stream_id: str) -> None:
-        self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.cursor_path.with_suffix(".tmp")
-        temporary.write_text(stream_id)
-        os.replace(temporary, self.cursor_path)
+        self.state.stage_cursor(stream_id)
+        self._staged.set()
+
+    def _save_follow_up(self, key: str) -> None:
+        self.state.stage_follow_up(key, self._later.get(key))
+        self._staged.set()
 
     def _handled(self, kind: str, outcome: str) -> None:
         self.handled.append((kind, outcome))
@@ -279,7 +344,7 @@ class Outbound:
             return
         now = datetime.now(timezone.utc).isoformat()
         self._later[key] = {"item": item, "tries": 0, "due": now}
-        self._save_follow_ups()  # before the stream position moves past the event
+        self._save_follow_up(key)  # staged before the stream position: written with it
         self._start_follow_up(key)
 
     def _start_follow_up(self, key: str) -> None:
@@ -298,7 +363,7 @@ class Outbound:
         item = entry["item"]
         outcome = await self._follow_up_calls(key, entry)
         self._later.pop(key, None)
-        self._save_follow_ups()
+        self._save_follow_up(key)
         self._handled(item["type"], outcome)
 
     async def _follow_up_calls(self, key: str, entry: dict[str, Any]) -> str:
@@ -332,22 +397,7 @@ class Outbound:
                 return "left_for_staff"
             due = datetime.now(timezone.utc) + timedelta(seconds=self.follow_up_after)
             entry["due"] = due.isoformat()
-            self._save_follow_ups()
-
-    def _load_follow_ups(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(self.follow_ups_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("outbound: %s unreadable (%s); follow-ups lost", self.follow_ups_path, exc)
-            return {}
-
-    def _save_follow_ups(self) -> None:
-        self.follow_ups_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.follow_ups_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._later, ensure_ascii=False))
-        os.replace(temporary, self.follow_ups_path)
+            self._save_follow_up(key)
 
     async def consent_question(self, item: dict[str, Any]) -> Question | str:
         """What to ask the elder whether the family member may act for them, or why not."""
@@ -561,3 +611,9 @@ class Outbound:
             except ApiUnavailable:
                 await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
         return await function(*args)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """`seconds`, or less when `stop` comes first."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from workorders.services.lease import Lease
+from workorders.lease import Lease
 from workorders.settings import get_settings
 
 
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _scheduler(args: argparse.Namespace) -> None:
-    """Sweeps while this host holds the lease (services/lease.py); stands by otherwise."""
+    """Sweeps while this host holds the lease (workorders/lease.py); stands by otherwise."""
     from workorders.redis_url import connect
     from workorders.services import sweep  # noqa: F401 (imported before the lease is taken)
 
@@ -43,7 +43,9 @@ def _scheduler(args: argparse.Namespace) -> None:
     log = logging.getLogger("workorders.scheduler")
     log.info("scheduler: sweeping every %.1f s while it holds the lease", interval)
     client = connect(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    lease = Lease(client, f"{settings.event_stream}:scheduler", settings.scheduler_lease_seconds)
+    lease = Lease(
+        client, f"{settings.event_stream}:scheduler", settings.scheduler_lease_seconds, "scheduler"
+    )
     if settings.scheduler_metrics_port:
         _serve_metrics(settings.scheduler_metrics_host, settings.scheduler_metrics_port, lease)
     try:

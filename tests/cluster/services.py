@@ -19,6 +19,7 @@ import httpx
 from ops import deploy, units
 from ops.supervisor import PLACEHOLDER
 from tests.cluster.hosts import Host
+from tests.support import hotline_token, make_backend, seed_principals
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
@@ -74,6 +75,17 @@ def postgres(host: Host, settings: str = "", start: bool = True) -> Postgres:
     if start:
         server.start()
     return server
+
+
+def seeded_database(host: Host) -> tuple[str, dict[str, str]]:
+    """PostgreSQL on `host` with the demo's principals: its URL, and their tokens by role (the
+    hotline's too)."""
+    url = postgres(host).url
+    backend = make_backend(url)
+    try:
+        return url, {**seed_principals(backend), "hotline": hotline_token(backend)}
+    finally:
+        backend.dispose()
 
 
 def redis(host: Host) -> str:

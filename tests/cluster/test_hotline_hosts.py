@@ -45,7 +45,6 @@ from ops import deploy
 from tests.cluster import services
 from tests.cluster.hosts import Host, network
 from tests.factories import resident_body, unique_phone
-from tests.support import hotline_token, make_backend, seed_principals
 from tests.test_hotline import Caller, loud_seconds
 from workorders import signing
 from workorders.contract import TERMINAL_SIP_PREFIX
@@ -62,12 +61,7 @@ QUIET = "120"  # HOTLINE_SILENCE_SECONDS: no re-prompts while h2 starts
 def test_a_dead_hotline_host_leaves_its_caller_to_the_other(tmp_path: Path) -> None:
     with network(["data", *APPS, "sip", "phone"], tmp_path) as hosts:
         data = hosts["data"]
-        database = services.postgres(data).url
-        backend = make_backend(database)
-        try:
-            tokens = {**seed_principals(backend), "hotline": hotline_token(backend)}
-        finally:
-            backend.dispose()
+        database, tokens = services.seeded_database(data)
         prefix = f"linli{uuid.uuid4().hex[:6]}"
         env = {
             "DATABASE_URL": database,
