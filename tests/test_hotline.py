@@ -188,7 +188,6 @@ async def calling_out(
                 api,
                 trunk=trunk,
                 state=state,
-                lease_seconds=LEASE,
                 ring_seconds=10,
                 retry_after=1,
             )

@@ -566,7 +566,6 @@ async def serve(settings: HotlineSettings, recogniser: Recogniser, stop: asyncio
                     api,
                     trunk=settings.trunk,
                     state=state,
-                    lease_seconds=settings.lease_seconds,
                 )
                 hotline.outbound = outbound
                 try:

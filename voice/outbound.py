@@ -157,7 +157,6 @@ class Outbound:
         *,
         trunk: str | None,
         state: SharedState,
-        lease_seconds: float = 10.0,
         max_age: timedelta = timedelta(minutes=10),
         ring_seconds: float = 40.0,
         callback_attempts: int = 3,
@@ -172,7 +171,7 @@ class Outbound:
         self.api = api
         self.trunk = trunk
         self.state = state
-        self.renew_every = lease_seconds / 3
+        self.renew_every = state.lease_seconds / 3
         self.max_age = max_age
         self.ring_seconds = ring_seconds
         self.callback_attempts = callback_attempts

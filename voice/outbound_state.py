@@ -50,6 +50,7 @@ class SharedState:
     def __init__(self, client: redis.Redis, prefix: str, lease_seconds: float) -> None:
         self.client = client
         self.prefix = prefix
+        self.lease_seconds = lease_seconds
         self.lease = Lease(client, f"{prefix}:outbound", lease_seconds, "hotline calls")
         self.cursor_key, self.follow_ups_key = f"{prefix}:cursor", f"{prefix}:follow-ups"
         self._write = client.register_script(_FENCED_WRITE)
