@@ -177,9 +177,9 @@ def located(
 
 def _location(tracker: Tracker) -> dict[str, Any] | None:
     """Where the answer says the person is, as the whereabouts to add: their own words, and
-    the address when it has building, unit and room."""
+    the address when it has a building and a room (and the unit, where there is one)."""
     text = _said(tracker)
-    addresses = [a for a in find_addresses(text) if a.building and a.unit and a.room]
+    addresses = [a for a in find_addresses(text) if a.building and a.room]
     if addresses:
         a = addresses[0]
         address = {"building": a.building, "unit": a.unit, "room": a.room}

@@ -24,6 +24,7 @@ from actions.family import whom
 from actions.medical import confirmation
 from actions.residents import ResidentFormValidation, parse_address
 from workorders.client import ApiError, ApiUnavailable
+from workorders.crypto import format_address
 
 SELF = ("我", "我自己", "自己", "本人")
 DEFAULT_HOURS = 2  # a visit is booked as a two-hour window unless the resident said one
@@ -39,7 +40,7 @@ def window(tracker: Tracker) -> tuple[datetime, datetime]:
     return start, start + timedelta(hours=DEFAULT_HOURS)
 
 
-async def profile_address(tracker: Tracker) -> dict[str, str] | None:
+async def profile_address(tracker: Tracker) -> dict[str, str | None] | None:
     resident_id = (await whom(tracker)).resident_id  # the elder's, when acting for one
     if not resident_id:
         return None
@@ -48,7 +49,7 @@ async def profile_address(tracker: Tracker) -> dict[str, str] | None:
     except (ApiError, ApiUnavailable):
         return None
     address = resident.get("address")
-    return {k: address[k] for k in ("building", "unit", "room")} if address else None
+    return {k: address.get(k) for k in ("building", "unit", "room")} if address else None
 
 
 class ValidateHomeCareForm(ResidentFormValidation):
@@ -124,7 +125,7 @@ class ActionAskAddressConfirmed(Action):
         address = await profile_address(tracker)
         if address is None:
             return [SlotSet("address_confirmed", False)]
-        where = f"{address['building']}号楼{address['unit']}单元{address['room']}"
+        where = format_address(address["building"], address["unit"], address["room"])
         dispatcher.utter_message(text=f"是到{where}吗？", json_message={"expect": "yes_no"})
         return []
 

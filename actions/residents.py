@@ -13,11 +13,11 @@ from rasa_sdk.types import DomainDict
 
 from actions.common import answering, api, identity, turn_key
 from actions.settings import community
+from nlu.numerals import find_addresses
 from workorders.client import ApiError, ApiUnavailable
 from workorders.contract import IdentityKind
 
 REGISTRATION = ["resident_name", "resident_address", "resident_phone"]
-_ADDRESS = re.compile(r"(\w+?)(?:号楼|栋|幢)(\w+?)(?:单元|门)(\w+?)(?:号|室)?$")
 _NAME_PREFIX = re.compile(r"^(我叫|我是|叫我|我姓|俺叫|俺是)")
 
 
@@ -49,12 +49,13 @@ class ActionSessionStart(Action):
         return [*events, ActionExecuted("action_listen")]
 
 
-def parse_address(text: str) -> dict[str, str] | None:
-    """'3号楼2单元502' (the NLU has already turned spoken numerals into digits)."""
-    match = _ADDRESS.search(text.replace(" ", ""))
-    if not match:
-        return None
-    return {"building": match[1], "unit": match[2], "room": match[3]}
+def parse_address(text: str) -> dict[str, str | None] | None:
+    """The first whole address said: 3号楼2单元502, or 5号楼1201 where the building has no
+    units; None when the building or the room is missing."""
+    for found in find_addresses(text.replace(" ", "")):
+        if found.building and found.room:
+            return {"building": found.building, "unit": found.unit, "room": found.room}
+    return None
 
 
 def _entity(tracker: Tracker, name: str) -> str | None:

@@ -75,6 +75,21 @@ def test_a_stranger_reports_a_repair_and_is_registered_once(stack: Stack) -> Non
     assert "怎么称呼" not in chat.text("电梯又坏了")
 
 
+def test_a_stranger_in_a_building_without_units_is_registered(stack: Stack) -> None:
+    """五号楼一二零一: no 单元 to say. (It was asked for again and again.)"""
+    chat = stack.chat()
+    assert "怎么称呼" in chat.text("客厅的灯坏了")
+    assert "几号楼" in chat.text("我叫李建国")
+    assert "电话" in chat.text("五号楼一二零一")
+    assert "报修记下了" in chat.text(unique_phone())
+    resident = stack.api.call(
+        "bot", "GET", "/residents/lookup", params={"kind": "wechat_openid", "value": chat.sender}
+    ).json()
+    assert (resident["address"]["text"], resident["address"]["unit"]) == ("5号楼1201", None)
+    [order] = stack.orders(resident["id"])
+    assert order["kind"] == "repair"
+
+
 def test_booking_a_doctor_lists_real_slots_and_books_one(stack: Stack) -> None:
     chat = stack.chat()
     resident = stack.known_resident(chat)

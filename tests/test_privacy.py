@@ -55,6 +55,16 @@ def test_personal_data_is_encrypted_at_rest(api: Api, backend: Backend) -> None:
     assert shown["address"]["text"] == "7号楼3单元1601"
 
 
+def test_an_address_without_a_unit_is_kept_and_masked(api: Api) -> None:
+    """Towers and many older blocks have no 单元: 5号楼1201."""
+    body = resident_body(address={"building": "5", "room": "1201"})
+    rid = api.call("bot", "POST", "/residents", json=body).json()["id"]
+    shown = api.call("bot", "GET", f"/residents/{rid}").json()["address"]
+    assert shown == {"building": "5", "unit": None, "room": "1201", "text": "5号楼1201"}
+    masked = api.call("agent", "GET", f"/residents/{rid}").json()["address"]
+    assert masked == {"building": "5", "unit": None, "room": "****", "text": "5号楼****"}
+
+
 def test_staff_see_masked_data_unless_they_reveal_and_reveals_are_audited(api: Api) -> None:
     phone, id_number = unique_phone(), unique_id_number()
     rid = api.call(

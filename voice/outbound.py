@@ -57,7 +57,7 @@ from voice.sip import Call, CallState, SipEndpoint
 from voice.tts import TtsError
 from workorders.client import ApiError, ApiUnavailable, WorkOrdersClient
 from workorders.contract import IdentityKind
-from workorders.crypto import mask_text
+from workorders.crypto import format_address, mask_text
 from workorders.words import TZ, subject
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def spoken_address(address: dict[str, Any] | None) -> str:
     """3号楼2单元502室 (voice/spoken.py reads the room digit by digit)."""
     if not address:
         return "家里"
-    return f"{address['building']}号楼{address['unit']}单元{address['room']}室"
+    return f"{format_address(address['building'], address.get('unit'), address['room'])}室"
 
 
 class Outbound:

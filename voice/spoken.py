@@ -481,8 +481,10 @@ def _addresses(text: str) -> str:
         return match.group(1) + say_digits(match.group(2)) + (match.group(3) or "")
 
     text = re.sub(r"(\*+)(?=单元|号楼|栋|幢)", "某", text)  # masked: 3号楼*单元***
-    text = re.sub(r"(?<=单元)\*+", "某室", text)
+    text = re.sub(r"(?<=单元|号楼)\*+", "某室", text)
     text = re.sub(r"(单元|门)\s*(\d{2,4})(室|号|户|房)?(?!\d)", room, text)
+    # a building without units: 5号楼1201 (not 3号楼100多户)
+    text = re.sub(r"(号楼|栋|幢)\s*(\d{3,4})(室|号|房)?(?![\d多个人户米平层])", room, text)
     text = re.sub(r"(?<![\d.])()(\d{3,4})(室|号房|房间)", room, text)
     text = re.sub(
         r"(?<![\d.])(\d{1,4})\s*(号楼|号院|栋|幢|座|单元|层|楼|号线|路|街|巷|弄)",

@@ -240,13 +240,14 @@ def mask_id_number(value: str | None) -> str | None:
     return value[:4] + "*" * max(len(value) - 8, 0) + value[-4:] if len(value) > 8 else "****"
 
 
-def mask_address(building: str, unit: str, room: str) -> str:
+def mask_address(building: str, unit: str | None, room: str) -> str:
     """The building helps staff route work; the unit and the door stay private."""
-    return f"{building}号楼*单元{'*' * len(room)}"
+    return f"{building}号楼{'*单元' if unit else ''}{'*' * len(room)}"
 
 
-def format_address(building: str, unit: str, room: str) -> str:
-    return f"{building}号楼{unit}单元{room}"
+def format_address(building: str, unit: str | None, room: str) -> str:
+    """3号楼2单元502; 5号楼1201 where the building has no units (towers, many older blocks)."""
+    return f"{building}号楼{f'{unit}单元' if unit else ''}{room}"
 
 
 def mask_text(text: str | None) -> str | None:

@@ -108,7 +108,7 @@ class ErrorOut(Out):
 
 class Address(Strict):
     building: AddressPart
-    unit: AddressPart
+    unit: AddressPart | None = None  # towers and many older blocks have none: 5号楼1201
     room: AddressPart
 
 
@@ -175,9 +175,9 @@ class ResidentUpdate(Strict):
 
 class AddressOut(Out):
     building: str
-    unit: str
+    unit: str | None
     room: str
-    text: str = Field(..., description="3号楼2单元502, or masked: 3号楼*单元***")
+    text: str = Field(..., description="3号楼2单元502 (5号楼1201: no unit), masked 3号楼*单元***")
 
 
 class ContactOut(Out):

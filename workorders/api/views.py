@@ -40,10 +40,11 @@ _PHONES = ("phone", "caller_phone")
 def address_out(address: dict[str, str] | None, reveal: bool) -> AddressOut | None:
     if not address:
         return None
-    b, u, r = address["building"], address["unit"], address["room"]
+    b, u, r = address["building"], address.get("unit"), address["room"]
     if reveal:
         return AddressOut(building=b, unit=u, room=r, text=format_address(b, u, r))
-    return AddressOut(building=b, unit="*", room="*" * len(r), text=mask_address(b, u, r))
+    masked = "*" if u else None
+    return AddressOut(building=b, unit=masked, room="*" * len(r), text=mask_address(b, u, r))
 
 
 def resident_out(resident: Resident, reveal: bool) -> ResidentOut:

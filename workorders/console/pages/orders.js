@@ -425,8 +425,10 @@ function detailFields(order) {
     );
   }
   const a = order.details?.address;
-  if (a)
-    out.push(h("dt", {}, "地址"), h("dd", {}, a.text ?? `${a.building}号楼${a.unit}单元${a.room}`));
+  if (a) {
+    const unit = a.unit ? `${a.unit}单元` : ""; // towers and many older blocks have none
+    out.push(h("dt", {}, "地址"), h("dd", {}, a.text ?? `${a.building}号楼${unit}${a.room}`));
+  }
   return out;
 }
 
