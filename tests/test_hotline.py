@@ -202,8 +202,9 @@ async def calling_out(
         state.client.close()
 
 
-def stream_position(stream_id: bytes) -> tuple[int, int]:
-    milliseconds, _, sequence = stream_id.decode().partition("-")
+def stream_position(stream_id: bytes | None) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair; None (nothing written yet) is the start."""
+    milliseconds, _, sequence = (stream_id or b"0-0").decode().partition("-")
     return int(milliseconds), int(sequence)
 
 

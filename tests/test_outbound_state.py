@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tests.test_hotline import own_calls_keys
 from voice.outbound_state import SharedState
 from workorders.redis_url import connect
 
@@ -20,7 +20,7 @@ ENTRY = {"item": {"id": "5-0", "type": "order.status_changed"}, "tries": 1, "due
 
 @pytest.fixture
 def prefix(redis_client: redis.Redis) -> Iterator[str]:
-    keys = f"linli:test:hotline:{uuid.uuid4().hex[:8]}"
+    keys = own_calls_keys()
     yield keys
     redis_client.delete(f"{keys}:outbound", f"{keys}:cursor", f"{keys}:follow-ups")
 

@@ -34,7 +34,7 @@ from ops.units import METRICS
 from tests.cluster import services
 from tests.cluster.hosts import network
 from tests.factories import resident_body, unique_phone
-from tests.test_hotline import Caller
+from tests.test_hotline import Caller, stream_position
 from tests.test_sos_terminal import post_event, sos_body
 
 LEASE = 3  # s (HOTLINE_LEASE_SECONDS)
@@ -96,9 +96,10 @@ def test_a_dead_hotline_host_s_own_calls_are_placed_by_the_other_once(tmp_path: 
             it: a holder dying before that has the next one call again (at least once)."""
             done = ([NOTIFIED], [NO_CALLBACK])
             services.until("the emergency handled", lambda: outcome(api, tokens, order_id) == done)
-            head = position(events_head(api, tokens["hotline"]).encode())
+            head = stream_position(events_head(api, tokens["hotline"]).encode())
             cursor = f"{prefix}:hotline:cursor"
-            services.until("the position past it", lambda: position(lease.get(cursor)) >= head)
+            moved = lambda: stream_position(lease.get(cursor)) >= head  # noqa: E731
+            services.until("the position past it", moved)
 
         orders, callers, rang_after = asyncio.run(
             sos_calls(phone, api, mother, father, handled, hosts["h1"].kill)
@@ -201,11 +202,6 @@ def events_head(api: str, token: str) -> str:
     """The event stream's last id now."""
     with httpx.Client(base_url=api, headers=bearer(token), timeout=10) as http:
         return http.get("/events", params={"after": "$"}).json()["last_id"]
-
-
-def position(stream_id: bytes | None) -> tuple[int, int]:
-    milliseconds, _, sequence = (stream_id or b"0-0").decode().partition("-")
-    return int(milliseconds), int(sequence)
 
 
 def bearer(token: str) -> dict[str, str]:
